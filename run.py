@@ -1,0 +1,25 @@
+"""normlab's command line: `python run.py norm=group batch_size=2`, sweeps with `-m norm=batch,group`.
+
+See README.md for every key; `python run.py --cfg job` prints the composed config.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from normlab.cli import precheck, register_resolvers, run_job
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_job(cfg)
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    precheck(sys.argv[1:], CONF)
+    main()

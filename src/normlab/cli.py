@@ -1,0 +1,143 @@
+"""The command line: Hydra composes the config, this module turns it into a typed `Config`, runs the trainer,
+and turns bad input into one line on stderr and exit code 2 (no traceback, no half-made run dir).
+
+`precheck` validates every job of a command (each combination of a sweep) before Hydra creates anything,
+so a typo fails in a second instead of after the first jobs of a sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from normlab.config import Config, ConfigError, config_from_dict
+
+MAX_PRECHECK_JOBS = 2000
+
+
+def register_resolvers() -> None:
+    """`${normlab.suffix:x}`: "" for an empty x, else ",x" (appends extra overrides to run-dir names)."""
+    if not OmegaConf.has_resolver("normlab.suffix"):
+        OmegaConf.register_new_resolver("normlab.suffix", lambda s: f",{s}" if s else "")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def config_groups(conf_dir: Path) -> dict[str, list[str]]:
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(conf_dir.iterdir())
+        if d.is_dir() and d.name != "hydra"
+    }
+
+
+def typed_config(cfg: DictConfig, experiment: str) -> Config:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    values["experiment"] = experiment
+    return config_from_dict(values)
+
+
+def _one_line(error: Exception) -> str:
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+    return "; ".join(lines[:2]) or type(error).__name__
+
+
+def precheck(argv: list[str], conf_dir: Path) -> None:
+    """Compose and validate every job the command line asks for; exit 2 with one line at the first bad one."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return  # Hydra's own flags (--help, --cfg, ...): let Hydra handle the command
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    register_resolvers()
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception as e:  # noqa: BLE001 - Hydra's parse errors are user input errors
+        fail(f"cannot parse the command line: {_one_line(e)}")
+    groups = config_groups(conf_dir)
+    choices = []
+    for o in overrides:
+        key = o.key_or_group
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if key.startswith("hydra"):
+            continue
+        if key in groups and o.is_delete() is False:
+            for v in values:
+                if v not in groups[key] and v != "null":
+                    fail(f"{key}={v} is not allowed; choose from {', '.join(groups[key])}")
+        prefix = "+" if o.is_add() else "++" if o.is_force_add() else "~" if o.is_delete() else ""
+        choices.append([f"{prefix}{key}={v}" for v in values] if values else [f"{prefix}{key}"])
+    jobs = list(itertools.islice(itertools.product(*choices), MAX_PRECHECK_JOBS))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        for job in jobs:
+            experiment = next((j.split("=", 1)[1] for j in job if j.startswith("experiment=")), "default")
+            where = f" (in the job {' '.join(job)})" if len(jobs) > 1 else ""
+            try:
+                cfg = compose(config_name="config", overrides=list(job))
+            except Exception as e:  # noqa: BLE001 - composition errors are user input errors
+                message = _one_line(e)
+                if "Could not override" in message:
+                    key = message.split("'")[1]
+                    message = f"unknown config key {key!r}; see `python run.py --cfg job` for the keys (+{key}=... adds one)"
+                fail(message + where)
+            try:
+                typed_config(cfg, experiment)
+            except ConfigError as e:
+                fail(f"{e}{where}")
+    GlobalHydra.instance().clear()
+
+
+def _remove_if_empty_run(run_dir: Path) -> None:
+    """Remove a run dir that this invocation made and that holds no work (only Hydra's .hydra/)."""
+    if run_dir.is_dir() and all(p.name == ".hydra" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    """Hydra's task function: one run. Bad input exits 2; a crash in a sweep is recorded and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from normlab.runlog import write_json
+    from normlab.trainer import SUMMARY, train
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        config = typed_config(cfg, hc.runtime.choices.get("experiment") or "default")
+        summary = train(config, run_dir)
+    except ConfigError as e:
+        _remove_if_empty_run(run_dir)
+        fail(str(e))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        write_json(run_dir / SUMMARY, {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)})
+        print(f"normlab: failed · {type(e).__name__}: {e} · {run_dir}", file=sys.stderr)
+        return None
+    print(summary_line(summary))
+    return summary
+
+
+def summary_line(s: dict) -> str:
+    if s.get("skipped"):
+        return f"normlab: skipped (already {s['status']}; overwrite=true reruns it) · logs: {s['run_dir']}"
+    acc = "n/a" if s["test_acc"] is None else f"{s['test_acc']:.4f}"
+    extra = f" at step {s['diverged_at_step']}" if s["status"] == "diverged" else ""
+    return (
+        f"normlab: {s['status']}{extra} · test_acc {acc} · {s['steps']} steps · {s['wall_s']:.1f} s"
+        f" · logs: {s['run_dir']}"
+    )

@@ -1,0 +1,231 @@
+"""Typed run configuration: the one place where Hydra's DictConfig becomes plain, validated dataclasses.
+
+Everything downstream (`build_data`, `build_model`, `build_norm`, `train`) takes these objects, never Hydra's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input. The command line prints it as one line and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "mnist"
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "./data"
+    download: bool = True
+    train_subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    activation: str = "relu"
+    hidden: tuple[int, ...] = (100, 100, 100)  # mlp
+    width: int = 32  # cnn, inception_lite
+    hidden_size: int = 100  # lstm
+    sequence: str = "rows"  # lstm: rows | pixel
+    permute: bool = False  # lstm: fixed random permutation of the sequence
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    name: str = "batch"
+    eps: float = 1e-5
+    momentum: float = 0.1
+    num_groups: int = 32
+    gate_lr_mult: float = 10.0
+    bn_stats: str = "moving"
+    init: str = "default"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: str = "constant"
+    warmup_steps: int = 0
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    final_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    experiment: str = "default"
+    batch_size: int = 60
+    lr: float = 0.1
+    epochs: int = 1
+    max_steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 200
+    progress: bool = True
+    checkpoint_every: int = 500
+    resume: bool = True
+    overwrite: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a field's type (int, float, bool, str, tuples, optionals); ints pass as floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} is not allowed; expected a list")
+        args = typing.get_args(annotation)
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+            return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}={value!r} is not allowed; expected a list of {len(args)} values")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}={value!r} is not allowed; expected true or false")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}={value!r} is not allowed; expected an integer")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}={value!r} is not allowed; expected a number")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}={value!r} is not allowed; expected a string")
+    raise TypeError(f"unsupported config annotation {annotation!r}")  # a bug in this file, not user input
+
+
+def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        key = prefix + unknown[0]
+        raise ConfigError(f"unknown config key {key!r}; allowed under {prefix or 'the top level'}: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}={value!r} is not allowed; expected a config group")
+            kwargs[name] = _from_dict(annotation, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, annotation, prefix + name)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from a plain (resolved) dict, as Hydra composes it; raise ConfigError on bad input."""
+    cfg = _from_dict(Config, values)
+    validate(cfg)
+    return cfg
+
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Range and compatibility checks that types alone cannot express."""
+    from normlab.data import DATASETS
+    from normlab.models import check_compatible
+    from normlab.norms import BATCH_STAT_NORMS, NORMS
+
+    _check(cfg.dataset.name in DATASETS, f"dataset={cfg.dataset.name!r} is not allowed; choose from {DATASETS}")
+    _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is not allowed; it must be >= 1")
+    _check(cfg.lr > 0, f"lr={cfg.lr} is not allowed; it must be > 0")
+    _check(cfg.epochs >= 1, f"epochs={cfg.epochs} is not allowed; it must be >= 1")
+    _check(
+        cfg.max_steps is None or cfg.max_steps >= 0,
+        f"max_steps={cfg.max_steps} is not allowed; it must be >= 0 or null",
+    )
+    _check(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} is not allowed; it must be >= 1")
+    _check(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")
+    _check(cfg.device in DEVICES, f"device={cfg.device!r} is not allowed; choose from {DEVICES}")
+    for key in ("train_subset", "test_subset"):
+        n = getattr(cfg.data, key)
+        _check(n is None or n >= 1, f"data.{key}={n} is not allowed; it must be >= 1 or null")
+
+    m = cfg.model
+    _check(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is not allowed; choose from {ACTIVATIONS}")
+    _check(all(h >= 1 for h in m.hidden) and len(m.hidden) >= 1, f"model.hidden={list(m.hidden)} must be >= 1 each")
+    _check(m.width >= 1, f"model.width={m.width} is not allowed; it must be >= 1")
+    _check(m.hidden_size >= 1, f"model.hidden_size={m.hidden_size} is not allowed; it must be >= 1")
+    _check(m.sequence in ("rows", "pixel"), f"model.sequence={m.sequence!r} is not allowed; choose from rows, pixel")
+
+    n = cfg.norm
+    _check(n.name in NORMS, f"norm={n.name!r} is not allowed; choose from {sorted(NORMS)}")
+    _check(n.eps > 0, f"norm.eps={n.eps} is not allowed; it must be > 0")
+    _check(0 < n.momentum <= 1, f"norm.momentum={n.momentum} is not allowed; it must be in (0, 1]")
+    _check(n.num_groups >= 1, f"norm.num_groups={n.num_groups} is not allowed; it must be >= 1")
+    _check(n.gate_lr_mult >= 0, f"norm.gate_lr_mult={n.gate_lr_mult} is not allowed; it must be >= 0")
+    _check(
+        n.bn_stats in ("moving", "batch_average"),
+        f"norm.bn_stats={n.bn_stats!r} is not allowed; choose from moving, batch_average",
+    )
+    _check(n.init in ("default", "data"), f"norm.init={n.init!r} is not allowed; choose from default, data")
+    check_compatible(m.name, n.name)
+    _check(
+        not (cfg.batch_size == 1 and n.name in BATCH_STAT_NORMS),
+        f"batch_size=1 is not allowed with norm={n.name}: its batch statistics need >= 2 samples per batch "
+        f"(use batch_size >= 2, or a per-sample norm such as group or layer)",
+    )
+
+    o = cfg.optimizer
+    _check(o.name in ("sgd", "adam"), f"optimizer={o.name!r} is not allowed; choose from sgd, adam")
+    _check(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed; it must be >= 0")
+    _check(o.momentum >= 0, f"optimizer.momentum={o.momentum} is not allowed; it must be >= 0")
+    s = cfg.scheduler
+    _check(
+        s.name in ("constant", "step", "cosine"),
+        f"scheduler={s.name!r} is not allowed; choose from constant, step, cosine",
+    )
+    _check(s.warmup_steps >= 0, f"scheduler.warmup_steps={s.warmup_steps} is not allowed; it must be >= 0")
+    _check(
+        all(0 < f < 1 for f in s.milestones),
+        f"scheduler.milestones={list(s.milestones)} is not allowed; each must be a fraction of training in (0, 1)",
+    )

@@ -1,0 +1,179 @@
+"""In-memory datasets: MNIST and CIFAR-10 read straight from torchvision's download layouts into uint8 tensors
+on the training device; normalization and augmentation happen per batch with tensor ops (no per-sample
+DataLoader). torchvision is used only to download missing files when `data.download=true`."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from normlab.config import ConfigError, DataConfig
+
+DATASETS = ("mnist", "cifar10")
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# per-channel mean and std of the training images, in [0, 1] units
+STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NUM_CLASSES = 10
+
+
+class DataError(ConfigError):
+    """Missing or unreadable dataset files: a user problem, reported in one line."""
+
+
+def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
+    """An idx file (MNIST's format): magic (0, 0, 0x08 for uint8, ndim), big-endian int32 dims, data."""
+    raw = path.read_bytes()
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != expected_dims:
+        raise DataError(f"{path} is not an idx file of uint8 with {expected_dims} dims (corrupt or wrong file)")
+    dims = np.frombuffer(raw, dtype=">i4", count=expected_dims, offset=4)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * expected_dims)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} holds {data.size} values, its header says {tuple(dims)} (truncated or corrupt)")
+    return data.reshape(tuple(int(d) for d in dims))
+
+
+def _load_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_file, labels_file = MNIST_FILES[split]
+    raw = root / "MNIST" / "raw"
+    images = _read_idx(raw / images_file, 3)[:, None]  # (N, 1, 28, 28)
+    labels = _read_idx(raw / labels_file, 1)
+    return images, labels
+
+
+def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for name in CIFAR_FILES[split]:
+        path = root / "cifar-10-batches-py" / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch["labels"], dtype=np.int64))
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+            raise DataError(f"{path} is not a CIFAR-10 python batch (corrupt or wrong file: {e})") from None
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _expected_files(name: str, root: Path) -> list[Path]:
+    if name == "mnist":
+        return [root / "MNIST" / "raw" / f for pair in MNIST_FILES.values() for f in pair]
+    return [root / "cifar-10-batches-py" / f for files in CIFAR_FILES.values() for f in files]
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch missing files with torchvision; failures (no network) fall through to the missing-file error."""
+    import torchvision
+
+    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
+    try:
+        for train in (True, False):
+            cls(root=str(root), train=train, download=True)
+    except Exception:  # noqa: BLE001 - any failure here is reported as the missing files below
+        pass
+
+
+def load_arrays(name: str, cfg: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Both splits of dataset `name` as uint8 images (N, C, H, W) and int64 labels."""
+    root = Path(cfg.root).expanduser()
+    missing = [p for p in _expected_files(name, root) if not p.is_file()]
+    if missing and cfg.download:
+        _download(name, root)
+        missing = [p for p in _expected_files(name, root) if not p.is_file()]
+    if missing:
+        looked_for = ", ".join(p.name for p in missing)
+        raise DataError(
+            f"{name} not found: missing {looked_for} under {missing[0].parent}; set data.root (or NORMLAB_DATA) "
+            f"to a folder holding torchvision's {name} layout, or run with data.download=true and a network"
+        )
+    load = _load_mnist if name == "mnist" else _load_cifar10
+    return {split: load(root, split) for split in ("train", "test")}
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, C, H, W) on the device
+    labels: torch.Tensor  # int64 (N,) on the device
+
+
+class InMemoryData:
+    """Train/test splits held as uint8 tensors on the device; batches are normalized (and augmented) on the fly.
+
+    The epoch order depends only on (seed, epoch) and the augmentation only on (seed, step), so a resumed run
+    draws exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, name: str, train: Split, test: Split, augment: bool, seed: int, device: torch.device):
+        self.name, self.train, self.test, self.augment, self.seed, self.device = (
+            name,
+            train,
+            test,
+            augment,
+            seed,
+            device,
+        )
+        mean, std = STATS[name]
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.shape = SHAPES[name]
+        self.num_classes = NUM_CLASSES
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float().div_(255.0) - self.mean) / self.std
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train.labels) // batch_size  # the last incomplete batch is dropped
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.train.labels), generator=g).to(self.device)
+
+    def train_batch(self, order: torch.Tensor, index: int, batch_size: int, step: int):
+        idx = order[index * batch_size : (index + 1) * batch_size]
+        images, labels = self.train.images[idx], self.train.labels[idx]
+        if self.augment:
+            images = random_crop_flip(images, torch.Generator(device=self.device).manual_seed(self.seed * 7919 + step))
+        return self.normalize(images), labels
+
+    def test_batches(self, batch_size: int = 1000):
+        for i in range(0, len(self.test.labels), batch_size):
+            yield self.normalize(self.test.images[i : i + batch_size]), self.test.labels[i : i + batch_size]
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per-sample random crop from a zero-padded image plus a random horizontal flip, for a whole batch at once."""
+    n, _, h, w = images.shape
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1, 1), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1, 1), device=dev, generator=generator)
+    flip = torch.rand((n, 1, 1, 1), device=dev, generator=generator) < 0.5
+    rows = torch.arange(h, device=dev).view(1, 1, h, 1) + dy
+    cols = torch.arange(w, device=dev).view(1, 1, 1, w)
+    cols = torch.where(flip, w - 1 - cols, cols) + dx
+    batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=dev).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+def build_data(name: str, cfg: DataConfig, seed: int, device: torch.device) -> InMemoryData:
+    arrays = load_arrays(name, cfg)
+    splits = {}
+    for split, subset in (("train", cfg.train_subset), ("test", cfg.test_subset)):
+        images, labels = arrays[split]
+        if subset is not None:
+            images, labels = images[:subset], labels[:subset]
+        splits[split] = Split(torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
+    return InMemoryData(name, splits["train"], splits["test"], cfg.augment, seed, device)

@@ -1,0 +1,30 @@
+"""A small VGG-style CNN: three stages of conv-norm-act blocks (width, 2x, 4x channels) with max pooling,
+global average pooling and a linear classifier; about 0.24 M parameters at the default width 32."""
+
+from torch import nn
+
+from normlab.models.blocks import conv_norm_act
+
+
+class CNN(nn.Module):
+    def __init__(self, in_shape, num_classes, width, activation, norm, bias):
+        super().__init__()
+        c, w = in_shape[0], width
+
+        def block(c_in, c_out):
+            return conv_norm_act(c_in, c_out, norm, activation, bias)
+
+        self.features = nn.Sequential(
+            block(c, w),
+            nn.MaxPool2d(2),
+            block(w, 2 * w),
+            nn.MaxPool2d(2),
+            block(2 * w, 4 * w),
+            block(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

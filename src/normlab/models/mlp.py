@@ -1,0 +1,22 @@
+"""The BN paper's MNIST network (Sec. 4.1): fully connected hidden layers, y = g(norm(W u)), then a linear
+classifier. The norm sits before each nonlinearity, as in the paper."""
+
+import math
+
+from torch import nn
+
+from normlab.models.blocks import ACTIVATIONS
+
+
+class MLP(nn.Module):
+    def __init__(self, in_shape, num_classes, hidden, activation, norm, bias):
+        super().__init__()
+        layers, width = [nn.Flatten()], math.prod(in_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h, bias=bias), norm(h, kind="1d"), ACTIVATIONS[activation]()]
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

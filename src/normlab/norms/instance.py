@@ -1,0 +1,10 @@
+"""Instance Norm (Ulyanov et al. 2016): per-sample, per-channel statistics over (H, W), in training and eval."""
+
+from torch import nn
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """torch's InstanceNorm2d with a learned affine and no running statistics (instance stats at eval too)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__(num_features, eps=eps, affine=True, track_running_stats=False)

@@ -1,0 +1,76 @@
+"""Weight Norm and mean-only Batch Norm (Salimans & Kingma 2016).
+
+WN reparameterizes each conv/linear weight as w = g * v / ||v|| (Eq. 2) with torch's
+`parametrizations.weight_norm`; it lives on the layers, so the norm slot of a WN model is identity
+(or `MeanOnlyBatchNorm` for the paper's WN + mean-only BN variant, Sec. 3).
+"""
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+WEIGHT_NORMED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def apply_weight_norm(model: nn.Module) -> nn.Module:
+    """Reparameterize every conv/linear layer of `model` in place: w = g * v / ||v||, g per output unit."""
+    for module in list(model.modules()):
+        if isinstance(module, WEIGHT_NORMED):
+            parametrizations.weight_norm(module, name="weight", dim=0)
+    return model
+
+
+def weight_normed_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, WEIGHT_NORMED) and hasattr(m, "parametrizations")]
+
+
+@torch.no_grad()
+def init_weight_norm_(model: nn.Module, x: torch.Tensor, eps: float = 1e-6) -> None:
+    """Data-dependent init (Sec. 2.2): layer by layer, set g and b so that pre-activations on the batch `x`
+    have zero mean and unit variance per unit: g <- g / sigma, b <- (b - mu) / sigma.
+
+    One forward pass: each layer's hook rescales its own output, so later layers see initialized inputs.
+    """
+
+    def hook(module, inputs, out):
+        dims = [0, *range(2, out.dim())]
+        mean, std = out.mean(dims), out.std(dims, unbiased=False) + eps
+        g = module.parametrizations.weight.original0
+        g.div_(std.view_as(g))
+        if module.bias is not None:
+            module.bias.sub_(mean).div_(std)
+        shape = (1, -1) + (1,) * (out.dim() - 2)
+        return (out - mean.view(shape)) / std.view(shape)
+
+    handles = [m.register_forward_hook(hook) for m in weight_normed_layers(model)]
+    was_training = model.training
+    try:
+        model.train()
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+class MeanOnlyBatchNorm(nn.Module):
+    """y = x - mu_B + b: subtract the batch mean (running mean at eval), no division, learned bias (Sec. 3)."""
+
+    def __init__(self, num_features: int, kind: str = "2d", momentum: float = 0.1):
+        super().__init__()
+        self.num_features, self.momentum = num_features, momentum
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        if self.training:
+            mean = x.mean([0, *range(2, x.dim())])
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+        else:
+            mean = self.running_mean
+        return x - mean.view(shape) + self.bias.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}"

@@ -1,0 +1,55 @@
+"""Optimizer and learning-rate schedule from config. Parameter groups are decided once, here:
+weights get weight decay; biases, norm parameters and weight-norm gains do not; a BIN gate trains at its
+layer's declared `gate_lr_mult` times the base learning rate, without decay (as in the official BIN code)."""
+
+import math
+
+import torch
+from torch import nn
+
+from normlab.config import Config, SchedulerConfig
+from normlab.norms import BatchInstanceNorm
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    gates = {}
+    for module in model.modules():
+        if isinstance(module, BatchInstanceNorm):
+            gates[id(module.gate)] = module.gate_lr_mult
+    decay, no_decay, gate_groups = [], [], []
+    for name, p in model.named_parameters():
+        if id(p) in gates:
+            gate_groups.append({"params": [p], "lr": lr * gates[id(p)], "weight_decay": 0.0, "name": name})
+        elif p.ndim <= 1 or name.endswith("original0"):  # biases, norm affine/logits, WN gains g
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return [g for g in groups if g["params"]] + gate_groups
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    groups = param_groups(model, cfg.lr, o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=o.betas)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+
+
+def lr_factor(s: SchedulerConfig, step: int, total_steps: int) -> float:
+    """The multiplier of every group's base lr after `step` steps: linear warmup, then the schedule."""
+    if step < s.warmup_steps:
+        return (step + 1) / s.warmup_steps
+    progress = step / max(total_steps, 1)
+    if s.name == "step":
+        return s.gamma ** sum(progress >= m for m in s.milestones)
+    if s.name == "cosine":
+        return s.final_fraction + (1 - s.final_fraction) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, s: SchedulerConfig, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(s, step, total_steps))

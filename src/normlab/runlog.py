@@ -1,0 +1,108 @@
+"""Everything a run writes about itself, under one vocabulary: TensorBoard scalars, `metrics.jsonl` (one line
+per evaluation) and `summary.json`. Files are replaced atomically (temp file + rename), so a killed run
+never leaves a half-written summary or checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# metrics.jsonl key -> TensorBoard tag
+SCALAR_TAGS = {
+    "train_loss": "train/loss",
+    "train_acc": "train/acc",
+    "test_loss": "test/loss",
+    "test_acc": "test/acc",
+    "lr": "lr",
+    "samples_per_s": "samples_per_s",
+}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null so that every file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The complete lines of a metrics.jsonl (a line cut short by a kill is dropped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+class RunLog:
+    """TensorBoard + metrics.jsonl for one run. On resume from `start_step`, later records are dropped from both."""
+
+    def __init__(self, run_dir: Path, start_step: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.metrics_path = run_dir / "metrics.jsonl"
+        kept = [r for r in read_metrics(self.metrics_path) if r["step"] <= start_step]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self.records = kept
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if start_step > 0 else None)
+
+    def log_eval(self, record: dict) -> None:
+        step = record["step"]
+        for key, tag in SCALAR_TAGS.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], step)
+        record = _json_safe(record)
+        self.records.append(record)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def log_internals(self, step: int, internals: dict[str, dict[str, float]], model: torch.nn.Module) -> None:
+        """Per-layer norm parameters: scalars `norm/<layer>/<name>` and a histogram of each BIN gate."""
+        for layer, values in internals.items():
+            for name, value in values.items():
+                self.writer.add_scalar(f"norm/{layer}/{name}", value, step)
+        for name, param in model.named_parameters():
+            if name.endswith(".gate"):
+                self.writer.add_histogram(f"norm/{name[: -len('.gate')]}/gate", param.detach().cpu(), step)
+
+    def close(self) -> None:
+        self.writer.close()

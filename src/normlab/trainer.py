@@ -1,0 +1,244 @@
+"""The one trainer: every dataset, model and norm goes through `train(cfg, run_dir)`.
+
+Reads top to bottom: set up -> resume or start -> steps (forward, backward, step, constraints) -> at each
+evaluation: test, log, checkpoint -> summary. The per-step loop keeps its statistics on the device and
+reads them only at evaluations, so it never waits on the device in between.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from normlab.config import Config, ConfigError
+from normlab.data import InMemoryData, build_data
+from normlab.models import build_model
+from normlab.norms import NORMS, BatchInstanceNorm, init_weight_norm_, norm_internals, recompute_batch_average_
+from normlab.optim import build_optimizer, build_scheduler
+from normlab.runlog import RunLog, read_json, save_checkpoint, write_json
+
+CHECKPOINT = "last.pt"
+SUMMARY = "summary.json"
+# keys that may differ between a run and its resumption (they do not change the result)
+RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "eval_every", "checkpoint_every")
+WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda is not allowed here: no CUDA device is available; use device=auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: InMemoryData) -> tuple[float, float]:
+    """Mean test loss and accuracy over the whole test split."""
+    model.eval()
+    loss_sum = torch.zeros((), device=data.device)
+    correct = torch.zeros((), device=data.device, dtype=torch.long)
+    for x, y in data.test_batches():
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = len(data.test.labels)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def apply_constraints(model: torch.nn.Module) -> None:
+    """Projections the papers apply after each optimizer step (BIN: gates clipped to [0, 1])."""
+    for m in model.modules():
+        if isinstance(m, BatchInstanceNorm):
+            m.clamp_gate_()
+
+
+def comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path) -> tuple[str, dict | None]:
+    """Decide what to do with what `run_dir` already holds: ("skip", summary) for a finished run of the same
+    config, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir holding another
+    config's run is a ConfigError, never silently mixed."""
+    ckpt_path, summary_path = run_dir / CHECKPOINT, run_dir / SUMMARY
+    if cfg.overwrite:
+        for name in (CHECKPOINT, SUMMARY, "metrics.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+        for event_file in run_dir.glob("events.out.tfevents.*"):
+            event_file.unlink()
+        return "fresh", None
+    summary = read_json(summary_path)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    previous = summary or ckpt
+    if previous is not None and comparable(previous["config"]) != comparable(cfg.to_dict()):
+        raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
+    if summary is not None and summary["status"] in ("completed", "diverged"):
+        return "skip", summary
+    if ckpt is not None:
+        if not cfg.resume:
+            raise ConfigError(f"resume=false but {run_dir} holds a checkpoint; use overwrite=true to start over")
+        return "resume", ckpt
+    return "fresh", None
+
+
+def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, extra: dict) -> None:
+    """A plain-dict checkpoint: everything needed to continue exactly where this step left off."""
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {
+        "config": cfg.to_dict(),
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        **extra,
+    }
+    save_checkpoint(path, state)
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    action, previous = prepare_run_dir(cfg, run_dir)
+    if action == "skip":
+        return {**previous, "skipped": True}
+    ckpt = previous if action == "resume" else None
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = build_data(cfg.dataset.name, cfg.data, cfg.seed, device)
+    steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is not allowed: the training set has only {len(data.train.labels)} images"
+        )
+    total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes).to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
+
+    step, best_test_acc, train_time, prior_wall = 0, 0.0, 0.0, 0.0
+    sums = torch.zeros(3, device=device)  # train loss sum, correct, samples since the last evaluation
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step, best_test_acc, train_time, prior_wall = ckpt["step"], ckpt["best_test_acc"], ckpt["train_time"], ckpt["wall_s"]
+        sums.copy_(ckpt["train_sums"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+    elif cfg.norm.init == "data" and NORMS[cfg.norm.name].weight_norm:
+        init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
+
+    log = RunLog(run_dir, start_step=step)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
+    step_t = torch.full((), step, device=device, dtype=torch.long)
+    status, record, diverged_at = "completed", (log.records[-1] if log.records else None), None
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=step, disable=not cfg.progress, desc=run_dir.name, dynamic_ncols=True)
+    order_epoch, order = -1, None
+    tick = time.perf_counter()
+
+    while step < total_steps:
+        epoch, index = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = data.epoch_order(epoch), epoch
+        x, y = data.train_batch(order, index, cfg.batch_size, step)
+        model.train()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        apply_constraints(model)
+        scheduler.step()
+        with torch.no_grad():
+            step_t += 1
+            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step_t, first_bad)
+            correct = (logits.argmax(1) == y).sum()
+            sums += torch.stack([loss.detach().float() * len(y), correct.float(), sums.new_tensor(len(y))])
+        step += 1
+        bar.update(1)
+        finished = step == total_steps
+
+        if step % cfg.eval_every == 0 or finished:
+            train_time += time.perf_counter() - tick
+            if first_bad.item() >= 0:
+                status, diverged_at = "diverged", first_bad.item()
+                break
+            if finished:  # SN with bn_stats=batch_average: recompute BN statistics over training batches
+                batches = (data.train_batch(order, i, cfg.batch_size, step)[0] for i in range(min(steps_per_epoch, 200)))
+                recompute_batch_average_(model, batches)
+            test_loss, test_acc = evaluate(model, data)
+            best_test_acc = max(best_test_acc, test_acc)
+            loss_sum, n_correct, seen = sums.tolist()
+            sums.zero_()
+            record = {
+                "step": step,
+                "epoch": step / steps_per_epoch,
+                "train_loss": loss_sum / seen,
+                "train_acc": n_correct / seen,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
+            }
+            log.log_eval(record)
+            log.log_internals(step, norm_internals(model), model)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{test_acc:.4f}")
+            tick = time.perf_counter()
+        if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
+            extra = {"best_test_acc": best_test_acc, "train_sums": sums.cpu(), "wall_s": prior_wall + time.perf_counter() - start}
+            save_state(run_dir / CHECKPOINT, cfg, step, model, optimizer, scheduler, {**extra, "train_time": train_time})
+    bar.close()
+
+    last = record or {}
+    summary = {
+        "status": status,
+        "steps": step,
+        "epochs": step / steps_per_epoch,
+        "test_acc": last.get("test_acc"),
+        "test_loss": last.get("test_loss"),
+        "best_test_acc": best_test_acc if record else None,
+        "train_loss": last.get("train_loss"),
+        "train_acc": last.get("train_acc"),
+        "wall_s": prior_wall + time.perf_counter() - start,
+        "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
+        "diverged_at_step": diverged_at,
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "run_dir": str(run_dir),
+        "norm_layers": norm_internals(model),
+        "config": cfg.to_dict(),
+    }
+    write_json(run_dir / SUMMARY, summary)
+    log.close()
+    return summary
