@@ -89,7 +89,9 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
                 message = _one_line(e)
                 if "Could not override" in message:
                     key = message.split("'")[1]
-                    message = f"unknown config key {key!r}; see `python run.py --cfg job` for the keys (+{key}=... adds one)"
+                    message = (
+                        f"unknown config key {key!r}; see `python run.py --cfg job` for the keys (+{key}=... adds one)"
+                    )
                 fail(message + where)
             try:
                 typed_config(cfg, experiment)
@@ -125,7 +127,10 @@ def run_job(cfg: DictConfig) -> dict | None:
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
             raise
-        write_json(run_dir / SUMMARY, {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)})
+        write_json(
+            run_dir / SUMMARY,
+            {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)},
+        )
         print(f"normlab: failed · {type(e).__name__}: {e} · {run_dir}", file=sys.stderr)
         return None
     print(summary_line(summary))

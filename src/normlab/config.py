@@ -114,7 +114,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where}={value!r} is not allowed; expected a list of {len(args)} values")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=False)))
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -191,11 +191,20 @@ def validate(cfg: Config) -> None:
         _check(n is None or n >= 1, f"data.{key}={n} is not allowed; it must be >= 1 or null")
 
     m = cfg.model
-    _check(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is not allowed; choose from {ACTIVATIONS}")
-    _check(all(h >= 1 for h in m.hidden) and len(m.hidden) >= 1, f"model.hidden={list(m.hidden)} must be >= 1 each")
+    _check(
+        m.activation in ACTIVATIONS,
+        f"model.activation={m.activation!r} is not allowed; choose from {ACTIVATIONS}",
+    )
+    _check(
+        all(h >= 1 for h in m.hidden) and len(m.hidden) >= 1,
+        f"model.hidden={list(m.hidden)} must be >= 1 each",
+    )
     _check(m.width >= 1, f"model.width={m.width} is not allowed; it must be >= 1")
     _check(m.hidden_size >= 1, f"model.hidden_size={m.hidden_size} is not allowed; it must be >= 1")
-    _check(m.sequence in ("rows", "pixel"), f"model.sequence={m.sequence!r} is not allowed; choose from rows, pixel")
+    _check(
+        m.sequence in ("rows", "pixel"),
+        f"model.sequence={m.sequence!r} is not allowed; choose from rows, pixel",
+    )
 
     n = cfg.norm
     _check(n.name in NORMS, f"norm={n.name!r} is not allowed; choose from {sorted(NORMS)}")

@@ -36,10 +36,11 @@ class DataError(ConfigError):
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     """An idx file (MNIST's format): magic (0, 0, 0x08 for uint8, ndim), big-endian int32 dims, data."""
     raw = path.read_bytes()
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != expected_dims:
+    header = 4 + 4 * expected_dims
+    if len(raw) < header or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != expected_dims:
         raise DataError(f"{path} is not an idx file of uint8 with {expected_dims} dims (corrupt or wrong file)")
     dims = np.frombuffer(raw, dtype=">i4", count=expected_dims, offset=4)
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * expected_dims)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(dims)):
         raise DataError(f"{path} holds {data.size} values, its header says {tuple(dims)} (truncated or corrupt)")
     return data.reshape(tuple(int(d) for d in dims))
@@ -50,6 +51,8 @@ def _load_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     raw = root / "MNIST" / "raw"
     images = _read_idx(raw / images_file, 3)[:, None]  # (N, 1, 28, 28)
     labels = _read_idx(raw / labels_file, 1)
+    if images.shape[1:] != (1, 28, 28) or len(images) != len(labels):
+        raise DataError(f"{raw} holds {images.shape} images and {len(labels)} labels, not MNIST's 28x28 (corrupt?)")
     return images, labels
 
 
@@ -175,5 +178,7 @@ def build_data(name: str, cfg: DataConfig, seed: int, device: torch.device) -> I
         images, labels = arrays[split]
         if subset is not None:
             images, labels = images[:subset], labels[:subset]
-        splits[split] = Split(torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
+        splits[split] = Split(
+            torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels.astype(np.int64)).to(device)
+        )
     return InMemoryData(name, splits["train"], splits["test"], cfg.augment, seed, device)

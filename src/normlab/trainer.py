@@ -7,6 +7,7 @@ reads them only at evaluations, so it never waits on the device in between.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import time
@@ -20,7 +21,13 @@ from tqdm.auto import tqdm
 from normlab.config import Config, ConfigError
 from normlab.data import InMemoryData, build_data
 from normlab.models import build_model
-from normlab.norms import NORMS, BatchInstanceNorm, init_weight_norm_, norm_internals, recompute_batch_average_
+from normlab.norms import (
+    NORMS,
+    BatchInstanceNorm,
+    init_weight_norm_,
+    norm_internals,
+    recompute_batch_average_,
+)
 from normlab.optim import build_optimizer, build_scheduler
 from normlab.runlog import RunLog, read_json, save_checkpoint, write_json
 
@@ -77,7 +84,8 @@ def apply_constraints(model: torch.nn.Module) -> None:
 
 
 def comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
+    """A config as JSON sees it (tuples become lists), without the keys a resumed run may change."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_KEYS}))
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path) -> tuple[str, dict | None]:
@@ -147,7 +155,12 @@ def train(cfg: Config, run_dir: Path) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        step, best_test_acc, train_time, prior_wall = ckpt["step"], ckpt["best_test_acc"], ckpt["train_time"], ckpt["wall_s"]
+        step, best_test_acc, train_time, prior_wall = (
+            ckpt["step"],
+            ckpt["best_test_acc"],
+            ckpt["train_time"],
+            ckpt["wall_s"],
+        )
         sums.copy_(ckpt["train_sums"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
@@ -192,7 +205,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 status, diverged_at = "diverged", first_bad.item()
                 break
             if finished:  # SN with bn_stats=batch_average: recompute BN statistics over training batches
-                batches = (data.train_batch(order, i, cfg.batch_size, step)[0] for i in range(min(steps_per_epoch, 200)))
+                batches = (
+                    data.train_batch(order, i, cfg.batch_size, step)[0] for i in range(min(steps_per_epoch, 200))
+                )
                 recompute_batch_average_(model, batches)
             test_loss, test_acc = evaluate(model, data)
             best_test_acc = max(best_test_acc, test_acc)
@@ -214,8 +229,20 @@ def train(cfg: Config, run_dir: Path) -> dict:
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
-            extra = {"best_test_acc": best_test_acc, "train_sums": sums.cpu(), "wall_s": prior_wall + time.perf_counter() - start}
-            save_state(run_dir / CHECKPOINT, cfg, step, model, optimizer, scheduler, {**extra, "train_time": train_time})
+            extra = {
+                "best_test_acc": best_test_acc,
+                "train_sums": sums.cpu(),
+                "wall_s": prior_wall + time.perf_counter() - start,
+            }
+            save_state(
+                run_dir / CHECKPOINT,
+                cfg,
+                step,
+                model,
+                optimizer,
+                scheduler,
+                {**extra, "train_time": train_time},
+            )
     bar.close()
 
     last = record or {}

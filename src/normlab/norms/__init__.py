@@ -58,7 +58,10 @@ NORMS: dict[str, NormSpec] = {
     "instance": NormSpec(lambda c, kind, **o: InstanceNorm(c, **o), ("eps",), ("2d",)),
     "group": NormSpec(lambda c, kind, **o: GroupNorm(c, **o), ("eps", "num_groups"), BOTH),
     "batch_instance": NormSpec(
-        lambda c, kind, **o: BatchInstanceNorm(c, **o), ("eps", "momentum", "gate_lr_mult"), ("2d",), batch_stats=True
+        lambda c, kind, **o: BatchInstanceNorm(c, **o),
+        ("eps", "momentum", "gate_lr_mult"),
+        ("2d",),
+        batch_stats=True,
     ),
     "switchable": NormSpec(SwitchableNorm, ("eps", "momentum", "bn_stats"), BOTH, batch_stats=True),
 }

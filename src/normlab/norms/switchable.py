@@ -17,10 +17,21 @@ STATISTICS = {"2d": ("in", "ln", "bn"), "1d": ("ln", "bn")}
 
 class SwitchableNorm(nn.Module):
     def __init__(
-        self, num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1, bn_stats: str = "moving"
+        self,
+        num_features: int,
+        kind: str = "2d",
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        bn_stats: str = "moving",
     ):
         super().__init__()
-        self.num_features, self.kind, self.eps, self.momentum, self.bn_stats = num_features, kind, eps, momentum, bn_stats
+        self.num_features, self.kind, self.eps, self.momentum, self.bn_stats = (
+            num_features,
+            kind,
+            eps,
+            momentum,
+            bn_stats,
+        )
         self.statistics = STATISTICS[kind]
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
@@ -67,14 +78,16 @@ class SwitchableNorm(nn.Module):
         """The softmaxed importance weights, e.g. {'mean_in': .., 'mean_ln': .., 'mean_bn': .., 'var_in': ..}."""
         out = {}
         for prefix, logits in (("mean", self.mean_weight), ("var", self.var_weight)):
-            for s, w in zip(self.statistics, F.softmax(logits.detach(), 0).tolist()):
+            for s, w in zip(self.statistics, F.softmax(logits.detach(), 0).tolist(), strict=False):
                 out[f"{prefix}_{s}"] = w
         return out
 
     internals = importance
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, kind={self.kind}, eps={self.eps}, momentum={self.momentum}, bn_stats={self.bn_stats}"
+        return (
+            f"{self.num_features}, kind={self.kind}, eps={self.eps}, momentum={self.momentum}, bn_stats={self.bn_stats}"
+        )
 
 
 @torch.no_grad()

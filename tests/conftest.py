@@ -1,0 +1,48 @@
+"""Shared fixtures: the data root, composing conf/ into a typed Config, and running the real command line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+DATA_ROOT = str(Path(os.environ.get("NORMLAB_DATA", ROOT.parent / "shared" / "data")).resolve())
+# tiny and fast: every test run shrinks the data and the steps
+TINY = ["data.train_subset=1000", "data.test_subset=500", "progress=false", f"data.root={DATA_ROOT}"]
+
+
+def compose_config(*overrides: str):
+    """conf/ composed with `overrides` (as the command line would), as a validated normlab Config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from normlab.cli import register_resolvers, typed_config
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*TINY, *overrides])
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "default")
+    return typed_config(cfg, experiment)
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in `cwd` (so runs/ lands there), with the test data root."""
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def config():
+    return compose_config

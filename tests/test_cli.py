@@ -1,0 +1,158 @@
+"""The real command line, as a user runs it: sweeps, bad input (exit 2, one line), kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA_ROOT, ROOT, TINY, run_cli
+
+
+def run_dirs(cwd):
+    return sorted(p.parent for p in (cwd / "runs").rglob("summary.json"))
+
+
+def test_single_run_prints_a_summary_line(tmp_path):
+    result = run_cli(*TINY, "max_steps=20", "eval_every=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("normlab: completed · test_acc ") and "20 steps" in line
+    (run_dir,) = run_dirs(tmp_path)
+    assert run_dir.parent.name == "default"
+    assert run_dir.name.startswith("mnist-mlp-batch-bs60-lr0.1-s0,")
+    assert (run_dir / ".hydra" / "config.yaml").exists() and list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_two_job_multirun_gives_two_run_dirs(tmp_path):
+    result = run_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    dirs = run_dirs(tmp_path)
+    assert [d.name.split("-")[2] for d in dirs] == ["batch", "none"]
+    assert all(json.loads((d / "summary.json").read_text())["status"] == "completed" for d in dirs)
+
+
+def test_sweep_goes_on_past_a_diverging_job(tmp_path):
+    args = (
+        "-m",
+        *TINY,
+        "norm=none",
+        "model.activation=relu",
+        "lr=0.05,1e10",
+        "max_steps=20",
+        "eval_every=10",
+    )
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    statuses = {
+        d.name.split("-")[4]: json.loads((d / "summary.json").read_text())["status"] for d in run_dirs(tmp_path)
+    }
+    assert statuses == {"lr0.05": "completed", "lr10000000000.0": "diverged"}
+
+
+BAD_INPUTS = [
+    (["norm=bogus"], "norm=bogus is not allowed; choose from"),
+    (["model=mlp", "norm=instance"], "norm=instance is not defined for model=mlp"),
+    (["model=mlp", "norm=batch_instance"], "norm=batch_instance is not defined for model=mlp"),
+    (["batch_size=0"], "batch_size=0 is not allowed"),
+    (["lr=0"], "lr=0.0 is not allowed"),
+    (["lr=-0.1"], "lr=-0.1 is not allowed"),
+    (["norm=group", "norm.num_groups=0"], "norm.num_groups=0 is not allowed"),
+    (["max_steps=-5"], "max_steps=-5 is not allowed"),
+    (["bogus_key=3"], "unknown config key 'bogus_key'"),
+    (["batch_size=1"], "batch_size=1 is not allowed with norm=batch"),
+    (["model=cnn", "norm=switchable", "batch_size=1"], "batch_size=1 is not allowed with norm=switchable"),
+    (["-m", "norm=batch,bogus"], "norm=bogus is not allowed"),
+    (
+        ["data.root=/nonexistent/normlab", "data.download=false"],
+        "mnist not found: missing train-images-idx3-ubyte",
+    ),
+    (
+        ["data.train_subset=10", "batch_size=64"],
+        "batch_size=64 is not allowed: the training set has only 10 images",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, message):
+    base = [a for a in TINY if not any(a.startswith(b.split("=")[0] + "=") for b in args)]
+    result = run_cli(*base, "max_steps=3", *args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert run_dirs(tmp_path) == [] and not list((tmp_path / "runs").rglob("mnist-*")), "half-made run dir left"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_mnist_file_is_a_clear_error(tmp_path, damage):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in os.listdir(os.path.join(DATA_ROOT, "MNIST", "raw")):
+        original = Path(DATA_ROOT, "MNIST", "raw", name).read_bytes()
+        (raw / name).write_bytes(b"\x00\x00\x08\x03garbage" if damage == "garbage" else original[:1000])
+    result = run_cli(f"data.root={tmp_path / 'data'}", "data.download=false", "max_steps=2", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train-images-idx3-ubyte" in result.stderr and "corrupt" in result.stderr
+
+
+def test_corrupt_cifar_batch_is_a_clear_error(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in os.listdir(os.path.join(DATA_ROOT, "cifar-10-batches-py")):
+        (folder / name).write_bytes(Path(DATA_ROOT, "cifar-10-batches-py", name).read_bytes()[:5000])
+    args = (
+        "dataset=cifar10",
+        "model=cnn",
+        f"data.root={tmp_path / 'data'}",
+        "data.download=false",
+        "max_steps=2",
+    )
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "data_batch_1 is not a CIFAR-10 python batch" in result.stderr
+
+
+def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    args = [*TINY, "max_steps=1500", "eval_every=250", "checkpoint_every=100"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert run_cli(*args, cwd=whole).returncode == 0
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=killed,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not list((killed / "runs").rglob("last.pt")) and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # somewhere past the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = [p.parent for p in (killed / "runs").rglob("last.pt")]
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+
+    resumed = run_cli(*args, cwd=killed)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def result(cwd):
+        (d,) = run_dirs(cwd)
+        records = [
+            {k: v for k, v in json.loads(line).items() if k != "samples_per_s"}
+            for line in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        summary = json.loads((d / "summary.json").read_text())
+        return records, {k: summary[k] for k in ("status", "steps", "test_acc", "test_loss", "train_loss")}
+
+    assert result(killed) == result(whole)
+    assert [r["step"] for r in result(killed)[0]] == [250, 500, 750, 1000, 1250, 1500]

@@ -1,0 +1,79 @@
+"""conf/ composes for every group option, and the typed config rejects what it must."""
+
+import pytest
+from conftest import CONF, compose_config
+
+from normlab.cli import config_groups
+from normlab.config import ConfigError
+from normlab.models import FEATURE_KINDS, check_compatible, compatible_norms
+from normlab.norms import NORMS
+
+GROUPS = config_groups(CONF)
+# a model that accepts each norm, so that every norm option composes
+MODEL_FOR = {norm: next(m for m in FEATURE_KINDS if norm in compatible_norms(m)) for norm in NORMS}
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes(group, option):
+    extra = [f"model={MODEL_FOR[option]}"] if group == "norm" else []
+    if group == "model":
+        extra = [f"norm={compatible_norms(option)[0]}"]
+    cfg = compose_config(f"{group}={option}", *extra)
+    name = cfg.experiment if group == "experiment" else getattr(cfg, group).name
+    assert name == option
+
+
+def test_groups_cover_the_registries():
+    assert set(GROUPS["norm"]) == set(NORMS)
+    assert set(GROUPS["model"]) == set(FEATURE_KINDS)
+    assert set(GROUPS["dataset"]) == {"mnist", "cifar10"}
+    assert set(GROUPS["optimizer"]) == {"sgd", "adam"}
+    assert set(GROUPS["scheduler"]) == {"constant", "step", "cosine"}
+
+
+def test_defaults_are_the_bn_paper_mlp_on_mnist():
+    cfg = compose_config()
+    assert (cfg.dataset.name, cfg.model.name, cfg.norm.name) == ("mnist", "mlp", "batch")
+    assert cfg.model.hidden == (100, 100, 100) and cfg.model.activation == "sigmoid" and cfg.batch_size == 60
+    assert compose_config("dataset=cifar10").data.augment is True
+    assert compose_config("dataset=cifar10", "data.augment=false").data.augment is False
+
+
+@pytest.mark.parametrize("model", sorted(FEATURE_KINDS))
+@pytest.mark.parametrize("norm", sorted(NORMS))
+def test_model_norm_matrix(model, norm):
+    if norm in compatible_norms(model):
+        check_compatible(model, norm)
+        assert compose_config(f"model={model}", f"norm={norm}").norm.name == norm
+    else:
+        with pytest.raises(ConfigError, match=f"norm={norm} is not defined for model={model}"):
+            compose_config(f"model={model}", f"norm={norm}")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("batch_size=0", "batch_size=0 is not allowed"),
+        ("lr=0", "lr=0.0 is not allowed"),
+        ("max_steps=-1", "max_steps=-1 is not allowed"),
+        ("epochs=0", "epochs=0 is not allowed"),
+        ("batch_size=1.5", "batch_size=1.5 is not allowed; expected an integer"),
+        ("progress=maybe", "progress='maybe' is not allowed; expected true or false"),
+        ("device=tpu", "device='tpu' is not allowed"),
+        ("model.activation=gelu", "model.activation='gelu' is not allowed"),
+        ("norm.momentum=0", "norm.momentum=0.0 is not allowed"),
+        ("scheduler=step scheduler.milestones=[2]", "scheduler.milestones=[2.0] is not allowed"),
+        ("+model.depth=3", "unknown config key 'model.depth'"),
+    ],
+)
+def test_bad_values_raise_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        compose_config(*override.split())
+
+
+def test_num_groups_and_batch_size_one():
+    with pytest.raises(ConfigError, match="norm.num_groups=0 is not allowed"):
+        compose_config("norm=group", "norm.num_groups=0")
+    with pytest.raises(ConfigError, match="batch_size=1 is not allowed with norm=batch"):
+        compose_config("batch_size=1")
+    assert compose_config("norm=group", "batch_size=1").batch_size == 1

@@ -1,0 +1,416 @@
+"""Each norm against an independent reference: torch's own modules where one exists, the paper's formula
+written out plainly where none does; 1d and 2d, train and eval, forward and backward, running statistics."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normlab.norms import (
+    NORMS,
+    BatchInstanceNorm,
+    MeanOnlyBatchNorm,
+    SwitchableNorm,
+    apply_weight_norm,
+    build_norm,
+    init_weight_norm_,
+    norm_internals,
+    recompute_batch_average_,
+)
+from normlab.norms.group import largest_divisor
+
+EPS = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Compare in float64 so that only real differences, not rounding, can fail a test."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def shape_of(kind):
+    return (6, 8, 5, 4) if kind == "2d" else (6, 8)
+
+
+def reduce_dims(x, over):
+    """Dims of x to reduce: 'batch' = all but C, 'sample' = all but N, 'instance' = spatial only."""
+    spatial = tuple(range(2, x.dim()))
+    return {"batch": (0, *spatial), "sample": (1, *spatial), "instance": spatial}[over]
+
+
+def plain_norm(x, over, eps=EPS):
+    """(x - mean) / sqrt(biased var + eps) with statistics over `over`, the textbook formula."""
+    dims = reduce_dims(x, over)
+    mean = x.mean(dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def affine(y, weight, bias):
+    shape = (1, -1) + (1,) * (y.dim() - 2)
+    return y * weight.view(shape) + bias.view(shape)
+
+
+def randomize_affine(layer):
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name in ("weight", "bias"):
+                p.copy_(torch.randn_like(p))
+
+
+def check_forward_backward(layer, reference, x, atol=1e-5):
+    """Same output and same gradients (input and parameters) as `reference(x)` for a random upstream grad."""
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    y1, y2 = layer(x1), reference(x2)
+    torch.testing.assert_close(y1, y2, atol=atol, rtol=1e-4)
+    upstream = torch.randn_like(y1)
+    params = [p for p in layer.parameters()]
+    g1 = torch.autograd.grad(y1, [x1, *params], upstream, allow_unused=True)
+    g2 = torch.autograd.grad(y2, [x2, *params], upstream, allow_unused=True)
+    for a, b in zip(g1, g2, strict=False):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- batch
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_batch_norm_train_eval_and_running_stats(kind):
+    torch.manual_seed(0)
+    layer = build_norm("batch", 8, kind, eps=EPS, momentum=0.1)
+    randomize_affine(layer)
+    xs = [torch.randn(shape_of(kind)) * 3 + 1 for _ in range(4)]
+    running_mean, running_var = torch.zeros(8), torch.ones(8)
+    layer.train()
+    for x in xs:
+        check_forward_backward(layer, lambda t: affine(plain_norm(t, "batch"), layer.weight, layer.bias), x)
+        dims = reduce_dims(x, "batch")
+        n = x.numel() // 8
+        running_mean = 0.9 * running_mean + 0.1 * x.mean(dims)
+        running_var = 0.9 * running_var + 0.1 * x.var(dims, unbiased=False) * n / (n - 1)  # unbiased, as torch
+    torch.testing.assert_close(layer.running_mean, running_mean)
+    torch.testing.assert_close(layer.running_var, running_var)
+    layer.eval()
+    x = torch.randn(shape_of(kind))
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+
+    def reference(t):
+        return affine(
+            (t - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + EPS),
+            layer.weight,
+            layer.bias,
+        )
+
+    check_forward_backward(layer, reference, x)
+
+
+# ---------------------------------------------------------------- layer, instance, group
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_layer_norm_is_per_sample_over_all_features(kind, mode):
+    torch.manual_seed(1)
+    layer = build_norm("layer", 8, kind, eps=EPS)
+    randomize_affine(layer)
+    layer.train(mode == "train")
+    x = torch.randn(shape_of(kind)) * 2 + 3
+    check_forward_backward(layer, lambda t: affine(plain_norm(t, "sample"), layer.weight, layer.bias), x)
+    # and torch's own F.layer_norm over (C, H, W), before the per-channel affine
+    torch.testing.assert_close(
+        layer(x),
+        affine(F.layer_norm(x, x.shape[1:], eps=EPS), layer.weight, layer.bias),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_instance_norm_uses_instance_statistics_in_train_and_eval(mode):
+    torch.manual_seed(2)
+    layer = build_norm("instance", 8, "2d", eps=EPS)
+    randomize_affine(layer)
+    layer.train(mode == "train")
+    x = torch.randn(shape_of("2d")) * 2 - 1
+    check_forward_backward(layer, lambda t: affine(plain_norm(t, "instance"), layer.weight, layer.bias), x)
+
+
+def group_reference(x, groups, weight, bias):
+    n, c = x.shape[:2]
+    g = x.reshape(n, groups, -1)
+    mean = g.mean(-1, keepdim=True)
+    var = ((g - mean) ** 2).mean(-1, keepdim=True)
+    return affine(((g - mean) / torch.sqrt(var + EPS)).reshape(x.shape), weight, bias)
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_group_norm_matches_formula(kind, mode):
+    torch.manual_seed(3)
+    layer = build_norm("group", 8, kind, eps=EPS, num_groups=4)
+    randomize_affine(layer)
+    layer.train(mode == "train")
+    x = torch.randn(shape_of(kind)) * 2
+    check_forward_backward(layer, lambda t: group_reference(t, 4, layer.weight, layer.bias), x)
+
+
+@pytest.mark.parametrize(
+    ("channels", "asked", "used"), [(64, 32, 32), (100, 32, 25), (48, 32, 24), (7, 32, 7), (3, 2, 1)]
+)
+def test_group_norm_falls_back_to_largest_divisor_and_records_it(channels, asked, used):
+    assert largest_divisor(channels, asked) == used
+    layer = build_norm("group", channels, "2d", num_groups=asked)
+    assert layer.num_groups == used and layer.requested_groups == asked
+    model = nn.Sequential(layer)
+    assert norm_internals(model) == {"0": {"num_groups": used}}
+
+
+# ---------------------------------------------------------------- weight norm and mean-only BN
+
+
+def test_weight_norm_reparameterizes_every_layer_and_keeps_the_function_at_init():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 3 * 3, 5))
+    x = torch.randn(2, 3, 5, 5)
+    before = net(x)
+    apply_weight_norm(net)
+    torch.testing.assert_close(net(x), before)  # g starts at ||v||
+    for layer in (net[0], net[2]):
+        g = layer.parametrizations.weight.original0
+        v = layer.parametrizations.weight.original1
+        with torch.no_grad():
+            g.mul_(torch.rand_like(g) + 0.5)
+        norms = v.flatten(1).norm(dim=1).view_as(g)
+        torch.testing.assert_close(layer.weight, g * v / norms)  # Eq. 2: w = g v / ||v||
+        # gradient wrt g is (grad_w . v) / ||v|| (Eq. 3)
+        w = layer.weight
+        grad_w = torch.randn_like(w)
+        (grad_g,) = torch.autograd.grad(w, [g], grad_w)
+        torch.testing.assert_close(grad_g, (grad_w * v).flatten(1).sum(1).view_as(g) / norms)
+
+
+def test_weight_norm_data_init_gives_unit_pre_activations():
+    torch.manual_seed(5)
+    net = apply_weight_norm(nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 6)))
+    x = torch.randn(256, 10) * 4 + 2
+    init_weight_norm_(net, x)
+    h = net[0](x)
+    torch.testing.assert_close(h.mean(0), torch.zeros(20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(h.std(0, unbiased=False), torch.ones(20), atol=1e-3, rtol=0)
+    out = net(x)
+    torch.testing.assert_close(out.mean(0), torch.zeros(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(0, unbiased=False), torch.ones(6), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_mean_only_batch_norm(kind):
+    torch.manual_seed(6)
+    layer = build_norm("weight_meanbn", 8, kind, momentum=0.1)
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn(8))
+    shape = (1, -1) + (1,) * (len(shape_of(kind)) - 2)
+    running = torch.zeros(8)
+    for _ in range(3):
+        x = torch.randn(shape_of(kind)) + 2
+        dims = reduce_dims(x, "batch")
+        check_forward_backward(layer, lambda t, d=dims: t - t.mean(d, keepdim=True) + layer.bias.view(shape), x)
+        running = 0.9 * running + 0.1 * x.mean(dims)
+    torch.testing.assert_close(layer.running_mean, running)
+    layer.eval()
+    x = torch.randn(shape_of(kind))
+    check_forward_backward(layer, lambda t: t - running.view(shape) + layer.bias.view(shape), x)
+
+
+# ---------------------------------------------------------------- batch-instance
+
+
+def bin_reference(x, layer, running_mean=None, running_var=None):
+    """rho * x_BN + (1 - rho) * x_IN, then the affine (Nam & Kim 2018, Eq. 3-4)."""
+    if running_mean is None:
+        x_bn = plain_norm(x, "batch")
+    else:
+        x_bn = (x - running_mean.view(1, -1, 1, 1)) / torch.sqrt(running_var.view(1, -1, 1, 1) + EPS)
+    rho = layer.gate.view(1, -1, 1, 1)
+    return affine(rho * x_bn + (1 - rho) * plain_norm(x, "instance"), layer.weight, layer.bias)
+
+
+def test_batch_instance_gate_one_is_bn_and_zero_is_in():
+    torch.manual_seed(7)
+    layer = BatchInstanceNorm(8)
+    bn, inorm = nn.BatchNorm2d(8), nn.InstanceNorm2d(8, affine=True)
+    x = torch.randn(shape_of("2d")) * 3
+    torch.testing.assert_close(layer(x), bn(x))  # gate initialised to 1: pure BN
+    torch.testing.assert_close(layer.running_var, bn.running_var)
+    with torch.no_grad():
+        layer.gate.zero_()
+    torch.testing.assert_close(layer(x), inorm(x), atol=1e-5, rtol=1e-4)
+
+
+def test_batch_instance_matches_formula_in_train_and_eval():
+    torch.manual_seed(8)
+    layer = BatchInstanceNorm(8)
+    randomize_affine(layer)
+    with torch.no_grad():
+        layer.gate.uniform_(0, 1)
+    running_mean, running_var = torch.zeros(8), torch.ones(8)
+    for _ in range(3):
+        x = torch.randn(shape_of("2d")) * 2 + 1
+        check_forward_backward(layer, lambda t: bin_reference(t, layer), x)
+        n = x.numel() // 8
+        running_mean = 0.9 * running_mean + 0.1 * x.mean((0, 2, 3))
+        running_var = 0.9 * running_var + 0.1 * x.var((0, 2, 3), unbiased=False) * n / (n - 1)
+    torch.testing.assert_close(layer.running_mean, running_mean)
+    torch.testing.assert_close(layer.running_var, running_var)
+    layer.eval()
+    x = torch.randn(shape_of("2d"))
+    check_forward_backward(layer, lambda t: bin_reference(t, layer, running_mean, running_var), x)
+
+
+def test_batch_instance_gates_stay_in_unit_interval_after_steps_that_push_them_out():
+    from normlab.config import Config
+    from normlab.optim import build_optimizer
+    from normlab.trainer import apply_constraints
+
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchInstanceNorm(8))
+    optimizer = build_optimizer(model, Config(lr=1.0))
+    gate_group = [g for g in optimizer.param_groups if g["name"].endswith("gate")]
+    assert len(gate_group) == 1 and gate_group[0]["lr"] == 10.0 and gate_group[0]["weight_decay"] == 0.0
+    for direction in (1.0, -1.0):
+        for _ in range(3):
+            out = model(torch.randn(4, 3, 6, 6))
+            # loss = -direction * sum(gate): pushes gates above 1 (then below 0) with a large step
+            loss = out.mean() * 0 - direction * model[1].gate.sum() * 100
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            apply_constraints(model)
+            assert model[1].gate.min() >= 0 and model[1].gate.max() <= 1
+        assert torch.all(model[1].gate == (1.0 if direction > 0 else 0.0))
+
+
+# ---------------------------------------------------------------- switchable
+
+
+def sn_reference(x, layer, bn_mean=None, bn_var=None):
+    """Luo et al. 2018, Eq. 3: softmax-weighted IN/LN/BN means and (biased) variances, computed directly."""
+    stats = {}
+    for name, over in (("in", "instance"), ("ln", "sample"), ("bn", "batch")):
+        dims = reduce_dims(x, over)
+        if x.dim() == 2 and name == "in":
+            continue
+        mean = x.mean(dims, keepdim=True)
+        stats[name] = (mean, ((x - mean) ** 2).mean(dims, keepdim=True))
+    if bn_mean is not None:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        stats["bn"] = (bn_mean.view(shape), bn_var.view(shape))
+    names = ["in", "ln", "bn"] if x.dim() == 4 else ["ln", "bn"]
+    mw, vw = torch.softmax(layer.mean_weight, 0), torch.softmax(layer.var_weight, 0)
+    mean = sum(mw[i] * stats[s][0] for i, s in enumerate(names))
+    var = sum(vw[i] * stats[s][1] for i, s in enumerate(names))
+    return affine((x - mean) / torch.sqrt(var + EPS), layer.weight, layer.bias)
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_switchable_matches_formula_in_train_and_eval(kind):
+    torch.manual_seed(10)
+    layer = SwitchableNorm(8, kind=kind)
+    randomize_affine(layer)
+    with torch.no_grad():
+        layer.mean_weight.copy_(torch.randn_like(layer.mean_weight))
+        layer.var_weight.copy_(torch.randn_like(layer.var_weight))
+    assert len(layer.mean_weight) == (3 if kind == "2d" else 2)
+    running_mean, running_var = torch.zeros(8), torch.ones(8)
+    for _ in range(3):
+        x = torch.randn(shape_of(kind)) * 2 + 1
+        check_forward_backward(layer, lambda t: sn_reference(t, layer), x, atol=1e-4)
+        dims = reduce_dims(x, "batch")
+        running_mean = 0.9 * running_mean + 0.1 * x.mean(dims)
+        running_var = 0.9 * running_var + 0.1 * x.var(dims, unbiased=False)  # biased throughout
+    torch.testing.assert_close(layer.running_mean, running_mean)
+    torch.testing.assert_close(layer.running_var, running_var)
+    layer.eval()
+    x = torch.randn(shape_of(kind))
+    check_forward_backward(layer, lambda t: sn_reference(t, layer, running_mean, running_var), x, atol=1e-4)
+    importance = layer.importance()
+    assert abs(sum(v for k, v in importance.items() if k.startswith("mean_")) - 1) < 1e-6
+    assert set(norm_internals(nn.Sequential(layer))["0"]) == set(importance)
+
+
+def test_switchable_batch_average_recomputes_plain_average_of_batch_statistics():
+    torch.manual_seed(11)
+    layer = SwitchableNorm(8, kind="2d", bn_stats="batch_average")
+    batches = [torch.randn(shape_of("2d")) * (i + 1) + i for i in range(5)]
+    layer.train()
+    layer(torch.randn(shape_of("2d")) * 10)  # moving averages to be replaced
+    weight_before = layer.weight.detach().clone()
+    model = nn.Sequential(layer).eval()
+    assert recompute_batch_average_(model, batches) == 5
+    assert not layer.training  # mode restored
+    torch.testing.assert_close(layer.running_mean, torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0))
+    torch.testing.assert_close(
+        layer.running_var, torch.stack([b.var((0, 2, 3), unbiased=False) for b in batches]).mean(0)
+    )
+    torch.testing.assert_close(layer.weight, weight_before)
+    moving = SwitchableNorm(8, kind="2d", bn_stats="moving")
+    assert recompute_batch_average_(nn.Sequential(moving), batches) == 0
+
+
+# ---------------------------------------------------------------- gradcheck (float64)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BatchInstanceNorm(4),
+        lambda: SwitchableNorm(4, kind="2d"),
+        lambda: SwitchableNorm(4, kind="1d"),
+        lambda: MeanOnlyBatchNorm(4, kind="2d"),
+        lambda: MeanOnlyBatchNorm(4, kind="1d"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_gradcheck_float64(make, mode):
+    torch.manual_seed(12)
+    layer = make().double()
+    layer.train(mode == "train")
+    if isinstance(layer, BatchInstanceNorm):
+        with torch.no_grad():
+            layer.gate.uniform_(0.2, 0.8)
+    shape = (3, 4, 3, 3) if getattr(layer, "kind", "2d") == "2d" else (5, 4)
+    x = torch.randn(shape, dtype=torch.double, requires_grad=True)
+    params = [p for p in layer.parameters()]
+
+    names = [n for n, _ in layer.named_parameters()]
+
+    def fn(x, *ps):  # parameters passed in, so that gradcheck checks their gradients too
+        # (train mode updates running statistics, which the train-mode output does not depend on)
+        return torch.func.functional_call(layer, dict(zip(names, ps, strict=False)), (x,))
+
+    assert torch.autograd.gradcheck(
+        fn, (x, *[p.detach().clone().requires_grad_() for p in params]), eps=1e-6, atol=1e-5
+    )
+
+
+# ---------------------------------------------------------------- factory
+
+
+def test_factory_rejects_unknown_names_kinds_and_options():
+    with pytest.raises(ValueError, match="unknown norm 'bogus'"):
+        build_norm("bogus", 4)
+    with pytest.raises(ValueError, match="not defined on 1d"):
+        build_norm("instance", 4, "1d")
+    with pytest.raises(ValueError, match="takes no option 'num_groups'"):
+        build_norm("batch", 4, "2d", num_groups=2)
+    for name, spec in NORMS.items():
+        for kind in spec.kinds:
+            layer = build_norm(name, 8, kind)
+            x = torch.randn(shape_of(kind))
+            assert layer(x).shape == x.shape

@@ -1,0 +1,125 @@
+"""The trainer on real data, tiny subsets: it learns, logs what it promises, and is reproducible."""
+
+import json
+
+import pytest
+from conftest import compose_config
+
+from normlab.models import FEATURE_KINDS, compatible_norms
+from normlab.norms import NORMS
+from normlab.runlog import SCALAR_TAGS
+from normlab.trainer import train
+
+METRIC_KEYS = {"step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "samples_per_s"}
+SUMMARY_KEYS = {"status", "steps", "epochs", "test_acc", "test_loss", "best_test_acc", "train_loss", "wall_s"}
+SUMMARY_KEYS |= {"samples_per_s", "config"}
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_thirty_steps_on_mnist_lower_the_loss_and_write_every_file(tmp_path):
+    cfg = compose_config("max_steps=30", "eval_every=10")
+    summary = train(cfg, tmp_path)
+    records = metrics(tmp_path)
+    assert [r["step"] for r in records] == [10, 20, 30]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert records[-1]["test_loss"] < records[0]["test_loss"]
+    assert all(set(r) == METRIC_KEYS for r in records)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert set(on_disk) >= SUMMARY_KEYS and on_disk["status"] == "completed" and on_disk["steps"] == 30
+    assert on_disk["config"]["norm"]["name"] == "batch" and on_disk == json.loads(json.dumps(summary))
+    assert on_disk["best_test_acc"] == max(r["test_acc"] for r in records)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert set(SCALAR_TAGS.values()) <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("test/acc")] == [10, 20, 30]
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(records[-1]["test_acc"])
+
+
+def test_cifar10_cnn_run_completes(tmp_path):
+    cfg = compose_config("dataset=cifar10", "model=cnn", "batch_size=16", "max_steps=8", "eval_every=4")
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 8
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["config"]["data"]["augment"] is True
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    def run(seed, name):
+        train(compose_config("max_steps=20", "eval_every=10", f"seed={seed}"), tmp_path / name)
+        return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in metrics(tmp_path / name)]
+
+    first, again, other = run(0, "a"), run(0, "b"), run(1, "c")
+    assert first == again
+    assert first != other
+
+
+def test_augmented_cifar_batches_are_reproducible(tmp_path):
+    def run(name):
+        cfg = compose_config(
+            "dataset=cifar10", "model=cnn", "model.width=8", "batch_size=8", "max_steps=6", "eval_every=3"
+        )
+        train(cfg, tmp_path / name)
+        return [(r["train_loss"], r["test_loss"]) for r in metrics(tmp_path / name)]
+
+    assert run("a") == run("b")
+
+
+def test_huge_learning_rate_is_recorded_as_diverged(tmp_path):
+    summary = train(
+        compose_config("norm=none", "model.activation=relu", "lr=1e10", "max_steps=30", "eval_every=10"),
+        tmp_path,
+    )
+    assert summary["status"] == "diverged"
+    assert 1 <= summary["diverged_at_step"] <= 10
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_finished_run_is_skipped_and_overwrite_reruns(tmp_path):
+    cfg = compose_config("max_steps=10", "eval_every=5")
+    first = train(cfg, tmp_path)
+    again = train(cfg, tmp_path)
+    assert again["skipped"] and again["test_acc"] == first["test_acc"]
+    rerun = train(compose_config("max_steps=10", "eval_every=5", "overwrite=true"), tmp_path)
+    assert "skipped" not in rerun and rerun["test_acc"] == first["test_acc"]
+    assert len(metrics(tmp_path)) == 2
+
+
+def _norm_model_pairs():
+    for norm in sorted(NORMS):
+        model = "mlp" if norm in compatible_norms("mlp") else "cnn"
+        yield model, norm
+
+
+@pytest.mark.parametrize(("model", "norm"), list(_norm_model_pairs()))
+def test_every_norm_learns_on_mnist(tmp_path, model, norm):
+    overrides = [f"model={model}", f"norm={norm}", "eval_every=15", "max_steps=30", "model.activation=relu"]
+    if model == "cnn":
+        overrides += ["model.width=8"]
+    cfg = compose_config(*overrides, "optimizer=adam", "lr=0.003")
+    summary = train(cfg, tmp_path)
+    records = metrics(tmp_path)
+    assert summary["status"] == "completed"
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert records[-1]["test_acc"] > 0.2  # chance is 0.1
+
+
+def test_weight_norm_data_init_runs_in_training(tmp_path):
+    cfg = compose_config("norm=weight", "norm.init=data", "max_steps=10", "eval_every=5")
+    assert train(cfg, tmp_path)["status"] == "completed"
+
+
+def test_internals_reach_the_summary(tmp_path):
+    cfg = compose_config("model=cnn", "model.width=8", "norm=batch_instance", "max_steps=4", "eval_every=2")
+    layers = train(cfg, tmp_path)["norm_layers"]
+    assert len(layers) == 4 and all(0 <= v["gate_mean"] <= 1 for v in layers.values())
+    cfg = compose_config("model=cnn", "model.width=8", "norm=switchable", "norm.bn_stats=batch_average", "max_steps=4")
+    layers = train(cfg, tmp_path / "sn")["norm_layers"]
+    assert all(set(v) == {f"{p}_{s}" for p in ("mean", "var") for s in ("in", "ln", "bn")} for v in layers.values())
+    cfg = compose_config("norm=group", "max_steps=2")
+    assert {v["num_groups"] for v in train(cfg, tmp_path / "gn")["norm_layers"].values()} == {25}
+    assert FEATURE_KINDS["mlp"] == "1d"
