@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import DATA_ROOT, ROOT, TINY, run_cli
 
 

@@ -1,12 +1,13 @@
 """conf/ composes for every group option, and the typed config rejects what it must."""
 
 import pytest
-from conftest import CONF, compose_config
 
 from normlab.cli import config_groups
 from normlab.config import ConfigError
 from normlab.models import FEATURE_KINDS, check_compatible, compatible_norms
 from normlab.norms import NORMS
+
+from conftest import CONF, compose_config
 
 GROUPS = config_groups(CONF)
 # a model that accepts each norm, so that every norm option composes

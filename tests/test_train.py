@@ -3,12 +3,13 @@
 import json
 
 import pytest
-from conftest import compose_config
 
 from normlab.models import FEATURE_KINDS, compatible_norms
 from normlab.norms import NORMS
 from normlab.runlog import SCALAR_TAGS
 from normlab.trainer import train
+
+from conftest import compose_config
 
 METRIC_KEYS = {"step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "samples_per_s"}
 SUMMARY_KEYS = {"status", "steps", "epochs", "test_acc", "test_loss", "best_test_acc", "train_loss", "wall_s"}

@@ -145,7 +145,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
             f"batch_size={cfg.batch_size} is not allowed: the training set has only {len(data.train.labels)} images"
         )
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes).to(device)
+    model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
 

@@ -13,14 +13,19 @@ WEIGHT_NORMED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def apply_weight_norm(model: nn.Module) -> nn.Module:
-    """Reparameterize every conv/linear layer of `model` in place: w = g * v / ||v||, g per output unit."""
+    """Reparameterize every conv/linear layer of `model` in place: w = g * v / ||v||, g per output unit;
+    in an nn.LSTM, the input and recurrent matrices W_x and W_h (one g per gate unit)."""
     for module in list(model.modules()):
         if isinstance(module, WEIGHT_NORMED):
             parametrizations.weight_norm(module, name="weight", dim=0)
+        elif isinstance(module, nn.LSTM):
+            for name in [n for n, _ in module.named_parameters(recurse=False) if n.startswith("weight_")]:
+                parametrizations.weight_norm(module, name=name, dim=0)
     return model
 
 
 def weight_normed_layers(model: nn.Module) -> list[nn.Module]:
+    """The conv/linear layers with weight norm (the ones data-dependent init applies to)."""
     return [m for m in model.modules() if isinstance(m, WEIGHT_NORMED) and hasattr(m, "parametrizations")]
 
 

@@ -1,0 +1,93 @@
+"""Parameter counts and training throughput (images/s) of every model at its default size, and the model x norm
+compatibility matrix. `--readme` rewrites the generated sections of README.md.
+
+    python scripts/models.py            # print the tables
+    python scripts/models.py --readme   # and write them into README.md
+"""
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from normlab.config import ModelConfig, NormConfig
+from normlab.data import NUM_CLASSES, SHAPES
+from normlab.models import MODELS, build_model, compatibility_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_model_config(name: str) -> ModelConfig:
+    values = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def images_per_s(model: torch.nn.Module, shape, batch_size: int, steps: int, warmup: int = 3) -> float:
+    """Training throughput: forward, backward and an SGD step on random data, median of `steps` timings."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch_size, *shape)
+    y = torch.randint(0, NUM_CLASSES, (batch_size,))
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return batch_size / sorted(times)[len(times) // 2]
+
+
+def model_table(batch_size: int, steps: int) -> str:
+    lines = [
+        "| model | norm | params (MNIST) | params (CIFAR-10) | images/s MNIST | images/s CIFAR-10 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        cfg = default_model_config(name)
+        norm = NormConfig(name="batch")
+        cells = []
+        for dataset in ("mnist", "cifar10"):
+            torch.manual_seed(0)
+            model = build_model(cfg, norm, SHAPES[dataset], NUM_CLASSES)
+            params = sum(p.numel() for p in model.parameters())
+            cells.append((params, images_per_s(model, SHAPES[dataset], batch_size, steps)))
+        lines.append(
+            f"| {name} | batch | {cells[0][0]:,} | {cells[1][0]:,} | {cells[0][1]:,.0f} | {cells[1][1]:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> section")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per model and dataset")
+    parser.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    args = parser.parse_args()
+    matrix = compatibility_table()
+    models = model_table(args.batch_size, args.steps)
+    note = (
+        f"Measured by `python scripts/models.py --readme` (batch {args.batch_size}, training step incl. backward, "
+        f"median of {args.steps}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU)."
+    )
+    print(matrix, models, note, sep="\n\n")
+    if args.readme:
+        readme = ROOT / "README.md"
+        text = replace_section(readme.read_text(), "matrix", matrix)
+        readme.write_text(replace_section(text, "models", models + "\n\n" + note))
+
+
+if __name__ == "__main__":
+    main()

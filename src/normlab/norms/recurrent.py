@@ -1,0 +1,79 @@
+"""Norms for recurrent cells, applied to (N, F) at step t or to (N, T, F) for all steps at once.
+
+- `layer`: LN over the F features of each sample (Ba et al. 2016, Sec. 3.1), the same at every step.
+- `batch`: recurrent BN (Cooijmans et al. 2016): batch statistics per time step, running statistics per step
+  for eval (steps beyond the longest kept reuse the last), gain and bias shared over time, gain
+  initialised to 0.1 (Sec. 4).
+`build_sequence_norm` is the factory for this feature kind; the LSTM calls it, never a class by name.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SequenceIdentity(nn.Module):
+    def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        return x
+
+
+class SequenceLayerNorm(nn.LayerNorm):
+    """LN over the last (feature) dim; `t` is ignored: the statistics are the sample's own at every step."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__(num_features, eps=eps)
+
+    def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class StepwiseBatchNorm(nn.Module):
+    """BN with separate statistics for each time step: running_mean/var of shape (steps, F)."""
+
+    def __init__(
+        self,
+        num_features: int,
+        steps: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        gain_init: float = 0.1,
+    ):
+        super().__init__()
+        self.num_features, self.steps, self.eps, self.momentum = num_features, steps, eps, momentum
+        self.weight = nn.Parameter(torch.full((num_features,), gain_init))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(steps, num_features))
+        self.register_buffer("running_var", torch.ones(steps, num_features))
+
+    def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        if t is None:  # (N, T, F): every step at once; per-(t, f) statistics are per-column stats of (N, T*F)
+            n, steps, f = x.shape
+            if steps > self.steps:
+                raise ValueError(f"sequence of {steps} steps is longer than the {self.steps} this layer keeps")
+            # leading rows of a contiguous buffer: these are views, so F.batch_norm updates the buffers in place
+            mean, var = self.running_mean[:steps].view(-1), self.running_var[:steps].view(-1)
+            y = F.batch_norm(x.reshape(n, steps * f), mean, var, None, None, self.training, self.momentum, self.eps)
+            y = y.view(n, steps, f)
+        else:
+            t = min(t, self.steps - 1)
+            y = F.batch_norm(
+                x, self.running_mean[t], self.running_var[t], None, None, self.training, self.momentum, self.eps
+            )
+        return y * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, steps={self.steps}, eps={self.eps}, momentum={self.momentum}"
+
+
+def build_sequence_norm(name: str, num_features: int, steps: int, **options) -> nn.Module:
+    """none/weight -> identity (weight norm lives on the layers), layer -> LN, batch -> stepwise BN."""
+    if name in ("none", "weight"):
+        return SequenceIdentity()
+    if name == "layer":
+        return SequenceLayerNorm(num_features, **options)
+    if name == "batch":
+        return StepwiseBatchNorm(num_features, steps, **options)
+    raise ValueError(f"norm {name!r} is not defined for recurrent cells; choose from {SEQUENCE_NORMS}")
+
+
+SEQUENCE_NORMS = ("none", "batch", "weight", "layer")

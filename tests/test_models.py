@@ -1,0 +1,150 @@
+"""Every (model, norm, dataset): compatible ones train on real data, incompatible ones stop with exit code 2;
+the hand-written LSTM cells match nn.LSTM and the per-step BN matches its formula."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normlab.config import DataConfig, ModelConfig, NormConfig
+from normlab.data import build_data
+from normlab.models import MODELS, build_model, compatible_norms
+from normlab.models.lstm import NormLSTM, as_sequence
+from normlab.norms import NORMS
+from normlab.norms.recurrent import SequenceIdentity, StepwiseBatchNorm, build_sequence_norm
+
+from conftest import TINY, run_cli
+
+SMALL = {"mlp": {}, "cnn": {"width": 8}, "inception_lite": {"width": 4}, "lstm": {"hidden_size": 16}}
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    from conftest import DATA_ROOT
+
+    cfg = DataConfig(root=DATA_ROOT, train_subset=64, test_subset=16, download=False)
+    return {name: build_data(name, cfg, seed=0, device=torch.device("cpu")) for name in ("mnist", "cifar10")}
+
+
+COMBOS = [(m, n, d) for m in MODELS for n in compatible_norms(m) for d in ("mnist", "cifar10")]
+
+
+@pytest.mark.parametrize(("model", "norm", "dataset"), COMBOS, ids=["-".join(c) for c in COMBOS])
+def test_every_compatible_combination_trains_five_steps(datasets, model, norm, dataset):
+    data = datasets[dataset]
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name=model, **SMALL[model]), NormConfig(name=norm), data.shape, data.num_classes)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    order = data.epoch_order(0)
+    for step in range(5):
+        x, y = data.train_batch(order, step, 8, step)
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert math.isfinite(loss.item())
+    net.eval()
+    with torch.no_grad():
+        assert torch.isfinite(net(next(data.test_batches(16))[0])).all()
+
+
+INCOMPATIBLE = [(m, n) for m in MODELS for n in NORMS if n not in compatible_norms(m)]
+
+
+@pytest.mark.parametrize(("model", "norm"), INCOMPATIBLE, ids=["-".join(c) for c in INCOMPATIBLE])
+def test_every_incompatible_combination_exits_2(tmp_path, model, norm):
+    result = run_cli(*TINY, f"model={model}", f"norm={norm}", "max_steps=2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: norm={norm} is not defined for model={model}; norms allowed for {model}: {compatible_norms(model)}"
+    )
+
+
+def test_sequences_of_images():
+    x = torch.arange(2 * 3 * 4 * 5).float().view(2, 3, 4, 5)
+    rows = as_sequence(x, "rows")
+    assert rows.shape == (2, 4, 15) and torch.equal(rows[1, 2], torch.cat([x[1, c, 2] for c in range(3)]))
+    pixels = as_sequence(x, "pixel")
+    assert pixels.shape == (2, 20, 3) and torch.equal(pixels[0, 7], x[0, :, 1, 2])
+
+
+def test_permuted_sequence_is_fixed_by_the_seed():
+    cfg = ModelConfig(name="lstm", hidden_size=8, sequence="pixel", permute=True)
+    a, b, c = (build_model(cfg, NormConfig(name="none"), (1, 28, 28), 10, seed=s) for s in (0, 0, 1))
+    assert sorted(a.order.tolist()) == list(range(784))
+    assert torch.equal(a.order, b.order) and not torch.equal(a.order, c.order)
+
+
+def test_norm_lstm_with_identity_norms_is_nn_lstm():
+    torch.manual_seed(0)
+    ref = nn.LSTM(6, 5, batch_first=True, bias=False)
+    cell = NormLSTM(6, 5, steps=7, make_norm=lambda f, steps: SequenceIdentity())
+    with torch.no_grad():
+        cell.w_x.weight.copy_(ref.weight_ih_l0)
+        cell.w_h.weight.copy_(ref.weight_hh_l0)
+    x = torch.randn(3, 7, 6)
+    torch.testing.assert_close(cell(x), ref(x)[0][:, -1])
+
+
+def layer_norm_lstm_reference(x, cell):
+    """Ba et al. 2016, Eq. 20-22, step by step with F.layer_norm."""
+    h = x.new_zeros(x.shape[0], cell.hidden_size)
+    c = torch.zeros_like(h)
+    nx, nh, nc = cell.norm_x, cell.norm_h, cell.norm_c
+    for t in range(x.shape[1]):
+        a = F.layer_norm(x[:, t] @ cell.w_x.weight.T, (4 * cell.hidden_size,), nx.weight, nx.bias)
+        a = a + F.layer_norm(h @ cell.w_h.weight.T, (4 * cell.hidden_size,), nh.weight, nh.bias)
+        i, f, g, o = a.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (cell.hidden_size,), nc.weight, nc.bias))
+    return h
+
+
+def test_layer_norm_lstm_matches_the_paper_step_by_step():
+    torch.manual_seed(1)
+    cell = NormLSTM(6, 5, steps=7, make_norm=lambda f, steps: build_sequence_norm("layer", f, steps))
+    for p in cell.parameters():
+        p.data.normal_()
+    x = torch.randn(3, 7, 6)
+    torch.testing.assert_close(cell(x), layer_norm_lstm_reference(x, cell), atol=1e-5, rtol=1e-4)
+
+
+def test_stepwise_batch_norm_keeps_statistics_per_step():
+    torch.manual_seed(2)
+    bn = StepwiseBatchNorm(4, steps=3, momentum=0.5)
+    assert torch.all(bn.weight == 0.1)  # Cooijmans et al.: gamma initialised to 0.1
+    x = torch.randn(8, 3, 4) * torch.tensor([1.0, 5.0, 10.0]).view(1, 3, 1)
+    y_all = bn(x)  # every step at once
+    for t in range(3):
+        xt = x[:, t]
+        expected = (xt - xt.mean(0)) / torch.sqrt(xt.var(0, unbiased=False) + 1e-5) * 0.1
+        torch.testing.assert_close(y_all[:, t], expected)
+        torch.testing.assert_close(bn.running_mean[t], 0.5 * xt.mean(0))
+        torch.testing.assert_close(bn.running_var[t], 0.5 + 0.5 * xt.var(0, unbiased=True))
+    stepwise = StepwiseBatchNorm(4, steps=3, momentum=0.5)
+    for t in range(3):  # one step at a time gives the same outputs and statistics
+        torch.testing.assert_close(stepwise(x[:, t], t), y_all[:, t])
+    torch.testing.assert_close(stepwise.running_var, bn.running_var)
+    bn.eval()
+    x5 = torch.randn(8, 4)
+    late = (x5 - bn.running_mean[2]) / torch.sqrt(bn.running_var[2] + 1e-5) * 0.1
+    torch.testing.assert_close(bn(x5, 5), late)  # steps beyond the last kept reuse the last
+
+
+def test_weight_norm_lstm_reparameterizes_both_matrices():
+    net = build_model(ModelConfig(name="lstm", hidden_size=8), NormConfig(name="weight"), (1, 28, 28), 10)
+    names = {n for n, _ in net.named_parameters()}
+    for matrix in ("weight_ih_l0", "weight_hh_l0"):
+        assert f"core.lstm.parametrizations.{matrix}.original0" in names
+
+
+def test_readme_matrix_is_the_generated_one():
+    from normlab.models import compatibility_table
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- matrix:start -->\n")[1].split("<!-- matrix:end -->")[0]
+    assert section.strip() == compatibility_table(), "run `python scripts/models.py --readme`"
