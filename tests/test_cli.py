@@ -53,6 +53,15 @@ def test_sweep_goes_on_past_a_diverging_job(tmp_path):
     }
     assert statuses == {"lr0.05": "completed", "lr10000000000.0": "diverged"}
 
+    table = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "runs"), "--csv"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert table[0] == "run,overrides,status,best_test_acc,test_acc,steps,wall_s"
+    assert sorted(line.split(",")[-5] for line in table[1:]) == ["completed", "diverged"]
+
 
 BAD_INPUTS = [
     (["norm=bogus"], "norm=bogus is not allowed; choose from"),
@@ -87,6 +96,13 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, mess
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert run_dirs(tmp_path) == [] and not list((tmp_path / "runs").rglob("mnist-*")), "half-made run dir left"
+
+
+def test_unwritable_output_dir_exits_2(tmp_path):
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    result = run_cli(*TINY, "max_steps=2", "hydra.run.dir=blocker/run", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("blocker is not a writable directory")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

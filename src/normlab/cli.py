@@ -8,6 +8,7 @@ so a typo fails in a second instead of after the first jobs of a sweep.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,6 +51,17 @@ def _one_line(error: Exception) -> str:
     return "; ".join(lines[:2]) or type(error).__name__
 
 
+def check_writable(overrides) -> None:
+    """The output root (`runs/`, or the fixed prefix of a hydra.run.dir / hydra.sweep.dir override) must be
+    creatable: its nearest existing ancestor must be a writable directory."""
+    roots = [o.get_value_element_as_str() for o in overrides if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir")]
+    for root in roots or ["runs"]:
+        path = Path(root.split("$", 1)[0] or ".").absolute()
+        ancestor = next(p for p in (path, *path.parents) if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            fail(f"cannot write run directories under {path}: {ancestor} is not a writable directory")
+
+
 def precheck(argv: list[str], conf_dir: Path) -> None:
     """Compose and validate every job the command line asks for; exit 2 with one line at the first bad one."""
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
@@ -64,6 +76,7 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception as e:  # noqa: BLE001 - Hydra's parse errors are user input errors
         fail(f"cannot parse the command line: {_one_line(e)}")
+    check_writable(overrides)
     groups = config_groups(conf_dir)
     choices = []
     for o in overrides:
