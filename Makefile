@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # Tests read the real datasets; default to the shared copy beside the checkout.
 TEST_DATA ?= $(if $(NORMLAB_DATA),$(NORMLAB_DATA),$(abspath ../shared/data))
 
-.PHONY: help install run test test-full lint format clean
+.PHONY: help install run test test-full lint format clean reproduce
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,3 +37,6 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 clean: ## Remove runs/ and caches (keeps .venv)
 	rm -rf runs outputs multirun .pytest_cache .ruff_cache
+
+reproduce: $(STAMP) ## Every claim's quick profile, then the reports in results/ (about an hour here)
+	$(PY) scripts/reproduce.py all --profile quick

@@ -27,7 +27,10 @@ def test_thirty_steps_on_mnist_lower_the_loss_and_write_every_file(tmp_path):
     assert [r["step"] for r in records] == [10, 20, 30]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     assert records[-1]["test_loss"] < records[0]["test_loss"]
-    assert all(set(r) == METRIC_KEYS for r in records)
+    assert all(set(r) == METRIC_KEYS | {"last_hidden_input"} for r in records)  # BN has no internals to log
+    percentiles = records[-1]["last_hidden_input"]
+    assert list(percentiles) == ["p15", "p50", "p85"] and all(len(v) == 3 for v in percentiles.values())
+    assert all(lo <= mid <= hi for lo, mid, hi in zip(*percentiles.values()))
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert set(on_disk) >= SUMMARY_KEYS and on_disk["status"] == "completed" and on_disk["steps"] == 30
     assert on_disk["config"]["norm"]["name"] == "batch" and on_disk == json.loads(json.dumps(summary))
@@ -47,6 +50,7 @@ def test_cifar10_cnn_run_completes(tmp_path):
     summary = train(cfg, tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 8
     assert 0.0 <= summary["test_acc"] <= 1.0 and summary["config"]["data"]["augment"] is True
+    assert all(set(r) == METRIC_KEYS for r in metrics(tmp_path))  # the MLP's probe only where there is an MLP
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path):
@@ -118,6 +122,7 @@ def test_internals_reach_the_summary(tmp_path):
     cfg = compose_config("model=cnn", "model.width=8", "norm=batch_instance", "max_steps=4", "eval_every=2")
     layers = train(cfg, tmp_path)["norm_layers"]
     assert len(layers) == 4 and all(0 <= v["gate_mean"] <= 1 for v in layers.values())
+    assert [r["norm_layers"] for r in metrics(tmp_path)][-1] == layers  # over training, in metrics.jsonl
     cfg = compose_config("model=cnn", "model.width=8", "norm=switchable", "norm.bn_stats=batch_average", "max_steps=4")
     layers = train(cfg, tmp_path / "sn")["norm_layers"]
     assert all(set(v) == {f"{p}_{s}" for p in ("mean", "var") for s in ("in", "ln", "bn")} for v in layers.values())

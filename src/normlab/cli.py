@@ -21,9 +21,12 @@ MAX_PRECHECK_JOBS = 2000
 
 
 def register_resolvers() -> None:
-    """`${normlab.suffix:x}`: "" for an empty x, else ",x" (appends extra overrides to run-dir names)."""
+    """`${normlab.suffix:x}`: "" for an empty x, else ",x" (appends extra overrides to run-dir names);
+    `${normlab.scale:base,n,ref}`: base * n / ref (the linear learning-rate scaling rule)."""
     if not OmegaConf.has_resolver("normlab.suffix"):
         OmegaConf.register_new_resolver("normlab.suffix", lambda s: f",{s}" if s else "")
+    if not OmegaConf.has_resolver("normlab.scale"):  # ${normlab.scale:0.1,${batch_size},32} = 0.1 * batch_size / 32
+        OmegaConf.register_new_resolver("normlab.scale", lambda base, n, ref: float(base) * float(n) / float(ref))
 
 
 def fail(message: str) -> None:
@@ -49,6 +52,13 @@ def typed_config(cfg: DictConfig, experiment: str) -> Config:
 def _one_line(error: Exception) -> str:
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
     return "; ".join(lines[:2]) or type(error).__name__
+
+
+def _values(override) -> list[str]:
+    """The values an override takes: each value of a sweep, or its one value."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
 
 
 def check_writable(overrides) -> None:
@@ -81,7 +91,7 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
     choices = []
     for o in overrides:
         key = o.key_or_group
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        values = _values(o)
         if key.startswith("hydra"):
             continue
         if key in groups and o.is_delete() is False:
@@ -90,9 +100,20 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
                     fail(f"{key}={v} is not allowed; choose from {', '.join(groups[key])}")
         prefix = "+" if o.is_add() else "++" if o.is_force_add() else "~" if o.is_delete() else ""
         choices.append([f"{prefix}{key}={v}" for v in values] if values else [f"{prefix}{key}"])
-    jobs = list(itertools.islice(itertools.product(*choices), MAX_PRECHECK_JOBS))
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        if "-m" in argv or "--multirun" in argv:  # sweeps an experiment config declares (hydra.sweeper.params)
+            first = [c[0] for c in choices]
+            try:
+                params = compose(config_name="config", overrides=first, return_hydra_config=True).hydra.sweeper.params
+            except Exception as e:  # noqa: BLE001 - composition errors are user input errors
+                fail(_one_line(e))
+            given = {o.key_or_group for o in overrides}
+            for key, value in (params or {}).items():
+                if key not in given:
+                    (o,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
+                    choices.append([f"{key}={v}" for v in _values(o)])
+        jobs = list(itertools.islice(itertools.product(*choices), MAX_PRECHECK_JOBS))
         for job in jobs:
             experiment = next((j.split("=", 1)[1] for j in job if j.startswith("experiment=")), "default")
             where = f" (in the job {' '.join(job)})" if len(jobs) > 1 else ""

@@ -87,6 +87,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     eval_every: int = 200
+    grad_clip: float | None = None
     progress: bool = True
     checkpoint_every: int = 500
     resume: bool = True
@@ -182,6 +183,9 @@ def validate(cfg: Config) -> None:
     _check(
         cfg.max_steps is None or cfg.max_steps >= 0,
         f"max_steps={cfg.max_steps} is not allowed; it must be >= 0 or null",
+    )
+    _check(
+        cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip={cfg.grad_clip} is not allowed; it must be > 0 or null"
     )
     _check(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} is not allowed; it must be >= 1")
     _check(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")

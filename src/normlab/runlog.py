@@ -90,6 +90,9 @@ class RunLog:
         for key, tag in SCALAR_TAGS.items():
             if record.get(key) is not None:
                 self.writer.add_scalar(tag, record[key], step)
+        for name, values in record.get("last_hidden_input", {}).items():
+            for unit, value in enumerate(values):
+                self.writer.add_scalar(f"dist/last_hidden_input/unit{unit}/{name}", value, step)
         record = _json_safe(record)
         self.records.append(record)
         with open(self.metrics_path, "a") as f:

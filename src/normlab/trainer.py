@@ -76,6 +76,23 @@ def evaluate(model: torch.nn.Module, data: InMemoryData) -> tuple[float, float]:
     return loss_sum.item() / n, correct.item() / n
 
 
+PERCENTILES = (0.15, 0.50, 0.85)
+PROBE_UNITS = 3
+
+
+@torch.inference_mode()
+def last_hidden_percentiles(model: torch.nn.Module, data: InMemoryData) -> dict[str, list[float]] | None:
+    """15/50/85th percentiles over 1000 test images of the inputs to the first PROBE_UNITS sigmoids (or other
+    nonlinearities) of the MLP's last hidden layer: the BN paper's Fig. 1(b, c). None for other models."""
+    if not hasattr(model, "last_hidden_input"):
+        return None
+    model.eval()
+    x, _ = next(data.test_batches(1000))
+    z = model.last_hidden_input(x)[:, :PROBE_UNITS].float()
+    q = torch.quantile(z, torch.tensor(PERCENTILES, device=z.device), dim=0)
+    return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}
+
+
 def apply_constraints(model: torch.nn.Module) -> None:
     """Projections the papers apply after each optimizer step (BIN: gates clipped to [0, 1])."""
     for m in model.modules():
@@ -187,6 +204,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         apply_constraints(model)
         scheduler.step()
@@ -223,8 +242,14 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 "lr": optimizer.param_groups[0]["lr"],
                 "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
             }
+            percentiles = last_hidden_percentiles(model, data)
+            if percentiles is not None:
+                record["last_hidden_input"] = percentiles
+            internals = norm_internals(model)
+            if internals:
+                record["norm_layers"] = internals
             log.log_eval(record)
-            log.log_internals(step, norm_internals(model), model)
+            log.log_internals(step, internals, model)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{test_acc:.4f}")
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):

@@ -20,3 +20,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+    def last_hidden_input(self, x):
+        """The inputs to the last hidden layer's nonlinearity (what the BN paper's Fig. 1(b, c) follows)."""
+        return self.features[:-1](x)

@@ -1,0 +1,43 @@
+"""Plot helpers shared by the claim reports (matplotlib, headless)."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def mean_curve(runs, key: str = "test_acc"):
+    """Steps and the mean of `key` over runs at the steps all of them evaluated."""
+    common = sorted(set.intersection(*[{r["step"] for r in run.metrics} for run in runs])) if runs else []
+    values = [[next(r[key] for r in run.metrics if r["step"] == s) for run in runs] for s in common]
+    return common, [sum(v) / len(v) for v in values]
+
+
+def curves(groups: dict, path: Path, title: str, key: str = "test_acc", ylabel: str = "test accuracy") -> str:
+    """One line per group (label -> runs), the mean over its seeds."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in groups.items():
+        steps, values = mean_curve(runs, key)
+        ax.plot(steps, values, label=f"{label} (n={len(runs)})")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def new_figure(*args, **kwargs):
+    return plt.subplots(*args, **kwargs)
+
+
+def save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
