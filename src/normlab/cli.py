@@ -29,8 +29,14 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("normlab.scale", lambda base, n, ref: float(base) * float(n) / float(ref))
 
 
+def is_main_process() -> bool:
+    """False on the other ranks under torchrun, which stay quiet (rank 0 speaks for the run)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    if is_main_process():
+        print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -167,7 +173,8 @@ def run_job(cfg: DictConfig) -> dict | None:
         )
         print(f"normlab: failed · {type(e).__name__}: {e} · {run_dir}", file=sys.stderr)
         return None
-    print(summary_line(summary))
+    if is_main_process():
+        print(summary_line(summary))
     return summary
 
 

@@ -51,6 +51,7 @@ class NormConfig:
     gate_lr_mult: float = 10.0
     bn_stats: str = "moving"
     init: str = "default"
+    sync: bool = False  # under torchrun: BN statistics over the global batch (SyncBatchNorm / all-reduced moments)
 
 
 @dataclass(frozen=True)

@@ -143,31 +143,50 @@ class InMemoryData:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.train.labels), generator=g).to(self.device)
 
-    def train_batch(self, order: torch.Tensor, index: int, batch_size: int, step: int):
-        idx = order[index * batch_size : (index + 1) * batch_size]
+    def train_batch(self, order: torch.Tensor, index: int, batch_size: int, step: int, shard=(0, 1)):
+        """Batch `index` of the epoch `order`; under data parallelism (shard = (rank, world_size)) this rank's
+        contiguous slice of it, augmented exactly as in the whole global batch."""
+        rank, world = shard
+        local = batch_size // world
+        idx = order[index * batch_size : (index + 1) * batch_size][rank * local : (rank + 1) * local]
         images, labels = self.train.images[idx], self.train.labels[idx]
         if self.augment:
-            images = random_crop_flip(images, torch.Generator(device=self.device).manual_seed(self.seed * 7919 + step))
+            g = torch.Generator(device=self.device).manual_seed(self.seed * 7919 + step)
+            params = crop_flip_params(batch_size, g, self.device)
+            images = crop_flip(images, *(p[rank * local : (rank + 1) * local] for p in params))
         return self.normalize(images), labels
 
-    def test_batches(self, batch_size: int = 1000):
-        for i in range(0, len(self.test.labels), batch_size):
-            yield self.normalize(self.test.images[i : i + batch_size]), self.test.labels[i : i + batch_size]
+    def test_batches(self, batch_size: int = 1000, shard=(0, 1)):
+        """The test split in batches; with shard = (rank, world_size), this rank's contiguous part of it."""
+        rank, world = shard
+        n = len(self.test.labels)
+        start, stop = n * rank // world, n * (rank + 1) // world
+        for i in range(start, stop, batch_size):
+            j = min(i + batch_size, stop)
+            yield self.normalize(self.test.images[i:j]), self.test.labels[i:j]
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Per-sample random crop from a zero-padded image plus a random horizontal flip, for a whole batch at once."""
-    n, _, h, w = images.shape
+PAD = 4
+
+
+def crop_flip_params(n: int, generator: torch.Generator, device):
+    """Random crop offsets in [0, 2*PAD] and flips for n images."""
+    dy = torch.randint(0, 2 * PAD + 1, (n, 1, 1, 1), device=device, generator=generator)
+    dx = torch.randint(0, 2 * PAD + 1, (n, 1, 1, 1), device=device, generator=generator)
+    flip = torch.rand((n, 1, 1, 1), device=device, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Per-sample crop from the zero-padded image and horizontal flip, for a whole batch at once (gather)."""
+    n, c, h, w = images.shape
     dev = images.device
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1, 1), device=dev, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1, 1), device=dev, generator=generator)
-    flip = torch.rand((n, 1, 1, 1), device=dev, generator=generator) < 0.5
+    padded = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD))
     rows = torch.arange(h, device=dev).view(1, 1, h, 1) + dy
     cols = torch.arange(w, device=dev).view(1, 1, 1, w)
     cols = torch.where(flip, w - 1 - cols, cols) + dx
     batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
-    channel = torch.arange(images.shape[1], device=dev).view(1, -1, 1, 1)
+    channel = torch.arange(c, device=dev).view(1, -1, 1, 1)
     return padded[batch, channel, rows, cols]
 
 

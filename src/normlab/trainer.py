@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.distributed import ReduceOp
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from normlab.config import Config, ConfigError
 from normlab.data import InMemoryData, build_data
+from normlab.distributed import Dist, sync_norms
+from normlab.distributed import setup as setup_distributed
 from normlab.models import build_model
 from normlab.norms import (
     NORMS,
@@ -35,7 +39,8 @@ CHECKPOINT = "last.pt"
 SUMMARY = "summary.json"
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "eval_every", "checkpoint_every")
-WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
+WN_INIT_SAMPLES = 500
+SINGLE = Dist()  # one process  # the WN paper's data-dependent init uses a minibatch of this size
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,17 +68,26 @@ def git_commit() -> str | None:
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: InMemoryData) -> tuple[float, float]:
-    """Mean test loss and accuracy over the whole test split."""
+def evaluate(model: torch.nn.Module, data: InMemoryData, dist: Dist = SINGLE) -> tuple[float, float]:
+    """Mean test loss and accuracy over the whole test split (each rank evaluates its part; sums all-reduced)."""
     model.eval()
-    loss_sum = torch.zeros((), device=data.device)
-    correct = torch.zeros((), device=data.device, dtype=torch.long)
-    for x, y in data.test_batches():
+    sums = torch.zeros(3, device=data.device)  # loss sum, correct, count
+    for x, y in data.test_batches(shard=(dist.rank, dist.world_size)):
         logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    n = len(data.test.labels)
-    return loss_sum.item() / n, correct.item() / n
+        sums[0] += F.cross_entropy(logits, y, reduction="sum")
+        sums[1] += (logits.argmax(1) == y).sum()
+        sums[2] += len(y)
+    loss_sum, correct, n = dist.all_reduce_(sums).tolist()
+    return loss_sum / n, correct / n
+
+
+def gather_sums(sums: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Every rank's running train sums as a (world_size, 3) CPU tensor (just `sums` without torchrun)."""
+    if not dist.enabled:
+        return sums.cpu()
+    every = torch.zeros(dist.world_size, 3, device=sums.device)
+    every[dist.rank] = sums
+    return dist.all_reduce_(every).cpu()
 
 
 PERCENTILES = (0.15, 0.50, 0.85)
@@ -101,15 +115,29 @@ def apply_constraints(model: torch.nn.Module) -> None:
 
 
 def comparable(config: dict) -> dict:
-    """A config as JSON sees it (tuples become lists), without the keys a resumed run may change."""
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_KEYS}))
+    """A config as JSON sees it (tuples become lists), without what a resumed run may change (where the data
+    lives, the progress bar, ...)."""
+    config = json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_KEYS}))
+    for key in ("root", "download"):
+        config.get("data", {}).pop(key, None)
+    return config
 
 
-def prepare_run_dir(cfg: Config, run_dir: Path) -> tuple[str, dict | None]:
+def same_run(saved: dict, current: dict) -> bool:
+    """Whether a saved config describes the run `current` asks for. Keys the saved one lacks (added to normlab
+    since) are not compared."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return all(same_run(v, current[k]) for k, v in saved.items() if k in current)
+    return saved == current
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True) -> tuple[str, dict | None]:
     """Decide what to do with what `run_dir` already holds: ("skip", summary) for a finished run of the same
     config, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir holding another
     config's run is a ConfigError, never silently mixed."""
     ckpt_path, summary_path = run_dir / CHECKPOINT, run_dir / SUMMARY
+    if cfg.overwrite and not clear:  # another rank cleared it already
+        return "fresh", None
     if cfg.overwrite:
         for name in (CHECKPOINT, SUMMARY, "metrics.jsonl"):
             (run_dir / name).unlink(missing_ok=True)
@@ -119,7 +147,7 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> tuple[str, dict | None]:
     summary = read_json(summary_path)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
     previous = summary or ckpt
-    if previous is not None and comparable(previous["config"]) != comparable(cfg.to_dict()):
+    if previous is not None and not same_run(comparable(previous["config"]), comparable(cfg.to_dict())):
         raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
     if summary is not None and summary["status"] in ("completed", "diverged"):
         return "skip", summary
@@ -146,14 +174,24 @@ def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, 
 
 
 def train(cfg: Config, run_dir: Path) -> dict:
-    """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    action, previous = prepare_run_dir(cfg, run_dir)
+    """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary.
+    Under torchrun every rank calls this; only rank 0 writes files."""
+    device = resolve_device(cfg.device)
+    dist = setup_distributed(cfg.batch_size, device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    shard = (dist.rank, dist.world_size)
+    if dist.is_main:  # rank 0 decides what the run dir holds (and clears it for overwrite) before the others look
+        run_dir.mkdir(parents=True, exist_ok=True)
+        action, previous = prepare_run_dir(cfg, run_dir)
+    dist.barrier()
+    if not dist.is_main:
+        action, previous = prepare_run_dir(cfg, run_dir, clear=False)
     if action == "skip":
+        dist.close()
         return {**previous, "skipped": True}
     ckpt = previous if action == "resume" else None
 
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = build_data(cfg.dataset.name, cfg.data, cfg.seed, device)
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
@@ -163,34 +201,34 @@ def train(cfg: Config, run_dir: Path) -> dict:
         )
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(device)
+    if cfg.norm.sync and dist.enabled:
+        model = sync_norms(model, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
 
     step, best_test_acc, train_time, prior_wall = 0, 0.0, 0.0, 0.0
-    sums = torch.zeros(3, device=device)  # train loss sum, correct, samples since the last evaluation
+    sums = torch.zeros(3, device=device)  # train loss sum, correct, samples since the last evaluation (this rank)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        step, best_test_acc, train_time, prior_wall = (
-            ckpt["step"],
-            ckpt["best_test_acc"],
-            ckpt["train_time"],
-            ckpt["wall_s"],
-        )
-        sums.copy_(ckpt["train_sums"])
+        step, best_test_acc = ckpt["step"], ckpt["best_test_acc"]
+        train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
+        sums.copy_(ckpt["train_sums"][dist.rank] if dist.enabled else ckpt["train_sums"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
     elif cfg.norm.init == "data" and NORMS[cfg.norm.name].weight_norm:
         init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
+    net = DistributedDataParallel(model) if dist.enabled else model  # `model` stays the plain module
 
-    log = RunLog(run_dir, start_step=step)
+    log = RunLog(run_dir, start_step=step) if dist.is_main else None
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     step_t = torch.full((), step, device=device, dtype=torch.long)
-    status, record, diverged_at = "completed", (log.records[-1] if log.records else None), None
+    status, record, diverged_at = "completed", (log.records[-1] if log and log.records else None), None
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, disable=not cfg.progress, desc=run_dir.name, dynamic_ncols=True)
+    show = cfg.progress and dist.is_main
+    bar = tqdm(total=total_steps, initial=step, disable=not show, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
     tick = time.perf_counter()
 
@@ -198,9 +236,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
         epoch, index = divmod(step, steps_per_epoch)
         if epoch != order_epoch:
             order, order_epoch = data.epoch_order(epoch), epoch
-        x, y = data.train_batch(order, index, cfg.batch_size, step)
-        model.train()
-        logits = model(x)
+        x, y = data.train_batch(order, index, cfg.batch_size, step, shard)
+        net.train()
+        logits = net(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -220,17 +258,17 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
         if step % cfg.eval_every == 0 or finished:
             train_time += time.perf_counter() - tick
-            if first_bad.item() >= 0:
-                status, diverged_at = "diverged", first_bad.item()
+            if dist.all_reduce_(first_bad.clone(), op=ReduceOp.MAX).item() >= 0:  # every rank stops together
+                status, diverged_at = "diverged", dist.all_reduce_(first_bad.clone(), op=ReduceOp.MAX).item()
                 break
             if finished:  # SN with bn_stats=batch_average: recompute BN statistics over training batches
                 batches = (
-                    data.train_batch(order, i, cfg.batch_size, step)[0] for i in range(min(steps_per_epoch, 200))
+                    data.train_batch(order, i, cfg.batch_size, step, shard)[0] for i in range(min(steps_per_epoch, 200))
                 )
                 recompute_batch_average_(model, batches)
-            test_loss, test_acc = evaluate(model, data)
+            test_loss, test_acc = evaluate(model, data, dist)
             best_test_acc = max(best_test_acc, test_acc)
-            loss_sum, n_correct, seen = sums.tolist()
+            loss_sum, n_correct, seen = dist.all_reduce_(sums.clone()).tolist()
             sums.zero_()
             record = {
                 "step": step,
@@ -242,32 +280,28 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 "lr": optimizer.param_groups[0]["lr"],
                 "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
             }
-            percentiles = last_hidden_percentiles(model, data)
-            if percentiles is not None:
-                record["last_hidden_input"] = percentiles
-            internals = norm_internals(model)
-            if internals:
-                record["norm_layers"] = internals
-            log.log_eval(record)
-            log.log_internals(step, internals, model)
+            if dist.is_main:
+                percentiles = last_hidden_percentiles(model, data)
+                if percentiles is not None:
+                    record["last_hidden_input"] = percentiles
+                internals = norm_internals(model)
+                if internals:
+                    record["norm_layers"] = internals
+                log.log_eval(record)
+                log.log_internals(step, internals, model)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{test_acc:.4f}")
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
-            extra = {
-                "best_test_acc": best_test_acc,
-                "train_sums": sums.cpu(),
-                "wall_s": prior_wall + time.perf_counter() - start,
-            }
-            save_state(
-                run_dir / CHECKPOINT,
-                cfg,
-                step,
-                model,
-                optimizer,
-                scheduler,
-                {**extra, "train_time": train_time},
-            )
+            every_rank_sums = gather_sums(sums, dist)  # each rank's partial train statistics, for an exact resume
+            if dist.is_main:
+                extra = {
+                    "best_test_acc": best_test_acc,
+                    "train_sums": every_rank_sums,
+                    "train_time": train_time,
+                    "wall_s": prior_wall + time.perf_counter() - start,
+                }
+                save_state(run_dir / CHECKPOINT, cfg, step, model, optimizer, scheduler, extra)
     bar.close()
 
     last = record or {}
@@ -285,12 +319,15 @@ def train(cfg: Config, run_dir: Path) -> dict:
         "diverged_at_step": diverged_at,
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device),
+        "world_size": dist.world_size,
         "torch": torch.__version__,
         "git_commit": git_commit(),
         "run_dir": str(run_dir),
         "norm_layers": norm_internals(model),
         "config": cfg.to_dict(),
     }
-    write_json(run_dir / SUMMARY, summary)
-    log.close()
+    if dist.is_main:
+        write_json(run_dir / SUMMARY, summary)
+        log.close()
+    dist.close()
     return summary

@@ -1,9 +1,52 @@
-"""Batch Norm (Ioffe & Szegedy 2015, Alg. 1): torch's own fused modules, built by feature kind."""
+"""Batch Norm (Ioffe & Szegedy 2015, Alg. 1): torch's own fused modules, built by feature kind, plus the
+synchronized variant for data-parallel training on CPU (torch's nn.SyncBatchNorm runs only on GPUs)."""
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def batch_norm(num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
     """Batch statistics in training; running mean and unbiased running variance at eval, as torch does."""
     cls = nn.BatchNorm2d if kind == "2d" else nn.BatchNorm1d
     return cls(num_features, eps=eps, momentum=momentum)
+
+
+def normalize_with_batch_stats(layer: _BatchNorm, x: torch.Tensor, sync: bool) -> torch.Tensor:
+    """x_hat = (x - mu_B) / sqrt(var_B + eps) with the statistics of the whole (global, when `sync`) batch,
+    updating the layer's running mean and unbiased running variance as F.batch_norm does."""
+    from normlab.distributed import batch_moments
+
+    mean, var, count = batch_moments(x, [0, *range(2, x.dim())], sync)
+    with torch.no_grad():
+        layer.running_mean.lerp_(mean, layer.momentum)
+        layer.running_var.lerp_(var * count / max(count - 1, 1), layer.momentum)
+        layer.num_batches_tracked.add_(1)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + layer.eps)
+
+
+class SyncedBatchNorm(_BatchNorm):
+    """BN whose training statistics are those of the global batch across all ranks (all-reduced moments)."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 4):
+            raise ValueError(f"expected 2D or 4D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return normalize_with_batch_stats(self, x, sync=True) * self.weight.view(shape) + self.bias.view(shape)
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """Replace every nn.BatchNorm1d/2d in `module` by a SyncedBatchNorm with the same parameters and buffers."""
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            synced = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            synced.load_state_dict(module.state_dict())
+            return synced.to(module.weight.device)
+        for name, child in module.named_children():
+            setattr(module, name, cls.convert(child))
+        return module

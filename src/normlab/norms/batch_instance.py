@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normlab.norms.batch import normalize_with_batch_stats
+
 
 class BatchInstanceNorm(_BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, gate_lr_mult: float = 10.0):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=True)
         self.gate = nn.Parameter(torch.ones(num_features))
         self.gate_lr_mult = gate_lr_mult
+        self.sync = False  # BN statistics over every rank's batch (norm.sync=true under torchrun)
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -24,9 +27,14 @@ class BatchInstanceNorm(_BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if self.training:
-            self.num_batches_tracked.add_(1)
-        x_bn = F.batch_norm(x, self.running_mean, self.running_var, None, None, self.training, self.momentum, self.eps)
+        if self.training and self.sync:
+            x_bn = normalize_with_batch_stats(self, x, sync=True)
+        else:
+            if self.training:
+                self.num_batches_tracked.add_(1)
+            x_bn = F.batch_norm(
+                x, self.running_mean, self.running_var, None, None, self.training, self.momentum, self.eps
+            )
         x_in = F.instance_norm(x, eps=self.eps)
         gate = self.gate.view(1, -1, 1, 1)
         y = x_in + gate * (x_bn - x_in)

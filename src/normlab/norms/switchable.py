@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.distributed import batch_moments
+
 STATISTICS = {"2d": ("in", "ln", "bn"), "1d": ("ln", "bn")}
 
 
@@ -40,6 +42,7 @@ class SwitchableNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.averaged_batches: int | None = None  # counting batches while recomputing a batch average
+        self.sync = False  # BN statistics over every rank's batch (norm.sync=true under torchrun)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
@@ -49,7 +52,11 @@ class SwitchableNorm(nn.Module):
         second_moment = var_in + mean_in**2
         mean_ln = mean_in.mean(1, keepdim=True)  # (N, 1, 1)
         var_ln = (second_moment.mean(1, keepdim=True) - mean_ln**2).clamp_min(0)
-        if self.training:
+        if self.training and self.sync:
+            mean_bn, var_bn, _ = batch_moments(xf, [0, 2], sync=True)
+            mean_bn, var_bn = mean_bn.view(1, c, 1), var_bn.view(1, c, 1)
+            self._update_running(mean_bn.detach().view(c), var_bn.detach().view(c))
+        elif self.training:
             mean_bn = mean_in.mean(0, keepdim=True)  # (1, C, 1)
             var_bn = (second_moment.mean(0, keepdim=True) - mean_bn**2).clamp_min(0)
             self._update_running(mean_bn.detach().view(c), var_bn.detach().view(c))

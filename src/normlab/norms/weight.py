@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from normlab.distributed import batch_moments
+
 WEIGHT_NORMED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
@@ -66,11 +68,12 @@ class MeanOnlyBatchNorm(nn.Module):
         self.num_features, self.momentum = num_features, momentum
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
+        self.sync = False  # the batch mean over every rank's batch (norm.sync=true under torchrun)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
         if self.training:
-            mean = x.mean([0, *range(2, x.dim())])
+            mean = batch_moments(x, [0, *range(2, x.dim())], self.sync)[0]
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
         else:

@@ -1,0 +1,97 @@
+"""Data-parallel training under `torchrun`: the process group, each rank's shard, and synchronized norms.
+
+`batch_size` is the global batch; every rank takes its contiguous slice of each global batch. Without torchrun
+(WORLD_SIZE unset or 1) everything here is a no-op, so the trainer has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from normlab.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce_(self, tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(tensor, op=op)
+        return tensor
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def env_world() -> Dist:
+    """Rank and world size from torchrun's environment (no process group is started)."""
+    return Dist(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def setup(batch_size: int, device: torch.device) -> Dist:
+    """Start the process group (gloo on CPU, nccl on CUDA) when launched by torchrun with several processes."""
+    d = env_world()
+    if not d.enabled:
+        return d
+    if batch_size % d.world_size:
+        raise ConfigError(
+            f"batch_size={batch_size} is not allowed with {d.world_size} processes: the global batch must divide "
+            f"evenly (use a multiple of {d.world_size})"
+        )
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d
+
+
+def batch_moments(x: torch.Tensor, dims: list[int], sync: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and biased variance over `dims`, and the sample count: over every rank's batch when `sync`
+    (a differentiable all-reduce of the sums, so gradients flow across ranks as in SyncBatchNorm)."""
+    count = x.numel() // x.shape[1]
+    s1, s2 = x.sum(dims), (x * x).sum(dims)
+    if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from torch.distributed.nn.functional import all_reduce
+
+        stacked = all_reduce(torch.cat([s1, s2]))
+        s1, s2 = stacked.chunk(2)
+        count *= dist.get_world_size()
+    mean = s1 / count
+    return mean, (s2 / count - mean * mean).clamp_min(0), count
+
+
+def sync_norms(model: nn.Module, device: torch.device) -> nn.Module:
+    """norm.sync=true: BN statistics over the global batch. nn.SyncBatchNorm for BN on CUDA (it is GPU-only);
+    on CPU, and for the BN statistics inside batch_instance, switchable and mean-only BN, an all-reduce of the
+    batch moments (`batch_moments`)."""
+    from normlab.norms.batch import SyncedBatchNorm
+
+    convert = nn.SyncBatchNorm.convert_sync_batchnorm if device.type == "cuda" else SyncedBatchNorm.convert
+    model = convert(model)
+    for m in model.modules():
+        if hasattr(m, "sync"):
+            m.sync = True
+    return model

@@ -1,0 +1,87 @@
+"""Data-parallel training under torchrun (2 processes, gloo on CPU): it matches single-process training on the
+same global batch where the math says it must, and only rank 0 writes files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DATA_ROOT, ROOT, TINY, run_cli
+
+COMMON = [*TINY, "model=cnn", "model.width=8", "batch_size=16", "max_steps=12", "eval_every=6", "data.augment=true"]
+
+
+def torchrun(*args, cwd, nproc=2):
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.run(
+        [*command, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def metrics(cwd):
+    (path,) = list((cwd / "runs").rglob("metrics.jsonl"))
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in path.read_text().splitlines()
+    ]
+
+
+def close(a, b, tol=1e-4):
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    return len(a) == len(b) and all(abs(x[k] - y[k]) <= tol for x, y in zip(a, b) for k in keys)
+
+
+def single_and_ddp(tmp_path, *args):
+    (tmp_path / "single").mkdir()
+    (tmp_path / "ddp").mkdir()
+    single = run_cli(*COMMON, *args, cwd=tmp_path / "single")
+    ddp = torchrun(*COMMON, *args, cwd=tmp_path / "ddp")
+    assert single.returncode == 0, single.stderr
+    assert ddp.returncode == 0, ddp.stderr
+    return metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), ddp
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["norm=group"],
+        ["norm=batch", "norm.sync=true"],
+        ["norm=switchable", "norm.sync=true"],
+        ["norm=batch_instance", "norm.sync=true"],
+    ],
+    ids=["group", "batch-sync", "switchable-sync", "batch_instance-sync"],
+)
+def test_ddp_matches_single_process_on_the_same_global_batch(tmp_path, args):
+    single, ddp, result = single_and_ddp(tmp_path, *args)
+    assert close(single, ddp), (single, ddp)
+    assert result.stdout.count("normlab: completed") == 1  # rank 0 alone reports
+
+
+def test_local_batch_norm_differs_from_the_global_batch(tmp_path):
+    single, ddp, _ = single_and_ddp(tmp_path, "norm=batch")
+    assert not close(single, ddp)
+
+
+def test_only_rank_zero_writes_and_resume_skips(tmp_path):
+    first = torchrun(*COMMON, "norm=group", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".hydra",
+        list(run_dir.glob("events*"))[0].name,
+        "last.pt",
+        "metrics.jsonl",
+        "summary.json",
+    ]
+    assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
+    again = torchrun(*COMMON, "norm=group", cwd=tmp_path)
+    assert again.returncode == 0 and "skipped" in again.stdout
+
+
+def test_global_batch_must_divide_by_world_size(tmp_path):
+    result = torchrun(*TINY, "norm=group", "batch_size=15", "max_steps=2", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.count("error: batch_size=15 is not allowed with 2 processes") == 1
