@@ -89,6 +89,9 @@ class Config:
     device: str = "auto"
     eval_every: int = 200
     grad_clip: float | None = None
+    channels_last: bool = False  # NHWC memory layout for conv nets
+    compile: bool = False  # torch.compile the model
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     progress: bool = True
     checkpoint_every: int = 500
     resume: bool = True

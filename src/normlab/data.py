@@ -118,7 +118,16 @@ class InMemoryData:
     draws exactly the batches an uninterrupted one would.
     """
 
-    def __init__(self, name: str, train: Split, test: Split, augment: bool, seed: int, device: torch.device):
+    def __init__(
+        self,
+        name: str,
+        train: Split,
+        test: Split,
+        augment: bool,
+        seed: int,
+        device: torch.device,
+        channels_last: bool = False,
+    ):
         self.name, self.train, self.test, self.augment, self.seed, self.device = (
             name,
             train,
@@ -131,10 +140,12 @@ class InMemoryData:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.shape = SHAPES[name]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.num_classes = NUM_CLASSES
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float().div_(255.0) - self.mean) / self.std
+        x = (images.float().div_(255.0) - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train.labels) // batch_size  # the last incomplete batch is dropped
@@ -190,7 +201,9 @@ def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: to
     return padded[batch, channel, rows, cols]
 
 
-def build_data(name: str, cfg: DataConfig, seed: int, device: torch.device) -> InMemoryData:
+def build_data(
+    name: str, cfg: DataConfig, seed: int, device: torch.device, channels_last: bool = False
+) -> InMemoryData:
     arrays = load_arrays(name, cfg)
     splits = {}
     for split, subset in (("train", cfg.train_subset), ("test", cfg.test_subset)):
@@ -200,4 +213,4 @@ def build_data(name: str, cfg: DataConfig, seed: int, device: torch.device) -> I
         splits[split] = Split(
             torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels.astype(np.int64)).to(device)
         )
-    return InMemoryData(name, splits["train"], splits["test"], cfg.augment, seed, device)
+    return InMemoryData(name, splits["train"], splits["test"], cfg.augment, seed, device, channels_last)

@@ -173,9 +173,10 @@ def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, 
     save_checkpoint(path, state)
 
 
-def train(cfg: Config, run_dir: Path) -> dict:
+def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary.
-    Under torchrun every rank calls this; only rank 0 writes files."""
+    Under torchrun every rank calls this; only rank 0 writes files. `data` reuses already loaded datasets
+    (benchmarks, notebooks); by default they are loaded from `cfg.data`."""
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
     if dist.enabled and device.type == "cuda":
@@ -193,7 +194,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     ckpt = previous if action == "resume" else None
 
     seed_everything(cfg.seed)
-    data = build_data(cfg.dataset.name, cfg.data, cfg.seed, device)
+    if data is None:
+        data = build_data(cfg.dataset.name, cfg.data, cfg.seed, device, channels_last=cfg.channels_last)
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     if steps_per_epoch < 1:
         raise ConfigError(
@@ -220,7 +222,12 @@ def train(cfg: Config, run_dir: Path) -> dict:
         random.setstate(ckpt["rng"]["python"])
     elif cfg.norm.init == "data" and NORMS[cfg.norm.name].weight_norm:
         init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net = DistributedDataParallel(model) if dist.enabled else model  # `model` stays the plain module
+    if cfg.compile:
+        net = torch.compile(net)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
 
     log = RunLog(run_dir, start_step=step) if dist.is_main else None
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
@@ -238,8 +245,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
             order, order_epoch = data.epoch_order(epoch), epoch
         x, y = data.train_batch(order, index, cfg.batch_size, step, shard)
         net.train()
-        logits = net(x)
-        loss = F.cross_entropy(logits, y)
+        with autocast:
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:

@@ -1,0 +1,378 @@
+"""Speed, measured side by side in one process: normlab's trainer vs a plain PyTorch loop, the in-memory data path
+vs torchvision's per-sample DataLoader, every norm layer vs nn.BatchNorm2d, the normalized LSTM cells vs nn.LSTM,
+and the cost/accuracy trade-off of every norm for the CIFAR-10 CNN.
+
+    python scripts/bench.py                     # everything; writes results/bench/ and results/tradeoff/
+    python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | tradeoff
+    python scripts/bench.py --device cuda       # the same on a GPU
+
+Timings alternate between the compared variants after a warm-up; medians of the repeats are reported with ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normlab.claims.plots import new_figure, save
+from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig
+from normlab.data import build_data
+from normlab.models import build_model, compatible_norms
+from normlab.models.lstm import NormLSTM
+from normlab.norms import build_norm
+from normlab.norms.recurrent import build_sequence_norm
+from normlab.optim import build_optimizer
+from normlab.trainer import evaluate, train
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = os.environ.get("NORMLAB_DATA", "./data")
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def alternate(fns: dict, repeats: int, device, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each callable, run in turns (a, b, a, b, ...) after `warmup` untimed turns."""
+    times = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ---------------------------------------------------------------- 1. runner overhead
+
+RUNNER_CASES = [
+    ("mlp/MNIST bs60", "mnist", ModelConfig(name="mlp", activation="sigmoid"), 60, 1000),
+    ("cnn/CIFAR-10 bs2", "cifar10", ModelConfig(name="cnn"), 2, 1000),
+    ("cnn/CIFAR-10 bs128", "cifar10", ModelConfig(name="cnn"), 128, 200),
+    ("lstm/MNIST bs64", "mnist", ModelConfig(name="lstm"), 64, 400),
+]
+
+
+def plain_loop(cfg: Config, data, steps: int) -> None:
+    """The minimal hand-written loop: same model, tensors, optimizer, schedule and evaluation frequency."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(data.device)
+    optimizer = build_optimizer(model, cfg)
+    spe = data.steps_per_epoch(cfg.batch_size)
+    for step in range(steps):
+        epoch, index = divmod(step, spe)
+        if index == 0:
+            order = data.epoch_order(epoch)
+        x, y = data.train_batch(order, index, cfg.batch_size, step)
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
+            evaluate(model, data)
+
+
+def bench_runner(device, repeats: int) -> list[dict]:
+    rows = []
+    datasets = {}
+    for label, dataset, model_cfg, bs, steps in RUNNER_CASES:
+        if dataset not in datasets:
+            data_cfg = DataConfig(root=DATA_ROOT, download=False, augment=dataset == "cifar10", test_subset=2000)
+            datasets[dataset] = build_data(dataset, data_cfg, 0, device)
+        data = datasets[dataset]
+        cfg = Config(
+            dataset=DatasetConfig(name=dataset),
+            model=model_cfg,
+            norm=NormConfig(name="batch"),
+            batch_size=bs,
+            lr=0.01,
+            max_steps=steps,
+            progress=False,
+            device=device.type,
+            data=DataConfig(root=DATA_ROOT, augment=dataset == "cifar10", test_subset=2000),
+        )
+
+        def normlab_run(cfg=cfg, data=data):
+            with tempfile.TemporaryDirectory() as d:
+                train(cfg, Path(d), data=data)
+
+        t = alternate(
+            {"normlab": normlab_run, "plain": lambda cfg=cfg, data=data: plain_loop(cfg, data, cfg.max_steps)},
+            repeats,
+            device,
+        )
+        rows.append(
+            {
+                "case": label,
+                "steps": steps,
+                "normlab_steps_per_s": steps / t["normlab"],
+                "plain_steps_per_s": steps / t["plain"],
+                "ratio": t["plain"] / t["normlab"],
+            }
+        )
+        print(
+            f"runner  {label:22s} normlab {steps / t['normlab']:8.1f} steps/s  plain {steps / t['plain']:8.1f}  "
+            f"ratio {t['plain'] / t['normlab']:.3f}",
+            flush=True,
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- 2. data path
+
+
+def bench_data(device, repeats: int) -> list[dict]:
+    import torchvision
+    from torchvision import transforms
+
+    class CIFAR10Local(torchvision.datasets.CIFAR10):
+        def _check_integrity(self):  # the shared copy's placeholder file names fail torchvision's md5 check
+            return True
+
+    rows = []
+    for name, bs in (("mnist", 128), ("cifar10", 128)):
+        data = build_data(name, DataConfig(root=DATA_ROOT, download=False, augment=name == "cifar10"), 0, device)
+        mean, std = (0.1307,), (0.3081,)
+        if name == "cifar10":
+            mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+            tf = transforms.Compose(
+                [
+                    transforms.RandomCrop(32, padding=4),
+                    transforms.RandomHorizontalFlip(),
+                    transforms.ToTensor(),
+                    transforms.Normalize(mean, std),
+                ]
+            )
+            dataset = CIFAR10Local(DATA_ROOT, train=True, download=False, transform=tf)
+        else:
+            tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+            dataset = torchvision.datasets.MNIST(DATA_ROOT, train=True, download=False, transform=tf)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=0)
+
+        def normlab_epoch(data=data, bs=bs):
+            order = data.epoch_order(0)
+            for i in range(data.steps_per_epoch(bs)):
+                x, _ = data.train_batch(order, i, bs, i)
+            sync(device)
+
+        def torchvision_epoch(loader=loader):
+            for x, _ in loader:
+                x.to(device)
+
+        t = alternate({"normlab": normlab_epoch, "torchvision": torchvision_epoch}, repeats, device, warmup=0)
+        rows.append(
+            {
+                "dataset": name,
+                "batch_size": bs,
+                "normlab_s": t["normlab"],
+                "torchvision_s": t["torchvision"],
+                "speedup": t["torchvision"] / t["normlab"],
+            }
+        )
+        print(
+            f"data    {name:8s} one epoch: normlab {t['normlab']:.2f} s  torchvision DataLoader "
+            f"{t['torchvision']:.2f} s  speedup {t['torchvision'] / t['normlab']:.0f}x",
+            flush=True,
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- 3. norm layers and LSTM cells
+
+CNN_SHAPES = ((32, 32, 32), (64, 16, 16), (128, 8, 8), (128, 8, 8))  # the CNN's four norm inputs (C, H, W)
+NORM_NAMES = [n for n in compatible_norms("cnn") if n not in ("none", "weight")]
+
+
+def bench_norms(device, repeats: int) -> list[dict]:
+    rows = []
+    for bs in (2, 32, 128):
+        xs = [torch.randn(bs, *s, device=device, requires_grad=True) for s in CNN_SHAPES]
+
+        def step_fn(layers, xs=xs):
+            def run():
+                for layer, x in zip(layers, xs):
+                    layer(x).sum().backward()
+
+            return run
+
+        fns = {"torch BatchNorm2d": step_fn([nn.BatchNorm2d(s[0]).to(device) for s in CNN_SHAPES])}
+        for name in NORM_NAMES:
+            fns[name] = step_fn([build_norm(name, s[0], "2d").to(device) for s in CNN_SHAPES])
+        t = alternate(fns, repeats * 5, device, warmup=3)
+        base = t["torch BatchNorm2d"]
+        for name, seconds in t.items():
+            rows.append({"batch_size": bs, "norm": name, "ms": 1000 * seconds, "ratio_to_bn": seconds / base})
+        print(f"norms   bs{bs:<4d}" + "  ".join(f"{n} {v / base:.2f}x" for n, v in t.items()), flush=True)
+    return rows
+
+
+def bench_lstm(device, repeats: int) -> list[dict]:
+    """Forward+backward over a 28-step sequence (MNIST rows), hidden 100, batch 64: time per step vs nn.LSTM."""
+    x = torch.randn(64, 28, 28, device=device)
+    ref = nn.LSTM(28, 100, batch_first=True).to(device)
+    cells = {
+        name: NormLSTM(28, 100, 28, lambda f, steps, name=name: build_sequence_norm(name, f, steps)).to(device)
+        for name in ("layer", "batch")
+    }
+    fns = {"nn.LSTM": lambda: ref(x)[0][:, -1].sum().backward()}
+    for name, cell in cells.items():
+        fns[f"{name}-LSTM"] = lambda cell=cell: cell(x).sum().backward()
+    t = alternate(fns, repeats * 5, device, warmup=3)
+    rows = [{"cell": k, "ms_per_step": 1000 * v / 28, "ratio_to_nn_lstm": v / t["nn.LSTM"]} for k, v in t.items()]
+    print("lstm    " + "  ".join(f"{r['cell']} {r['ratio_to_nn_lstm']:.2f}x" for r in rows), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- 4. trade-off
+
+
+def bench_tradeoff(device, repeats: int, results: Path) -> list[dict]:
+    """ms per CNN training step on CIFAR-10 (batch 32, width 16 as in the small-batch study) per norm, beside
+    that norm's test accuracy at batch 32 from results/bn_small_batch."""
+    small_batch = results / "bn_small_batch" / "summary.json"
+    accuracy = json.loads(small_batch.read_text())["numbers"] if small_batch.exists() else {}
+    x = torch.randn(32, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (32,), device=device)
+    fns = {}
+    for name in compatible_norms("cnn"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name="cnn", width=16), NormConfig(name=name), (3, 32, 32), 10).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(model=model, opt=opt):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        fns[name] = lambda step=step: [step() for _ in range(5)]
+    t = alternate(fns, repeats, device, warmup=1)
+    rows = []
+    for name, seconds in t.items():
+        err = accuracy.get(name, {}).get("err_bs32")
+        rows.append(
+            {
+                "norm": name,
+                "ms_per_step": 1000 * seconds / 5,
+                "ratio_to_bn": t[name] / t["batch"],
+                "test_acc_bs32": None if err is None else 1 - err / 100,
+            }
+        )
+    out = results / "tradeoff"
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = new_figure(figsize=(6, 4))
+    for r in rows:
+        if r["test_acc_bs32"] is not None:
+            ax.scatter(r["ms_per_step"], 100 * r["test_acc_bs32"])
+            ax.annotate(r["norm"], (r["ms_per_step"], 100 * r["test_acc_bs32"]), fontsize=8)
+    ax.set_xlabel("ms per training step (CNN width 16, CIFAR-10, batch 32)")
+    ax.set_ylabel("test accuracy % (bn_small_batch, batch 32)")
+    ax.set_title("Cost vs accuracy of each norm")
+    ax.grid(alpha=0.3)
+    save(fig, out / "tradeoff.png")
+    lines = ["| norm | ms / step | × BN | test acc % at batch 32 |", "|---|---|---|---|"]
+    for r in rows:
+        acc = "n/a" if r["test_acc_bs32"] is None else f"{100 * r['test_acc_bs32']:.1f}"
+        lines.append(f"| {r['norm']} | {r['ms_per_step']:.2f} | {r['ratio_to_bn']:.2f} | {acc} |")
+    table = "\n".join(lines)
+    return rows, table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["runner", "data", "norms", "lstm", "tradeoff"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    out = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+    }
+    parts = [args.only] if args.only else ["runner", "data", "norms", "lstm", "tradeoff"]
+    if "runner" in parts:
+        out["runner"] = bench_runner(device, args.repeats)
+    if "data" in parts:
+        out["data"] = bench_data(device, args.repeats)
+    if "norms" in parts:
+        out["norms"] = bench_norms(device, args.repeats)
+    if "lstm" in parts:
+        out["lstm"] = bench_lstm(device, args.repeats)
+    if "tradeoff" in parts:
+        out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results)
+        (args.results / "tradeoff" / "README.md").write_text(
+            "# Cost vs accuracy of each norm\n\nMade by `python scripts/bench.py --only tradeoff` (timings) from "
+            "`results/bn_small_batch` (accuracies, quick profile).\n\n" + table + "\n\n![tradeoff](tradeoff.png)\n"
+        )
+    bench = args.results / "bench"
+    bench.mkdir(parents=True, exist_ok=True)
+    name = f"bench{'-' + args.only if args.only else ''}"
+    (bench / f"{name}.json").write_text(json.dumps(out, indent=2))
+    if not args.only:
+        (bench / "README.md").write_text(readme(out, args))
+
+
+def readme(out: dict, args) -> str:
+    """results/bench/README.md from the measurements."""
+    parts = [
+        "# Benchmarks\n",
+        f"Made by `python scripts/bench.py --repeats {args.repeats}` on {out['machine']}, device {out['device']}, "
+        f"torch {out['torch']}, {out['threads']} threads. Variants alternate after a warm-up; medians of the "
+        "repeats. Raw numbers: `bench.json`.\n",
+        "## Runner overhead (normlab's trainer vs a plain PyTorch loop)\n",
+        "Same model, in-memory tensors, optimizer and evaluation frequency (every 200 steps on 2,000 test images); "
+        "normlab adds checkpoints, TensorBoard, metrics.jsonl, summary.json. Target ≥ 0.95.\n",
+        "| case | normlab steps/s | plain steps/s | ratio |\n|---|---|---|---|",
+        *[
+            f"| {r['case']} | {r['normlab_steps_per_s']:.1f} | {r['plain_steps_per_s']:.1f} | {r['ratio']:.3f} |"
+            for r in out.get("runner", [])
+        ],
+        "\n## Data path (one training epoch of batches, 128 per batch)\n",
+        "Target ≥ 20x over torchvision's per-sample DataLoader (ToTensor + Normalize; crop + flip for CIFAR-10).\n",
+        "| dataset | normlab s | torchvision s | speedup |\n|---|---|---|---|",
+        *[
+            f"| {r['dataset']} | {r['normlab_s']:.3f} | {r['torchvision_s']:.2f} | {r['speedup']:.0f}x |"
+            for r in out.get("data", [])
+        ],
+        "\n## Norm layers (forward + backward on the CNN's four activation shapes, ratio to nn.BatchNorm2d)\n",
+        "Targets: batch/group/layer/instance ≤ 1.1x (they are torch's modules); batch_instance, switchable ≤ 2.0x.\n",
+    ]
+    norms = out.get("norms", [])
+    names = list(dict.fromkeys(r["norm"] for r in norms))
+    parts.append("| batch | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for bs in sorted({r["batch_size"] for r in norms}):
+        cells = {r["norm"]: r for r in norms if r["batch_size"] == bs}
+        parts.append(
+            f"| {bs} | " + " | ".join(f"{cells[n]['ratio_to_bn']:.2f}x ({cells[n]['ms']:.2f} ms)" for n in names) + " |"
+        )
+    parts += [
+        "\n## LSTM cells (28-step sequence, hidden 100, batch 64, forward + backward)\n",
+        "Target: LN-LSTM and BN-LSTM ≤ 3x nn.LSTM.\n",
+        "| cell | ms per step | × nn.LSTM |\n|---|---|---|",
+        *[f"| {r['cell']} | {r['ms_per_step']:.3f} | {r['ratio_to_nn_lstm']:.2f} |" for r in out.get("lstm", [])],
+        "\n## Trade-off\n\nSee [results/tradeoff](../tradeoff/README.md).\n",
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    main()
