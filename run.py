@@ -15,8 +15,8 @@ CONF = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
-def main(cfg: DictConfig) -> None:
-    run_job(cfg)
+def main(cfg: DictConfig) -> float:
+    return run_job(cfg)  # the objective for hparams_search=optuna
 
 
 if __name__ == "__main__":

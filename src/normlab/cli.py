@@ -60,9 +60,14 @@ def _one_line(error: Exception) -> str:
     return "; ".join(lines[:2]) or type(error).__name__
 
 
-def _values(override) -> list[str]:
-    """The values an override takes: each value of a sweep, or its one value."""
+def _values(override) -> list[str] | None:
+    """The values an override takes: each value of a sweep, or its one value; None for an interval (a search
+    space, e.g. for Optuna), which cannot be enumerated and is left to the sweeper."""
+    from hydra.core.override_parser.types import IntervalSweep
+
     if override.is_sweep_override():
+        if isinstance(override.value(), IntervalSweep):
+            return None
         return list(override.sweep_string_iterator())
     return [override.get_value_element_as_str()]
 
@@ -98,7 +103,7 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
     for o in overrides:
         key = o.key_or_group
         values = _values(o)
-        if key.startswith("hydra"):
+        if key.startswith("hydra") or values is None:
             continue
         if key in groups and o.is_delete() is False:
             for v in values:
@@ -118,7 +123,8 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
             for key, value in (params or {}).items():
                 if key not in given:
                     (o,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
-                    choices.append([f"{key}={v}" for v in _values(o)])
+                    if _values(o) is not None:
+                        choices.append([f"{key}={v}" for v in _values(o)])
         jobs = list(itertools.islice(itertools.product(*choices), MAX_PRECHECK_JOBS))
         for job in jobs:
             experiment = next((j.split("=", 1)[1] for j in job if j.startswith("experiment=")), "default")
@@ -146,8 +152,9 @@ def _remove_if_empty_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run_job(cfg: DictConfig) -> dict | None:
-    """Hydra's task function: one run. Bad input exits 2; a crash in a sweep is recorded and the sweep goes on."""
+def run_job(cfg: DictConfig) -> float:
+    """Hydra's task function: one run. Bad input exits 2; a crash in a sweep is recorded and the sweep goes on.
+    Returns the run's best test accuracy (0 for a diverged or failed run): the objective Optuna maximizes."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -172,10 +179,10 @@ def run_job(cfg: DictConfig) -> dict | None:
             {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)},
         )
         print(f"normlab: failed · {type(e).__name__}: {e} · {run_dir}", file=sys.stderr)
-        return None
+        return 0.0
     if is_main_process():
         print(summary_line(summary))
-    return summary
+    return summary.get("best_test_acc") or 0.0
 
 
 def summary_line(s: dict) -> str:

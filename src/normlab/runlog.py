@@ -73,6 +73,29 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
+# TensorBoard's CUSTOM SCALARS tab: train and test of each metric in one chart
+LAYOUT = {
+    "normlab": {
+        "loss": ["Multiline", ["train/loss", "test/loss"]],
+        "accuracy": ["Multiline", ["train/acc", "test/acc"]],
+    }
+}
+HPARAM_METRICS = ("test/acc", "test/loss", "train/loss", "train/acc")
+
+
+def flat_hparams(config: dict, prefix: str = "") -> dict:
+    """The config as TensorBoard hparams: dotted keys, scalar values (lists and None become strings)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, (bool, int, float, str)):
+            out[prefix + key] = value
+        else:
+            out[prefix + key] = str(value)
+    return out
+
+
 class RunLog:
     """TensorBoard + metrics.jsonl for one run. On resume from `start_step`, later records are dropped from both."""
 
@@ -84,6 +107,16 @@ class RunLog:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.records = kept
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if start_step > 0 else None)
+
+    def log_config(self, config: dict) -> None:
+        """Once per run: its config in the HPARAMS tab (so a sweep is a sortable table) and the scalar layout."""
+        from torch.utils.tensorboard.summary import hparams
+
+        experiment, start, end = hparams(flat_hparams(config), {tag: 0.0 for tag in HPARAM_METRICS})
+        writer = self.writer._get_file_writer()
+        for summary in (experiment, start, end):
+            writer.add_summary(summary)
+        self.writer.add_custom_scalars(LAYOUT)
 
     def log_eval(self, record: dict) -> None:
         step = record["step"]

@@ -190,7 +190,7 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
         action, previous = prepare_run_dir(cfg, run_dir, clear=False)
     if action == "skip":
         dist.close()
-        return {**previous, "skipped": True}
+        return {**previous, "skipped": True, "run_dir": str(run_dir)}
     ckpt = previous if action == "resume" else None
 
     seed_everything(cfg.seed)
@@ -230,6 +230,8 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
 
     log = RunLog(run_dir, start_step=step) if dist.is_main else None
+    if log and step == 0:
+        log.log_config(cfg.to_dict())
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     step_t = torch.full((), step, device=device, dtype=torch.long)
     status, record, diverged_at = "completed", (log.records[-1] if log and log.records else None), None

@@ -1,0 +1,149 @@
+"""What a person looks at: TensorBoard serving a finished sweep (read over its HTTP API), the summarize and plot
+scripts, the joblib launcher, the SLURM launcher's config, and a 3-trial Optuna search."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import CONF, ROOT, TINY, run_cli
+
+SWEEP = ["-m", *TINY, "norm=none,batch", "max_steps=10", "eval_every=5"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = run_cli(*SWEEP, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "runs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(sweep),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--load_fast=false",
+        "--reload_interval",
+        "1",
+    ]
+    tb = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        runs, deadline = [], time.time() + 90
+        while len(runs) < 2 and time.time() < deadline:  # bounded: TensorBoard starts, then loads the logs
+            time.sleep(1)
+            try:
+                runs = get(f"{base}/data/runs")
+            except OSError:
+                continue
+        assert sorted(r.split("/")[1].split("-")[2] for r in runs) == ["batch", "none"]
+        tags = get(f"{base}/data/plugin/scalars/tags")
+        for run in runs:
+            assert {"train/loss", "train/acc", "test/loss", "test/acc", "lr", "samples_per_s"} <= set(tags[run])
+        experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        hparams = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"norm.name", "batch_size", "lr", "seed", "model.name"} <= hparams
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"test/acc", "test/loss"}
+        groups = get(
+            f"{base}/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+                "colParams": [],
+                "startIndex": 0,
+                "sliceSize": 100,
+            },
+        )["sessionGroups"]
+        assert sorted(g["hparams"]["norm.name"] for g in groups) == ["batch", "none"]
+        for g in groups:  # each run's final metrics sit beside its config: the sortable table of the HPARAMS tab
+            values = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
+            summary = json.loads(next(sweep.rglob(f"*-{g['hparams']['norm.name']}-*/summary.json")).read_text())
+            assert values["test/acc"] == pytest.approx(summary["test_acc"])
+        assert "custom_scalars" in get(f"{base}/data/plugins_listing")
+    finally:
+        tb.terminate()
+        tb.wait(timeout=30)
+
+
+def script(name, *args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_summarize_lists_sorts_and_exports(sweep):
+    table = script("summarize.py", sweep, "--sort", "best_test_acc", "--reverse")
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["run", "overrides", "status", "best_test_acc", "test_acc", "steps", "wall_s"]
+    assert "-batch-" in lines[1] and "-none-" in lines[2]  # BN first: higher accuracy after 10 steps
+    markdown = script("summarize.py", sweep, "--markdown").stdout.splitlines()
+    assert markdown[0].startswith("| run |") and len(markdown) == 4
+    assert script("summarize.py", sweep / "nothing").returncode == 2
+
+
+def test_plot_groups_runs_by_a_config_key(sweep, tmp_path):
+    out = tmp_path / "plot.png"
+    result = script("plot.py", sweep, "--group", "norm.name", "--out", out)
+    assert result.returncode == 0 and out.stat().st_size > 1000 and "2 groups" in result.stdout
+    assert script("plot.py", sweep, "--group", "no.such.key", "--out", out).returncode == 2
+
+
+def test_joblib_launcher_runs_a_sweep_in_parallel(tmp_path):
+    result = run_cli("-m", "hydra/launcher=parallel", *TINY, "norm=none,batch", "max_steps=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "runs").rglob("summary.json"))) == 2
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from normlab.cli import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min == 60
+
+
+def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path):
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY, "max_steps=10", "eval_every=5"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "runs" / "optimization_results.yaml").read_text())
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("summary.json")]
+    assert len(summaries) == 3
+    assert best["best_value"] == max(s["best_test_acc"] for s in summaries)
+    assert 0.001 <= best["best_params"]["lr"] <= 1.0
