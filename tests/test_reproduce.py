@@ -1,0 +1,63 @@
+"""The reproduction pipeline: every experiment config composes and validates for every job of its sweep, and a
+real (tiny) sweep goes through the report into README.md, plots and a summary whose verdict follows its numbers."""
+
+import json
+import math
+
+import pytest
+
+from normlab.claims import VERDICTS, registry, write_index, write_report
+from normlab.cli import precheck
+
+from conftest import CONF, TINY, run_cli
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_and_profile_validates(experiment):
+    precheck(["-m", f"experiment={experiment}"], CONF)  # exits 2 on the first bad job
+
+
+def test_every_claim_has_its_profiles():
+    for claim in registry():
+        assert {claim, f"{claim}_full"} <= set(EXPERIMENTS)
+
+
+def test_tiny_bn_convergence_sweep_through_the_report(tmp_path):
+    args = ["-m", "experiment=bn_convergence", *TINY, "max_steps=300", "eval_every=100", "seed=0,1"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = write_report(registry()["bn_convergence"], "quick", tmp_path / "runs", tmp_path / "results")
+    out = tmp_path / "results" / "bn_convergence"
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["claim"] == "bn_convergence" and on_disk["verdict"] in VERDICTS and on_disk["runs"] == 4
+    assert {"criterion", "profile", "numbers", "wall_s"} <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
+    readme = (out / "README.md").read_text()
+    assert "## Criterion" in readme and "python scripts/reproduce.py bn_convergence" in readme
+    assert (out / "fig1a_test_accuracy.png").stat().st_size > 1000
+    # the verdict follows from the numbers it reports
+    n = on_disk["numbers"]
+
+    def steps(norm, t):
+        v = n[norm][f"steps_to_{t}"]
+        return math.inf if v is None else v
+
+    reached = any(not math.isinf(steps(x, t)) for x in ("none", "batch") for t in (95, 97))
+    holds = (
+        all(steps("batch", t) < steps("none", t) for t in (95, 97))
+        and n["batch"]["final_acc"] >= n["none"]["final_acc"]
+    )
+    assert on_disk["verdict"] == ("inconclusive" if not reached else "reproduced" if holds else "not_reproduced")
+    write_index(tmp_path / "results")
+    assert "[bn_convergence](bn_convergence/README.md)" in (tmp_path / "results" / "README.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("claim", sorted(registry()))
+def test_every_claim_end_to_end_on_tiny_data(tmp_path, claim):
+    args = ["-m", f"experiment={claim}", *TINY, "max_steps=20", "eval_every=10", "data.test_subset=200"]
+    result = run_cli(*args, cwd=tmp_path, timeout=1800)
+    assert result.returncode == 0, result.stderr
+    summary = write_report(registry()[claim], "quick", tmp_path / "runs", tmp_path / "results")
+    assert summary["verdict"] in VERDICTS
