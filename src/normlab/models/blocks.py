@@ -6,9 +6,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
 def conv_norm_act(c_in, c_out, norm, activation, bias, kernel_size=3, stride=1):
-    """A 'same'-padded convolution, its norm, its nonlinearity."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias),
-        norm(c_out, kind="2d"),
-        ACTIVATIONS[activation](),
-    )
+    """A 'same'-padded convolution, its norm, its nonlinearity. The convolution gets He init (fan_out, as
+    torchvision's VGG and ResNet): with torch's default init a deep conv net without a norm hardly trains."""
+    conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return nn.Sequential(conv, norm(c_out, kind="2d"), ACTIVATIONS[activation]())
