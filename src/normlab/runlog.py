@@ -81,6 +81,21 @@ LAYOUT = {
     }
 }
 HPARAM_METRICS = ("test/acc", "test/loss", "train/loss", "train/acc")
+# operational keys that do not change what is learned: left out of the HPARAMS table
+HPARAM_SKIP = {
+    "progress",
+    "device",
+    "resume",
+    "overwrite",
+    "eval_every",
+    "checkpoint_every",
+    "data.root",
+    "data.download",
+    "dataset.augment",
+    "compile",
+    "amp",
+    "channels_last",
+}
 
 
 def flat_hparams(config: dict, prefix: str = "") -> dict:
@@ -112,7 +127,8 @@ class RunLog:
         """Once per run: its config in the HPARAMS tab (so a sweep is a sortable table) and the scalar layout."""
         from torch.utils.tensorboard.summary import hparams
 
-        experiment, start, end = hparams(flat_hparams(config), {tag: 0.0 for tag in HPARAM_METRICS})
+        values = {k: v for k, v in flat_hparams(config).items() if k not in HPARAM_SKIP}
+        experiment, start, end = hparams(values, {tag: 0.0 for tag in HPARAM_METRICS})
         writer = self.writer._get_file_writer()
         for summary in (experiment, start, end):
             writer.add_summary(summary)

@@ -159,7 +159,8 @@ def write_index(results: Path) -> None:
         for p in [results / claim / "summary.json"]
         if p.exists()
     )
-    answers = (results / "ANSWERS.md").read_text() if (results / "ANSWERS.md").exists() else ""
+    from normlab.claims.answers import answers
+
     text = f"""# Reproductions
 
 Each row links to a report written by `scripts/report.py` from real runs (`python scripts/reproduce.py all`
@@ -173,6 +174,6 @@ minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU ti
 
 All quick profiles together took {total / 60:.1f} min of wall time here (2 CPU cores).
 
-{answers}
+{answers(results)}
 """
     (results / "README.md").write_text(text)
