@@ -63,6 +63,28 @@ def test_sweep_goes_on_past_a_diverging_job(tmp_path):
     assert sorted(line.split(",")[-5] for line in table[1:]) == ["completed", "diverged"]
 
 
+def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path):
+    code = f"""
+import runpy, sys
+import normlab.trainer as trainer
+real = trainer.train
+def crash_for_none(cfg, run_dir, data=None):
+    if cfg.norm.name == "none":
+        raise RuntimeError("simulated crash")
+    return real(cfg, run_dir, data)
+trainer.train = crash_for_none
+sys.argv = ["run.py", "-m", *{[*TINY, "norm=none,batch", "max_steps=5"]!r}]
+runpy.run_path({str(ROOT / "run.py")!r}, run_name="__main__")
+"""
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    statuses = {d.name.split("-")[2]: json.loads((d / "summary.json").read_text()) for d in run_dirs(tmp_path)}
+    assert statuses["none"]["status"] == "failed" and "simulated crash" in statuses["none"]["error"]
+    assert statuses["batch"]["status"] == "completed"
+    assert "normlab: failed · RuntimeError: simulated crash" in result.stderr
+
+
 BAD_INPUTS = [
     (["norm=bogus"], "norm=bogus is not allowed; choose from"),
     (["model=mlp", "norm=instance"], "norm=instance is not defined for model=mlp"),

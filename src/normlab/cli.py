@@ -163,6 +163,7 @@ def run_job(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    config = None
     try:
         config = typed_config(cfg, hc.runtime.choices.get("experiment") or "default")
         summary = train(config, run_dir)
@@ -174,10 +175,8 @@ def run_job(cfg: DictConfig) -> float:
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
             raise
-        write_json(
-            run_dir / SUMMARY,
-            {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)},
-        )
+        failed = {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)}
+        write_json(run_dir / SUMMARY, {**failed, "config": config.to_dict()} if config else failed)
         print(f"normlab: failed · {type(e).__name__}: {e} · {run_dir}", file=sys.stderr)
         return 0.0
     if is_main_process():

@@ -146,7 +146,7 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True) -> tuple[str
         return "fresh", None
     summary = read_json(summary_path)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    previous = summary or ckpt
+    previous = summary if summary and "config" in summary else ckpt
     if previous is not None and not same_run(comparable(previous["config"]), comparable(cfg.to_dict())):
         raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
     if summary is not None and summary["status"] in ("completed", "diverged"):

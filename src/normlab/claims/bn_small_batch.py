@@ -1,7 +1,7 @@
 """GN paper Tables 1-2: BN's error rises sharply at small batches; GN's (and LN's, IN's) does not."""
 
 from normlab.claims import Analysis, Claim
-from normlab.claims.plots import new_figure, save
+from normlab.claims.plots import lines
 from normlab.runs import group, mean, mean_std
 
 BATCHES = (32, 16, 8, 4, 2)
@@ -34,18 +34,16 @@ def analyze(runs, out):
         f"From batch 32 to 2, BN's error rose {numbers['batch']['rise']:+.1f} points and GN's "
         f"{numbers['group']['rise']:+.1f} (difference {gap:+.1f}, margin {MARGIN})."
     )
-    fig, ax = new_figure(figsize=(6, 4))
-    for norm in NORMS:
-        ax.plot(BATCHES, [numbers[norm][f"err_bs{b}"] for b in BATCHES], marker="o", label=norm)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
-    ax.invert_xaxis()
-    ax.set_xlabel("batch size (lr = 0.1·N/32, same epochs)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title("CIFAR-10 CNN: error vs batch size (cf. GN paper Fig. 1)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return Analysis(table, numbers, verdict, reason, [save(fig, out / "error_vs_batch.png")])
+    plot = lines(
+        BATCHES,
+        {norm: [numbers[norm][f"err_bs{b}"] for b in BATCHES] for norm in NORMS},
+        out / "error_vs_batch.png",
+        "CIFAR-10 CNN: error vs batch size (cf. GN paper Fig. 1)",
+        "batch size (lr = 0.1·N/32, same epochs)",
+        "test error (%)",
+        log2_reversed=True,
+    )
+    return Analysis(table, numbers, verdict, reason, [plot])
 
 
 CLAIM = Claim(

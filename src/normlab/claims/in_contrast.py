@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from normlab.claims import Analysis, Claim
-from normlab.claims.plots import new_figure, save
+from normlab.claims.plots import lines
 from normlab.config import config_from_dict
 from normlab.data import build_data
 from normlab.models import build_model
@@ -70,15 +70,15 @@ def analyze(runs, out):
         f"Smallest accuracy spread across contrast factors: {least} ({100 * numbers[least]['spread']:.1f} points); "
         + (f"instance {100 * numbers['instance']['spread']:.1f}, batch {100 * numbers['batch']['spread']:.1f}.")
     )
-    fig, ax = new_figure(figsize=(6, 4))
-    for norm in NORMS:
-        ax.plot(FACTORS, [numbers[norm]["acc"][str(f)] for f in FACTORS], marker="o", label=norm)
-    ax.set_xlabel("contrast factor")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("CIFAR-10 CNN: accuracy vs test-image contrast")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return Analysis(table, numbers, verdict, reason, [save(fig, out / "accuracy_vs_contrast.png")])
+    plot = lines(
+        FACTORS,
+        {norm: [numbers[norm]["acc"][str(f)] for f in FACTORS] for norm in NORMS},
+        out / "accuracy_vs_contrast.png",
+        "CIFAR-10 CNN: accuracy vs test-image contrast",
+        "contrast factor",
+        "test accuracy",
+    )
+    return Analysis(table, numbers, verdict, reason, [plot])
 
 
 CLAIM = Claim(

@@ -32,6 +32,23 @@ def curves(groups: dict, path: Path, title: str, key: str = "test_acc", ylabel: 
     return path.name
 
 
+def lines(xs, series: dict, path: Path, title: str, xlabel: str, ylabel: str, log2_reversed: bool = False) -> str:
+    """One marked line per label over the same x values (e.g. error vs batch size, accuracy vs contrast)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in series.items():
+        ax.plot(xs, values, marker="o", label=label)
+    if log2_reversed:  # batch sizes: powers of two, largest first as in the GN paper
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.invert_xaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
+
+
 def new_figure(*args, **kwargs):
     return plt.subplots(*args, **kwargs)
 
