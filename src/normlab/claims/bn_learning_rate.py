@@ -28,7 +28,8 @@ def analyze(runs, out):
         diverged = sum(r.status == "diverged" for r in rs)
         finals = [r.final_acc for r in rs if r.status == "completed"]
         steps = mean(r.steps_to(target) for r in rs)
-        best = max((r.summary.get("best_test_acc") or 0 for r in rs), default=0)
+        bests = [r.summary["best_test_acc"] for r in rs if r.summary.get("best_test_acc") is not None]
+        best = max(bests) if bests else None
         numbers[label(norm, mult, act)] = {
             "lr": BASE_LR * mult,
             "steps_to_target": None if math.isinf(steps) else steps,
@@ -37,8 +38,9 @@ def analyze(runs, out):
             "diverged": diverged,
         }
         final = f"{mean(finals):.4f}" if finals else "—"
+        best_text = "—" if best is None else f"{best:.4f}"
         rows.append(
-            f"| {label(norm, mult, act)} | {BASE_LR * mult:g} | {fmt_steps(steps)} | {final} | {best:.4f} | "
+            f"| {label(norm, mult, act)} | {BASE_LR * mult:g} | {fmt_steps(steps)} | {final} | {best_text} | "
             f"{diverged}/{len(rs)} |"
         )
     table = (
