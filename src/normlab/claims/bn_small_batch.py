@@ -57,8 +57,8 @@ CLAIM = Claim(
     setup=(
         "`cnn` (width 16, ~60k parameters) on CIFAR-10 with crop+flip, batch 32/16/8/4/2 × batch, group (32 groups "
         "or the largest divisor), layer, instance, switchable; SGD momentum 0.9, lr 0.1·N/32, the same number of "
-        "epochs at every batch size. Quick: 1 epoch over the first 10k training images, 1 seed (25 runs); cpu: 3 "
-        "epochs of 20k, 2 seeds; full: 30 epochs of 50k, width 32, step decay, 3 seeds. Test error on all 10k "
+        "epochs at every batch size. Quick: 1 epoch over the first 10k training images, 1 seed (25 runs); cpu: 2 "
+        "epochs of 20k, 1 seed; full: 30 epochs of 50k, width 32, step decay, 3 seeds. Test error on all 10k "
         "test images."
     ),
     criterion=(
