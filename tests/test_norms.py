@@ -276,7 +276,7 @@ def test_batch_instance_matches_formula_in_train_and_eval():
 def test_batch_instance_gates_stay_in_unit_interval_after_steps_that_push_them_out():
     from normlab.config import Config
     from normlab.optim import build_optimizer
-    from normlab.trainer import apply_constraints
+    from normlab.trainer import apply_constraints, constrained_layers
 
     torch.manual_seed(9)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchInstanceNorm(8))
@@ -291,7 +291,7 @@ def test_batch_instance_gates_stay_in_unit_interval_after_steps_that_push_them_o
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            apply_constraints(model)
+            apply_constraints(constrained_layers(model))
             assert model[1].gate.min() >= 0 and model[1].gate.max() <= 1
         assert torch.all(model[1].gate == (1.0 if direction > 0 else 0.0))
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.distributed import ReduceOp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -38,7 +37,7 @@ from normlab.runlog import RunLog, read_json, save_checkpoint, write_json
 CHECKPOINT = "last.pt"
 SUMMARY = "summary.json"
 # keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "eval_every", "checkpoint_every")
+RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every")
 WN_INIT_SAMPLES = 500
 SINGLE = Dist()  # one process  # the WN paper's data-dependent init uses a minibatch of this size
 
@@ -81,12 +80,12 @@ def evaluate(model: torch.nn.Module, data: InMemoryData, dist: Dist = SINGLE) ->
     return loss_sum / n, correct / n
 
 
-def gather_sums(sums: torch.Tensor, dist: Dist) -> torch.Tensor:
-    """Every rank's running train sums as a (world_size, 3) CPU tensor (just `sums` without torchrun)."""
+def gather(stats: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Every rank's copy of `stats`, stacked on a new first dim, on the CPU (just `stats` without torchrun)."""
     if not dist.enabled:
-        return sums.cpu()
-    every = torch.zeros(dist.world_size, 3, device=sums.device)
-    every[dist.rank] = sums
+        return stats.cpu()
+    every = torch.zeros(dist.world_size, *stats.shape, device=stats.device)
+    every[dist.rank] = stats
     return dist.all_reduce_(every).cpu()
 
 
@@ -107,11 +106,14 @@ def last_hidden_percentiles(model: torch.nn.Module, data: InMemoryData) -> dict[
     return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}
 
 
-def apply_constraints(model: torch.nn.Module) -> None:
-    """Projections the papers apply after each optimizer step (BIN: gates clipped to [0, 1])."""
-    for m in model.modules():
-        if isinstance(m, BatchInstanceNorm):
-            m.clamp_gate_()
+def constrained_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Layers with a projection the papers apply after each optimizer step (BIN: gates clipped to [0, 1])."""
+    return [m for m in model.modules() if isinstance(m, BatchInstanceNorm)]
+
+
+def apply_constraints(layers: list[torch.nn.Module]) -> None:
+    for layer in layers:
+        layer.clamp_gate_()
 
 
 def comparable(config: dict) -> dict:
@@ -209,14 +211,16 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
 
     step, best_test_acc, train_time, prior_wall = 0, 0.0, 0.0, 0.0
-    sums = torch.zeros(3, device=device)  # train loss sum, correct, samples since the last evaluation (this rank)
+    # this rank's loss and number correct at each step since the last evaluation: written on the device every
+    # step, read once per evaluation (no per-step sync)
+    stats = torch.zeros(2, min(cfg.eval_every, max(total_steps, 1)), device=device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, best_test_acc = ckpt["step"], ckpt["best_test_acc"]
         train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
-        sums.copy_(ckpt["train_sums"][dist.rank] if dist.enabled else ckpt["train_sums"])
+        stats.copy_(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
@@ -232,13 +236,12 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     log = RunLog(run_dir, start_step=step) if dist.is_main else None
     if log and step == 0:
         log.log_config(cfg.to_dict())
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
-    step_t = torch.full((), step, device=device, dtype=torch.long)
     status, record, diverged_at = "completed", (log.records[-1] if log and log.records else None), None
     start = time.perf_counter()
     show = cfg.progress and dist.is_main
     bar = tqdm(total=total_steps, initial=step, disable=not show, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
+    constrained = constrained_layers(model)
     tick = time.perf_counter()
 
     while step < total_steps:
@@ -246,7 +249,8 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
         if epoch != order_epoch:
             order, order_epoch = data.epoch_order(epoch), epoch
         x, y = data.train_batch(order, index, cfg.batch_size, step, shard)
-        net.train()
+        if not model.training:  # (evaluation leaves it in eval mode)
+            net.train()
         with autocast:
             logits = net(x)
             loss = F.cross_entropy(logits, y)
@@ -255,21 +259,23 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        apply_constraints(model)
+        apply_constraints(constrained)
         scheduler.step()
         with torch.no_grad():
-            step_t += 1
-            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step_t, first_bad)
-            correct = (logits.argmax(1) == y).sum()
-            sums += torch.stack([loss.detach().float() * len(y), correct.float(), sums.new_tensor(len(y))])
+            since_eval = step % cfg.eval_every
+            stats[0, since_eval] = loss.detach()
+            stats[1, since_eval] = (logits.argmax(1) == y).sum()
         step += 1
         bar.update(1)
         finished = step == total_steps
 
         if step % cfg.eval_every == 0 or finished:
             train_time += time.perf_counter() - tick
-            if dist.all_reduce_(first_bad.clone(), op=ReduceOp.MAX).item() >= 0:  # every rank stops together
-                status, diverged_at = "diverged", dist.all_reduce_(first_bad.clone(), op=ReduceOp.MAX).item()
+            window = dist.all_reduce_(stats[:, : since_eval + 1].clone())  # summed over ranks, step by step
+            losses = window[0] / dist.world_size
+            bad = (~torch.isfinite(losses)).nonzero()
+            if len(bad):  # every rank sees the same sums, so every rank stops here together
+                status, diverged_at = "diverged", step - since_eval + bad[0].item()
                 break
             if finished:  # SN with bn_stats=batch_average: recompute BN statistics over training batches
                 batches = (
@@ -278,13 +284,11 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
                 recompute_batch_average_(model, batches)
             test_loss, test_acc = evaluate(model, data, dist)
             best_test_acc = max(best_test_acc, test_acc)
-            loss_sum, n_correct, seen = dist.all_reduce_(sums.clone()).tolist()
-            sums.zero_()
             record = {
                 "step": step,
                 "epoch": step / steps_per_epoch,
-                "train_loss": loss_sum / seen,
-                "train_acc": n_correct / seen,
+                "train_loss": losses.mean().item(),
+                "train_acc": window[1].sum().item() / ((since_eval + 1) * cfg.batch_size),
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -303,11 +307,11 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
-            every_rank_sums = gather_sums(sums, dist)  # each rank's partial train statistics, for an exact resume
+            every_rank_stats = gather(stats, dist)  # each rank's train statistics since the last evaluation
             if dist.is_main:
                 extra = {
                     "best_test_acc": best_test_acc,
-                    "train_sums": every_rank_sums,
+                    "train_stats": every_rank_stats,
                     "train_time": train_time,
                     "wall_s": prior_wall + time.perf_counter() - start,
                 }
