@@ -63,8 +63,8 @@ def answers(results: Path) -> str:
             + ", ".join(f"{k} {100 * v['spread']:.1f}" for k, v in n.items() if isinstance(v, dict))
             + " points from the lowest to the highest)."
         )
-    if tradeoff and "tradeoff" in tradeoff:
-        rows = [r for r in tradeoff["tradeoff"] if r["test_acc_bs32"] is not None]
+    rows = [r for r in (tradeoff or {}).get("tradeoff", []) if r["test_acc_bs32"] is not None]
+    if rows:
         lines.append(
             "- **Cost vs accuracy** ([tradeoff](tradeoff/README.md)): per training step of the CIFAR-10 CNN, "
             "relative to BN: "
