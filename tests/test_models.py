@@ -81,9 +81,13 @@ def test_norm_lstm_with_identity_norms_is_nn_lstm():
     torch.manual_seed(0)
     ref = nn.LSTM(6, 5, batch_first=True, bias=False)
     cell = NormLSTM(6, 5, steps=7, make_norm=lambda f, steps: SequenceIdentity())
+
+    def reorder(w):  # nn.LSTM's rows are (i, f, g, o); NormLSTM's (i, f, o, g)
+        return torch.cat([w[:10], w[15:], w[10:15]])
+
     with torch.no_grad():
-        cell.w_x.weight.copy_(ref.weight_ih_l0)
-        cell.w_h.weight.copy_(ref.weight_hh_l0)
+        cell.w_x.weight.copy_(reorder(ref.weight_ih_l0))
+        cell.w_h.weight.copy_(reorder(ref.weight_hh_l0))
     x = torch.randn(3, 7, 6)
     torch.testing.assert_close(cell(x), ref(x)[0][:, -1])
 
@@ -96,7 +100,7 @@ def layer_norm_lstm_reference(x, cell):
     for t in range(x.shape[1]):
         a = F.layer_norm(x[:, t] @ cell.w_x.weight.T, (4 * cell.hidden_size,), nx.weight, nx.bias)
         a = a + F.layer_norm(h @ cell.w_h.weight.T, (4 * cell.hidden_size,), nh.weight, nh.bias)
-        i, f, g, o = a.chunk(4, 1)
+        i, f, o, g = a.chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (cell.hidden_size,), nc.weight, nc.bias))
     return h

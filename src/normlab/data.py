@@ -160,7 +160,8 @@ class InMemoryData:
         rank, world = shard
         local = batch_size // world
         idx = order[index * batch_size : (index + 1) * batch_size][rank * local : (rank + 1) * local]
-        images, labels = self.train.images[idx], self.train.labels[idx]
+        # index_select, not images[idx]: on uint8 CPU tensors it is many times faster
+        images, labels = self.train.images.index_select(0, idx), self.train.labels.index_select(0, idx)
         if self.augment:
             g = torch.Generator(device=self.device).manual_seed(self.seed * 7919 + step)
             params = crop_flip_params(batch_size, g, self.device)
@@ -189,16 +190,16 @@ def crop_flip_params(n: int, generator: torch.Generator, device):
 
 
 def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Per-sample crop from the zero-padded image and horizontal flip, for a whole batch at once (gather)."""
+    """Per-sample crop from the zero-padded image and horizontal flip, for a whole batch at once: one gather
+    over each padded image's flattened pixels."""
     n, c, h, w = images.shape
     dev = images.device
     padded = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD))
-    rows = torch.arange(h, device=dev).view(1, 1, h, 1) + dy
     cols = torch.arange(w, device=dev).view(1, 1, 1, w)
     cols = torch.where(flip, w - 1 - cols, cols) + dx
-    batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
-    channel = torch.arange(c, device=dev).view(1, -1, 1, 1)
-    return padded[batch, channel, rows, cols]
+    rows = torch.arange(c, device=dev).view(1, c, 1, 1) * (h + 2 * PAD) + torch.arange(h, device=dev).view(1, 1, h, 1)
+    index = ((rows + dy) * (w + 2 * PAD) + cols).view(n, -1)
+    return padded.view(n, -1).gather(1, index).view(n, c, h, w)
 
 
 def build_data(

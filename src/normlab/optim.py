@@ -52,4 +52,7 @@ def lr_factor(s: SchedulerConfig, step: int, total_steps: int) -> float:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, s: SchedulerConfig, total_steps: int):
+    """LambdaLR over `lr_factor`; None for a constant rate without warmup (nothing to step on the hot path)."""
+    if s.name == "constant" and s.warmup_steps == 0:
+        return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(s, step, total_steps))

@@ -168,7 +168,7 @@ def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, 
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng,
         **extra,
     }
@@ -217,7 +217,8 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         step, best_test_acc = ckpt["step"], ckpt["best_test_acc"]
         train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
         stats.copy_(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"])
@@ -260,7 +261,8 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         apply_constraints(constrained)
-        scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         with torch.no_grad():
             since_eval = step % cfg.eval_every
             stats[0, since_eval] = loss.detach()

@@ -44,11 +44,12 @@ class NormLSTM(nn.Module):
         xw = self.norm_x(self.w_x(x))  # (N, T, 4H), every step in one go
         h = x.new_zeros(n, self.hidden_size)
         c = x.new_zeros(n, self.hidden_size)
+        three = 3 * self.hidden_size  # gates laid out as (input, forget, output | cell candidate)
         for t in range(steps):
             gates = xw[:, t] + self.norm_h(self.w_h(h), t)
-            i, f, g, o = gates.chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(self.norm_c(c, t))
+            i, f, o = torch.sigmoid(gates[:, :three]).chunk(3, 1)
+            c = torch.addcmul(f * c, i, torch.tanh(gates[:, three:]))
+            h = o * torch.tanh(self.norm_c(c, t))
         return h
 
 

@@ -7,11 +7,10 @@ gate's learning-rate multiplier (10 in the official code); the optimizer builder
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from normlab.norms.batch import normalize_with_batch_stats
+from normlab.distributed import batch_moments
 
 
 class BatchInstanceNorm(_BatchNorm):
@@ -26,19 +25,29 @@ class BatchInstanceNorm(_BatchNorm):
             raise ValueError(f"batch_instance expects (N, C, H, W) input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass of per-(sample, channel) moments; the BN moments derive from them (or, with `sync`, are
+        all-reduced over ranks); then both normalizations, the gate and the affine fold into y = x * A + B."""
         self._check_input_dim(x)
-        if self.training and self.sync:
-            x_bn = normalize_with_batch_stats(self, x, sync=True)
-        else:
-            if self.training:
+        var_in, mean_in = torch.var_mean(x, dim=(2, 3), unbiased=False, keepdim=True)  # (N, C, 1, 1)
+        if self.training:
+            if self.sync:
+                mean_bn, var_bn, count = batch_moments(x, [0, 2, 3], sync=True)
+                mean_bn, var_bn = mean_bn.view(1, -1, 1, 1), var_bn.view(1, -1, 1, 1)
+            else:
+                mean_bn = mean_in.mean(0, keepdim=True)
+                var_bn = ((var_in + mean_in**2).mean(0, keepdim=True) - mean_bn**2).clamp_min(0)
+                count = x.numel() // x.shape[1]
+            with torch.no_grad():  # running statistics as F.batch_norm keeps them (unbiased variance)
+                self.running_mean.lerp_(mean_bn.flatten(), self.momentum)
+                self.running_var.lerp_(var_bn.flatten() * count / max(count - 1, 1), self.momentum)
                 self.num_batches_tracked.add_(1)
-            x_bn = F.batch_norm(
-                x, self.running_mean, self.running_var, None, None, self.training, self.momentum, self.eps
-            )
-        x_in = F.instance_norm(x, eps=self.eps)
-        gate = self.gate.view(1, -1, 1, 1)
-        y = x_in + gate * (x_bn - x_in)
-        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        else:
+            mean_bn, var_bn = self.running_mean.view(1, -1, 1, 1), self.running_var.view(1, -1, 1, 1)
+        s_bn, s_in = torch.rsqrt(var_bn + self.eps), torch.rsqrt(var_in + self.eps)
+        gate, weight = self.gate.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1)
+        scale = (s_in + gate * (s_bn - s_in)) * weight
+        shift = self.bias.view(1, -1, 1, 1) - (mean_in * s_in + gate * (mean_bn * s_bn - mean_in * s_in)) * weight
+        return torch.addcmul(shift, x, scale)
 
     @torch.no_grad()
     def clamp_gate_(self) -> None:

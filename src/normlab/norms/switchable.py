@@ -47,8 +47,7 @@ class SwitchableNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         xf = x.reshape(n, c, -1)
-        mean_in = xf.mean(-1, keepdim=True)  # (N, C, 1)
-        var_in = xf.var(-1, keepdim=True, unbiased=False)
+        var_in, mean_in = torch.var_mean(xf, dim=-1, unbiased=False, keepdim=True)  # (N, C, 1)
         second_moment = var_in + mean_in**2
         mean_ln = mean_in.mean(1, keepdim=True)  # (N, 1, 1)
         var_ln = (second_moment.mean(1, keepdim=True) - mean_ln**2).clamp_min(0)
@@ -67,9 +66,9 @@ class SwitchableNorm(nn.Module):
         mw, vw = F.softmax(self.mean_weight, 0), F.softmax(self.var_weight, 0)
         mean = sum(mw[i] * means[s] for i, s in enumerate(self.statistics))
         var = sum(vw[i] * variances[s] for i, s in enumerate(self.statistics))
-        y = ((xf - mean) * torch.rsqrt(var + self.eps)).view_as(x)
-        shape = (1, c) + (1,) * (x.dim() - 2)
-        return y * self.weight.view(shape) + self.bias.view(shape)
+        scale = torch.rsqrt(var + self.eps) * self.weight.view(1, c, 1)  # y = x * A + B: one pass over x
+        shift = self.bias.view(1, c, 1) - mean * scale
+        return torch.addcmul(shift, xf, scale).view_as(x)
 
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor) -> None:
