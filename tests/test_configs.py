@@ -20,6 +20,8 @@ def test_every_group_option_composes(group, option):
     if group == "model":
         extra = [f"norm={compatible_norms(option)[0]}"]
     cfg = compose_config(f"{group}={option}", *extra)
+    if group == "hparams_search":  # it configures Hydra's sweeper, not the run (test_dashboards runs it)
+        return
     name = cfg.experiment if group == "experiment" else getattr(cfg, group).name
     assert name == option
 
