@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from normlab.runlog import write_json
 from normlab.runs import load_runs
+from normlab.trainer import git_commit
 
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
 
@@ -71,11 +71,6 @@ def results_dir(results: Path, claim: str, profile: str) -> Path:
     return results / claim if profile == "quick" else results / claim / profile
 
 
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
-
-
 def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> dict:
     """Analyze runs/<experiment>/ and write results/<claim>[/<profile>]/{README.md, summary.json, *.png}."""
     experiment = experiment_name(claim.name, profile)
@@ -103,7 +98,7 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
         "runs": len(runs),
         "statuses": statuses,
         "wall_s": wall_s,
-        "commit": git_commit(),
+        "commit": (git_commit() or "unknown")[:7],
         "date": datetime.date.today().isoformat(),
     }
     write_json(out / "summary.json", summary)
