@@ -133,6 +133,11 @@ def same_run(saved: dict, current: dict) -> bool:
     return saved == current
 
 
+def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
+    if not same_run(comparable(saved), comparable(cfg.to_dict())):
+        raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
+
+
 def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True) -> tuple[str, dict | None]:
     """Decide what to do with what `run_dir` already holds: ("skip", summary) for a finished run of the same
     config, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir holding another
@@ -147,13 +152,13 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True) -> tuple[str
             event_file.unlink()
         return "fresh", None
     summary = read_json(summary_path)
+    if summary is not None and "config" in summary:
+        check_same_run(summary["config"], cfg, run_dir)
+        if summary["status"] in ("completed", "diverged"):
+            return "skip", summary  # no need to load the checkpoint
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    previous = summary if summary and "config" in summary else ckpt
-    if previous is not None and not same_run(comparable(previous["config"]), comparable(cfg.to_dict())):
-        raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
-    if summary is not None and summary["status"] in ("completed", "diverged"):
-        return "skip", summary
     if ckpt is not None:
+        check_same_run(ckpt["config"], cfg, run_dir)
         if not cfg.resume:
             raise ConfigError(f"resume=false but {run_dir} holds a checkpoint; use overwrite=true to start over")
         return "resume", ckpt
