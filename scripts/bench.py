@@ -1,9 +1,9 @@
 """Speed, measured side by side in one process: normlab's trainer vs a plain PyTorch loop, the in-memory data path
 vs torchvision's per-sample DataLoader, every norm layer vs nn.BatchNorm2d, the normalized LSTM cells vs nn.LSTM,
-and the cost/accuracy trade-off of every norm for the CIFAR-10 CNN.
+NCHW vs channels_last for the conv nets, and the cost/accuracy trade-off of every norm for the CIFAR-10 CNN.
 
     python scripts/bench.py                     # everything; writes results/bench/ and results/tradeoff/
-    python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | tradeoff
+    python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | channels_last | tradeoff
     python scripts/bench.py --device cuda       # the same on a GPU
 
 Timings alternate between the compared variants after a warm-up; medians of the repeats are reported with ratios.
@@ -30,6 +30,7 @@ from normlab.data import build_data
 from normlab.models import build_model, compatible_norms
 from normlab.models.lstm import NormLSTM
 from normlab.norms import build_norm
+from normlab.norms.group import largest_divisor
 from normlab.norms.recurrent import build_sequence_norm
 from normlab.optim import build_optimizer
 from normlab.trainer import evaluate, train
@@ -198,25 +199,41 @@ CNN_SHAPES = ((32, 32, 32), (64, 16, 16), (128, 8, 8), (128, 8, 8))  # the CNN's
 NORM_NAMES = [n for n in compatible_norms("cnn") if n not in ("none", "weight")]
 
 
+# the torch module each of these normlab norms is (targets: within 1.1x of it)
+TORCH_TWINS = {
+    "batch": ("torch BatchNorm2d", nn.BatchNorm2d),
+    "group": ("torch GroupNorm", lambda c: nn.GroupNorm(largest_divisor(c, 32), c)),
+    "layer": ("torch GroupNorm(1)", lambda c: nn.GroupNorm(1, c)),
+    "instance": ("torch InstanceNorm2d", lambda c: nn.InstanceNorm2d(c, affine=True)),
+}
+
+
 def bench_norms(device, repeats: int) -> list[dict]:
+    """Forward + backward (with a random upstream gradient, as in training) over the CNN's four norm inputs."""
     rows = []
     for bs in (2, 32, 128):
         xs = [torch.randn(bs, *s, device=device, requires_grad=True) for s in CNN_SHAPES]
+        grads = [torch.randn(bs, *s, device=device) for s in CNN_SHAPES]
 
-        def step_fn(layers, xs=xs):
+        def step_fn(make, xs=xs, grads=grads):
+            layers = [make(s[0]).to(device) for s in CNN_SHAPES]
+
             def run():
-                for layer, x in zip(layers, xs):
-                    layer(x).sum().backward()
+                for layer, x, g in zip(layers, xs, grads):
+                    layer(x).backward(g)
 
             return run
 
-        fns = {"torch BatchNorm2d": step_fn([nn.BatchNorm2d(s[0]).to(device) for s in CNN_SHAPES])}
+        fns = {twin: step_fn(make) for twin, make in TORCH_TWINS.values()}
         for name in NORM_NAMES:
-            fns[name] = step_fn([build_norm(name, s[0], "2d").to(device) for s in CNN_SHAPES])
+            fns[name] = step_fn(lambda c, name=name: build_norm(name, c, "2d"))
         t = alternate(fns, repeats * 5, device, warmup=3)
         base = t["torch BatchNorm2d"]
         for name, seconds in t.items():
-            rows.append({"batch_size": bs, "norm": name, "ms": 1000 * seconds, "ratio_to_bn": seconds / base})
+            row = {"batch_size": bs, "norm": name, "ms": 1000 * seconds, "ratio_to_bn": seconds / base}
+            if name in TORCH_TWINS:
+                row["ratio_to_torch_twin"] = seconds / t[TORCH_TWINS[name][0]]
+            rows.append(row)
         print(f"norms   bs{bs:<4d}" + "  ".join(f"{n} {v / base:.2f}x" for n, v in t.items()), flush=True)
     return rows
 
@@ -238,14 +255,57 @@ def bench_lstm(device, repeats: int) -> list[dict]:
     return rows
 
 
+def bench_channels_last(device, repeats: int) -> list[dict]:
+    """A CIFAR-10 training step of the conv nets (batch norm) in NCHW vs channels_last (`channels_last=true`)."""
+    rows = []
+    for model_name in ("cnn", "inception_lite"):
+        for bs in (32, 128):
+            x = torch.randn(bs, 3, 32, 32, device=device)
+            y = torch.randint(0, 10, (bs,), device=device)
+            fns = {}
+            for layout in ("NCHW", "channels_last"):
+                fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                torch.manual_seed(0)
+                model = build_model(ModelConfig(name=model_name), NormConfig(name="batch"), (3, 32, 32), 10)
+                model = model.to(device, memory_format=fmt)
+                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+                xf = x.contiguous(memory_format=fmt)
+
+                def step(model=model, opt=opt, xf=xf, y=y):
+                    loss = F.cross_entropy(model(xf), y)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+
+                fns[layout] = lambda step=step: [step() for _ in range(3)]
+            t = alternate(fns, repeats, device, warmup=1)
+            rows.append(
+                {
+                    "case": f"{model_name} bs{bs}",
+                    "nchw_ms": 1000 * t["NCHW"] / 3,
+                    "channels_last_ms": 1000 * t["channels_last"] / 3,
+                    "speedup": t["NCHW"] / t["channels_last"],
+                }
+            )
+            print(f"layout  {model_name} bs{bs}: channels_last {rows[-1]['speedup']:.2f}x NCHW's speed", flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------- 4. trade-off
 
 
-def bench_tradeoff(device, repeats: int, results: Path) -> list[dict]:
+def small_batch_accuracies(results: Path) -> tuple[str | None, dict]:
+    """The small-batch study's test errors per norm and batch size, from its longest profile on disk."""
+    for profile, path in (("cpu", "bn_small_batch/cpu/summary.json"), ("quick", "bn_small_batch/summary.json")):
+        if (results / path).exists():
+            return profile, json.loads((results / path).read_text())["numbers"]
+    return None, {}
+
+
+def bench_tradeoff(device, repeats: int, results: Path) -> tuple[list[dict], str]:
     """ms per CNN training step on CIFAR-10 (batch 32, width 16 as in the small-batch study) per norm, beside
-    that norm's test accuracy at batch 32 from results/bn_small_batch."""
-    small_batch = results / "bn_small_batch" / "summary.json"
-    accuracy = json.loads(small_batch.read_text())["numbers"] if small_batch.exists() else {}
+    that norm's test accuracy at batch 32 and batch 2 from results/bn_small_batch."""
+    profile, errors = small_batch_accuracies(results)
     x = torch.randn(32, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (32,), device=device)
     fns = {}
@@ -264,38 +324,42 @@ def bench_tradeoff(device, repeats: int, results: Path) -> list[dict]:
     t = alternate(fns, repeats, device, warmup=1)
     rows = []
     for name, seconds in t.items():
-        err = accuracy.get(name, {}).get("err_bs32")
-        rows.append(
-            {
-                "norm": name,
-                "ms_per_step": 1000 * seconds / 5,
-                "ratio_to_bn": t[name] / t["batch"],
-                "test_acc_bs32": None if err is None else 1 - err / 100,
-            }
-        )
+        row = {"norm": name, "ms_per_step": 1000 * seconds / 5, "ratio_to_bn": t[name] / t["batch"]}
+        for bs in (32, 2):
+            err = errors.get(name, {}).get(f"err_bs{bs}")
+            row[f"test_acc_bs{bs}"] = None if err is None else 1 - err / 100
+        rows.append(row)
     out = results / "tradeoff"
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = new_figure(figsize=(6, 4))
-    for r in rows:
-        if r["test_acc_bs32"] is not None:
-            ax.scatter(r["ms_per_step"], 100 * r["test_acc_bs32"])
-            ax.annotate(r["norm"], (r["ms_per_step"], 100 * r["test_acc_bs32"]), fontsize=8)
-    ax.set_xlabel("ms per training step (CNN width 16, CIFAR-10, batch 32)")
-    ax.set_ylabel("test accuracy % (bn_small_batch, batch 32)")
-    ax.set_title("Cost vs accuracy of each norm")
-    ax.grid(alpha=0.3)
+    fig, axes = new_figure(1, 2, figsize=(10, 4))
+    for ax, bs in zip(axes, (32, 2)):
+        for r in rows:
+            if r[f"test_acc_bs{bs}"] is not None:
+                ax.scatter(r["ms_per_step"], 100 * r[f"test_acc_bs{bs}"])
+                ax.annotate(r["norm"], (r["ms_per_step"], 100 * r[f"test_acc_bs{bs}"]), fontsize=8)
+        ax.set_xlabel("ms per training step (CNN width 16, CIFAR-10, batch 32)")
+        ax.set_ylabel(f"test accuracy % at batch {bs}")
+        ax.set_title(f"Cost vs accuracy (bn_small_batch {profile}, batch {bs})")
+        ax.grid(alpha=0.3)
     save(fig, out / "tradeoff.png")
-    lines = ["| norm | ms / step | × BN | test acc % at batch 32 |", "|---|---|---|---|"]
+    lines = [
+        f"Accuracies: `results/bn_small_batch` ({profile} profile). Timings: this benchmark.\n",
+        "| norm | ms / step | × BN | test acc % at batch 32 | test acc % at batch 2 |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        acc = "n/a" if r["test_acc_bs32"] is None else f"{100 * r['test_acc_bs32']:.1f}"
-        lines.append(f"| {r['norm']} | {r['ms_per_step']:.2f} | {r['ratio_to_bn']:.2f} | {acc} |")
+        accs = ["n/a" if r[k] is None else f"{100 * r[k]:.1f}" for k in ("test_acc_bs32", "test_acc_bs2")]
+        lines.append(f"| {r['norm']} | {r['ms_per_step']:.2f} | {r['ratio_to_bn']:.2f} | {accs[0]} | {accs[1]} |")
     table = "\n".join(lines)
     return rows, table
 
 
+PARTS = ["runner", "data", "norms", "lstm", "channels_last", "tradeoff"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["runner", "data", "norms", "lstm", "tradeoff"])
+    parser.add_argument("--only", choices=PARTS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=ROOT / "results")
@@ -308,7 +372,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
     }
-    parts = [args.only] if args.only else ["runner", "data", "norms", "lstm", "tradeoff"]
+    parts = [args.only] if args.only else PARTS
     if "runner" in parts:
         out["runner"] = bench_runner(device, args.repeats)
     if "data" in parts:
@@ -319,11 +383,14 @@ def main() -> None:
         out["norms"] = bench_norms(device, args.repeats)
     if "lstm" in parts:
         out["lstm"] = bench_lstm(device, args.repeats)
+    if "channels_last" in parts:
+        out["channels_last"] = bench_channels_last(device, args.repeats)
     if "tradeoff" in parts:
         out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results)
         (args.results / "tradeoff" / "README.md").write_text(
-            "# Cost vs accuracy of each norm\n\nMade by `python scripts/bench.py --only tradeoff` (timings) from "
-            "`results/bn_small_batch` (accuracies, quick profile).\n\n" + table + "\n\n![tradeoff](tradeoff.png)\n"
+            "# Cost vs accuracy of each norm\n\nMade by `python scripts/bench.py` (or `--only tradeoff`).\n\n"
+            + table
+            + "\n\n![tradeoff](tradeoff.png)\n"
         )
     bench = args.results / "bench"
     bench.mkdir(parents=True, exist_ok=True)
@@ -356,21 +423,42 @@ def readme(out: dict, args) -> str:
             for r in out.get("data", [])
         ],
         "\n## Norm layers (forward + backward on the CNN's four activation shapes, ratio to nn.BatchNorm2d)\n",
-        "Targets: batch/group/layer/instance ≤ 1.1x (they are torch's modules); batch_instance, switchable ≤ 2.0x.\n",
+        "A random upstream gradient, as in training. Target: batch_instance and switchable ≤ 2.0x.\n",
     ]
     norms = out.get("norms", [])
     names = list(dict.fromkeys(r["norm"] for r in norms))
+    batch_sizes = sorted({r["batch_size"] for r in norms})
+    cell = {(r["batch_size"], r["norm"]): r for r in norms}
     parts.append("| batch | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
-    for bs in sorted({r["batch_size"] for r in norms}):
-        cells = {r["norm"]: r for r in norms if r["batch_size"] == bs}
+    for bs in batch_sizes:
         parts.append(
-            f"| {bs} | " + " | ".join(f"{cells[n]['ratio_to_bn']:.2f}x ({cells[n]['ms']:.2f} ms)" for n in names) + " |"
+            f"| {bs} | "
+            + " | ".join(f"{cell[bs, n]['ratio_to_bn']:.2f}x ({cell[bs, n]['ms']:.2f} ms)" for n in names)
+            + " |"
         )
+    twins = [n for n in names if (batch_sizes[0], n) in cell and "ratio_to_torch_twin" in cell[batch_sizes[0], n]]
+    parts += [
+        "\nThe norms that are torch's modules, against the module itself (target ≤ 1.1x):\n",
+        "| norm | torch module | " + " | ".join(f"batch {bs}" for bs in batch_sizes) + " |",
+        "|---|---|" + "---|" * len(batch_sizes),
+        *[
+            f"| {n} | {TORCH_TWINS[n][0].removeprefix('torch ')} | "
+            + " | ".join(f"{cell[bs, n]['ratio_to_torch_twin']:.2f}x" for bs in batch_sizes)
+            + " |"
+            for n in twins
+        ],
+    ]
     parts += [
         "\n## LSTM cells (28-step sequence, hidden 100, batch 64, forward + backward)\n",
         "Target: LN-LSTM and BN-LSTM ≤ 3x nn.LSTM.\n",
         "| cell | ms per step | × nn.LSTM |\n|---|---|---|",
         *[f"| {r['cell']} | {r['ms_per_step']:.3f} | {r['ratio_to_nn_lstm']:.2f} |" for r in out.get("lstm", [])],
+        "\n## channels_last (a CIFAR-10 training step of the conv nets with BN, `channels_last=true` vs NCHW)\n",
+        "| case | NCHW ms | channels_last ms | speedup |\n|---|---|---|---|",
+        *[
+            f"| {r['case']} | {r['nchw_ms']:.1f} | {r['channels_last_ms']:.1f} | {r['speedup']:.2f}x |"
+            for r in out.get("channels_last", [])
+        ],
         "\n## Trade-off\n\nSee [results/tradeoff](../tradeoff/README.md).\n",
     ]
     return "\n".join(parts)

@@ -92,6 +92,27 @@ def test_norm_lstm_with_identity_norms_is_nn_lstm():
     torch.testing.assert_close(cell(x), ref(x)[0][:, -1])
 
 
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_initial_state_noise_is_for_training_only(norm):
+    """model.h0_noise primes h_0 with Gaussian noise in training (Cooijmans et al. 2016); eval starts from zeros,
+    so it is deterministic and the same as a model built without noise."""
+    noisy, plain = (
+        build_model(ModelConfig(name="lstm", hidden_size=8, h0_noise=s), NormConfig(name=norm), (1, 28, 28), 10, 0)
+        for s in (0.5, 0.0)
+    )
+    plain.load_state_dict(noisy.state_dict())
+    noisy, plain = noisy.core, plain.core
+    x = torch.randn(6, 3, 28)  # 3 rows: the recurrent cores, on a sequence short enough to remember h_0
+    noisy.eval(), plain.eval()
+    torch.testing.assert_close(noisy(x), plain(x))
+    noisy.train(), plain.train()
+    torch.manual_seed(1)
+    first = noisy(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(first, noisy(x)), "the noise is drawn afresh in training"
+    assert not torch.allclose(first, plain(x))
+
+
 def layer_norm_lstm_reference(x, cell):
     """Ba et al. 2016, Eq. 20-22, step by step with F.layer_norm."""
     h = x.new_zeros(x.shape[0], cell.hidden_size)

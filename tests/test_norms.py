@@ -17,6 +17,7 @@ from normlab.norms import (
     norm_internals,
     recompute_batch_average_,
 )
+from normlab.norms.fused import instance_moments, scale_shift
 from normlab.norms.group import largest_divisor
 
 EPS = 1e-5
@@ -397,6 +398,35 @@ def test_gradcheck_float64(make, mode):
     assert torch.autograd.gradcheck(
         fn, (x, *[p.detach().clone().requires_grad_() for p in params]), eps=1e-6, atol=1e-5
     )
+
+
+def test_fused_moments_and_scale_shift_match_autograd_of_the_plain_formulas():
+    """The hand-written backwards of norms.fused against autograd through var_mean and x * A + B, with a
+    per-(sample, channel) scale and a per-channel shift, for a contiguous and an expanded upstream gradient."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 4, 6) * 3 + 2
+    scale, shift = torch.randn(3, 4, 1), torch.randn(1, 4, 1)
+    w_mean, w_var = torch.randn(3, 4, 1), torch.randn(3, 4, 1)
+
+    def loss(moments, affine, x, scale, shift):
+        mean, var = moments(x)
+        return affine(x, scale, shift), (w_mean * mean + w_var * var).sum()
+
+    def plain_moments(x):
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        return mean, var
+
+    def plain_affine(x, scale, shift):
+        return x * scale + shift
+
+    for upstream in (torch.randn(3, 4, 6), torch.ones(()).expand(3, 4, 6)):
+        grads = []
+        for moments, affine in ((instance_moments, scale_shift), (plain_moments, plain_affine)):
+            inputs = [t.clone().requires_grad_() for t in (x, scale, shift)]
+            y, side = loss(moments, affine, *inputs)
+            grads.append([y, *torch.autograd.grad((y * upstream).sum() + side, inputs)])
+        for ours, ref in zip(*grads, strict=True):
+            torch.testing.assert_close(ours, ref)
 
 
 # ---------------------------------------------------------------- factory

@@ -40,6 +40,7 @@ class ModelConfig:
     hidden_size: int = 100  # lstm
     sequence: str = "rows"  # lstm: rows | pixel
     permute: bool = False  # lstm: fixed random permutation of the sequence
+    h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def validate(cfg: Config) -> None:
     )
     _check(m.width >= 1, f"model.width={m.width} is not allowed; it must be >= 1")
     _check(m.hidden_size >= 1, f"model.hidden_size={m.hidden_size} is not allowed; it must be >= 1")
+    _check(m.h0_noise >= 0, f"model.h0_noise={m.h0_noise} is not allowed; it must be >= 0")
     _check(
         m.sequence in ("rows", "pixel"),
         f"model.sequence={m.sequence!r} is not allowed; choose from rows, pixel",

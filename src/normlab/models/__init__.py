@@ -48,7 +48,15 @@ def build_model(
         net = InceptionLite(in_shape, num_classes, model.width, model.activation, make_norm, bias)
     else:
         net = LSTMClassifier(
-            in_shape, num_classes, model.hidden_size, model.sequence, model.permute, seed, norm.name, options
+            in_shape,
+            num_classes,
+            model.hidden_size,
+            model.sequence,
+            model.permute,
+            seed,
+            norm.name,
+            options,
+            model.h0_noise,
         )
     if NORMS[norm.name].weight_norm:
         apply_weight_norm(net)

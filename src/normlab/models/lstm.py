@@ -14,6 +14,14 @@ from torch import nn
 from normlab.norms.recurrent import build_sequence_norm
 
 
+def initial_state(x: torch.Tensor, hidden_size: int, noise: float, training: bool) -> torch.Tensor:
+    """h_0: zeros, plus Gaussian noise of std `noise` in training. The recurrent BN paper primes h_0 so (std 0.1)
+    because the first steps of an MNIST sequence are blank in every image: without it the batch statistics of the
+    early steps have near-zero variance, and population statistics at eval then blow up rare inputs."""
+    h = x.new_zeros(x.shape[0], hidden_size)
+    return h.normal_(0.0, noise) if training and noise > 0 else h
+
+
 def as_sequence(x: torch.Tensor, sequence: str) -> torch.Tensor:
     """(N, C, H, W) images -> (N, T, F): rows (T=H, F=C*W) or pixels (T=H*W, F=C)."""
     n, c, h, w = x.shape
@@ -27,9 +35,9 @@ class NormLSTM(nn.Module):
     gates = N_x(W_x x_t) + N_h(W_h h_{t-1});  c_t = f*c_{t-1} + i*g;  h_t = o * tanh(N_c(c_t)).
     Each norm has its own gain and bias; the two gate biases together play the role of the papers' b."""
 
-    def __init__(self, input_size, hidden_size, steps, make_norm):
+    def __init__(self, input_size, hidden_size, steps, make_norm, h0_noise: float = 0.0):
         super().__init__()
-        self.hidden_size = hidden_size
+        self.hidden_size, self.h0_noise = hidden_size, h0_noise
         self.w_x = nn.Linear(input_size, 4 * hidden_size, bias=False)
         self.w_h = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
         self.norm_x = make_norm(4 * hidden_size, steps)
@@ -41,12 +49,14 @@ class NormLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, steps, _ = x.shape
-        xw = self.norm_x(self.w_x(x))  # (N, T, 4H), every step in one go
-        h = x.new_zeros(n, self.hidden_size)
+        # (N, T, 4H), every step in one go; unbound once, so backward stacks the step gradients once
+        # (indexing xw[:, t] would make backward fill a zero (N, T, 4H) tensor per step)
+        xw = self.norm_x(self.w_x(x)).unbind(1)
+        h = initial_state(x, self.hidden_size, self.h0_noise, self.training)
         c = x.new_zeros(n, self.hidden_size)
         three = 3 * self.hidden_size  # gates laid out as (input, forget, output | cell candidate)
         for t in range(steps):
-            gates = xw[:, t] + self.norm_h(self.w_h(h), t)
+            gates = xw[t] + self.norm_h(self.w_h(h), t)
             i, f, o = torch.sigmoid(gates[:, :three]).chunk(3, 1)
             c = torch.addcmul(f * c, i, torch.tanh(gates[:, three:]))
             h = o * torch.tanh(self.norm_c(c, t))
@@ -56,16 +66,22 @@ class NormLSTM(nn.Module):
 class TorchLSTM(nn.Module):
     """torch's fused LSTM, returning the last hidden state."""
 
-    def __init__(self, input_size, hidden_size):
+    def __init__(self, input_size, hidden_size, h0_noise: float = 0.0):
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.h0_noise = h0_noise
 
     def forward(self, x):
-        return self.lstm(x)[0][:, -1]
+        if not (self.training and self.h0_noise > 0):
+            return self.lstm(x)[0][:, -1]
+        h = initial_state(x, self.lstm.hidden_size, self.h0_noise, True).unsqueeze(0)
+        return self.lstm(x, (h, torch.zeros_like(h)))[0][:, -1]
 
 
 class LSTMClassifier(nn.Module):
-    def __init__(self, in_shape, num_classes, hidden_size, sequence, permute, seed, norm_name, norm_options):
+    def __init__(
+        self, in_shape, num_classes, hidden_size, sequence, permute, seed, norm_name, norm_options, h0_noise=0.0
+    ):
         super().__init__()
         c, h, w = in_shape
         steps, features = (h, c * w) if sequence == "rows" else (h * w, c)
@@ -73,13 +89,13 @@ class LSTMClassifier(nn.Module):
         order = torch.randperm(steps, generator=torch.Generator().manual_seed(seed)) if permute else None
         self.register_buffer("order", order)
         if norm_name in ("none", "weight"):
-            self.core = TorchLSTM(features, hidden_size)
+            self.core = TorchLSTM(features, hidden_size, h0_noise)
         else:
 
             def make_norm(f, n_steps):
                 return build_sequence_norm(norm_name, f, n_steps, **norm_options)
 
-            self.core = NormLSTM(features, hidden_size, steps, make_norm)
+            self.core = NormLSTM(features, hidden_size, steps, make_norm, h0_noise)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x):

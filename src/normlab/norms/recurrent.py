@@ -53,13 +53,11 @@ class StepwiseBatchNorm(nn.Module):
             # leading rows of a contiguous buffer: these are views, so F.batch_norm updates the buffers in place
             mean, var = self.running_mean[:steps].view(-1), self.running_var[:steps].view(-1)
             y = F.batch_norm(x.reshape(n, steps * f), mean, var, None, None, self.training, self.momentum, self.eps)
-            y = y.view(n, steps, f)
-        else:
-            t = min(t, self.steps - 1)
-            y = F.batch_norm(
-                x, self.running_mean[t], self.running_var[t], None, None, self.training, self.momentum, self.eps
-            )
-        return y * self.weight + self.bias
+            return torch.addcmul(self.bias, y.view(n, steps, f), self.weight)
+        t = min(t, self.steps - 1)
+        return F.batch_norm(
+            x, self.running_mean[t], self.running_var[t], self.weight, self.bias, self.training, self.momentum, self.eps
+        )
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, steps={self.steps}, eps={self.eps}, momentum={self.momentum}"

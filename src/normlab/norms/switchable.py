@@ -1,9 +1,9 @@
 """Switchable Norm (Luo et al. 2018): mean and variance are softmax-weighted mixtures of IN, LN and BN
 statistics (Eq. 3), with separate importance logits `mean_weight` and `var_weight` per layer.
 
-LN and BN moments are derived from the IN ones in one pass, as in the official code, but with biased
-variances throughout (the paper's equations; the official code uses unbiased ones). On (N, C) features there
-is no IN term, so the mixture is of LN and BN only. BN statistics at eval are running averages
+LN and BN moments are derived from the IN ones (one pass of sums, `norms.fused`), as in the official code,
+but with biased variances throughout (the paper's equations; the official code uses unbiased ones). On (N, C)
+features there is no IN term, so the mixture is of LN and BN only. BN statistics at eval are running averages
 (`bn_stats="moving"`, torch's momentum convention) or, with `bn_stats="batch_average"`, are recomputed over
 training batches after training by `recompute_batch_average_`.
 """
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab.distributed import batch_moments
+from normlab.norms.fused import instance_moments, scale_shift
 
 STATISTICS = {"2d": ("in", "ln", "bn"), "1d": ("ln", "bn")}
 
@@ -47,7 +48,7 @@ class SwitchableNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         xf = x.reshape(n, c, -1)
-        var_in, mean_in = torch.var_mean(xf, dim=-1, unbiased=False, keepdim=True)  # (N, C, 1)
+        mean_in, var_in = instance_moments(xf)  # (N, C, 1)
         second_moment = var_in + mean_in**2
         mean_ln = mean_in.mean(1, keepdim=True)  # (N, 1, 1)
         var_ln = (second_moment.mean(1, keepdim=True) - mean_ln**2).clamp_min(0)
@@ -68,7 +69,7 @@ class SwitchableNorm(nn.Module):
         var = sum(vw[i] * variances[s] for i, s in enumerate(self.statistics))
         scale = torch.rsqrt(var + self.eps) * self.weight.view(1, c, 1)  # y = x * A + B: one pass over x
         shift = self.bias.view(1, c, 1) - mean * scale
-        return torch.addcmul(shift, xf, scale).view_as(x)
+        return scale_shift(xf, scale, shift).view_as(x)
 
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor) -> None:

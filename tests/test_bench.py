@@ -1,0 +1,30 @@
+"""scripts/bench.py runs end to end and writes what its README promises (speed itself is never asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("part", ["norms", "lstm"])
+def test_bench_part_writes_its_ratios(part, tmp_path):
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", part, "--repeats", "1", "--results", tmp_path],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rows = json.loads((tmp_path / "bench" / f"bench-{part}.json").read_text())[part]
+    if part == "norms":
+        assert {r["batch_size"] for r in rows} == {2, 32, 128}
+        twins = {r["norm"] for r in rows if "ratio_to_torch_twin" in r}
+        assert twins == {"batch", "group", "layer", "instance"}
+        assert {"batch_instance", "switchable"} <= {r["norm"] for r in rows}
+        assert all(r["ms"] > 0 and r["ratio_to_bn"] > 0 for r in rows)
+    else:
+        ratios = {r["cell"]: r["ratio_to_nn_lstm"] for r in rows}
+        assert set(ratios) == {"nn.LSTM", "layer-LSTM", "batch-LSTM"} and ratios["nn.LSTM"] == 1.0
