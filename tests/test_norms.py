@@ -17,7 +17,7 @@ from normlab.norms import (
     norm_internals,
     recompute_batch_average_,
 )
-from normlab.norms.fused import instance_moments, scale_shift
+from normlab.norms.fused import grad_sums, moments, moments_backward
 from normlab.norms.group import largest_divisor
 
 EPS = 1e-5
@@ -400,33 +400,19 @@ def test_gradcheck_float64(make, mode):
     )
 
 
-def test_fused_moments_and_scale_shift_match_autograd_of_the_plain_formulas():
-    """The hand-written backwards of norms.fused against autograd through var_mean and x * A + B, with a
-    per-(sample, channel) scale and a per-channel shift, for a contiguous and an expanded upstream gradient."""
+def test_fused_helpers_match_torch():
+    """norms.fused: the moments against var_mean, their backward against autograd through var_mean, and the
+    gradient sums against the plain formulas."""
     torch.manual_seed(5)
-    x = torch.randn(3, 4, 6) * 3 + 2
-    scale, shift = torch.randn(3, 4, 1), torch.randn(1, 4, 1)
-    w_mean, w_var = torch.randn(3, 4, 1), torch.randn(3, 4, 1)
-
-    def loss(moments, affine, x, scale, shift):
-        mean, var = moments(x)
-        return affine(x, scale, shift), (w_mean * mean + w_var * var).sum()
-
-    def plain_moments(x):
-        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
-        return mean, var
-
-    def plain_affine(x, scale, shift):
-        return x * scale + shift
-
-    for upstream in (torch.randn(3, 4, 6), torch.ones(()).expand(3, 4, 6)):
-        grads = []
-        for moments, affine in ((instance_moments, scale_shift), (plain_moments, plain_affine)):
-            inputs = [t.clone().requires_grad_() for t in (x, scale, shift)]
-            y, side = loss(moments, affine, *inputs)
-            grads.append([y, *torch.autograd.grad((y * upstream).sum() + side, inputs)])
-        for ours, ref in zip(*grads, strict=True):
-            torch.testing.assert_close(ours, ref)
+    x = (torch.randn(3, 4, 6) * 3 + 2).requires_grad_()
+    var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+    ours = moments(x.detach())
+    torch.testing.assert_close(ours, (mean, var))
+    d_mean, d_var = torch.randn(3, 4, 1), torch.randn(3, 4, 1)
+    (expected,) = torch.autograd.grad((mean * d_mean + var * d_var).sum(), x)
+    torch.testing.assert_close(moments_backward(x.detach(), ours[0], d_mean, d_var), expected)
+    grad = torch.randn(3, 4, 6)
+    torch.testing.assert_close(grad_sums(grad, x.detach()), (grad.sum(-1, keepdim=True), (grad * x).sum(-1, True)))
 
 
 # ---------------------------------------------------------------- factory

@@ -68,6 +68,20 @@ def setup(batch_size: int, device: torch.device) -> Dist:
     return d
 
 
+def sync_world(sync: bool) -> int:
+    """How many ranks a synchronized norm averages over: the world size under torchrun with `sync`, else 1."""
+    if sync and dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def sum_over_ranks_(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    """In-place sum over ranks when `world` > 1 (inside the hand-written backwards of the synchronized norms)."""
+    if world > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
 def batch_moments(x: torch.Tensor, dims: list[int], sync: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel mean and biased variance over `dims`, and the sample count: over every rank's batch when `sync`
     (a differentiable all-reduce of the sums, so gradients flow across ranks as in SyncBatchNorm)."""
