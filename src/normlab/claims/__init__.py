@@ -11,7 +11,6 @@ from pathlib import Path
 
 from normlab.runlog import write_json
 from normlab.runs import load_runs
-from normlab.trainer import git_commit
 
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
 
@@ -98,7 +97,8 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
         "runs": len(runs),
         "statuses": statuses,
         "wall_s": wall_s,
-        "commit": (git_commit() or "unknown")[:7],
+        # the code the runs were made with (each run records it), not the code writing this report
+        "commit": ",".join(sorted({(r.summary.get("git_commit") or "unknown")[:7] for r in runs})) or "unknown",
         "date": datetime.date.today().isoformat(),
     }
     write_json(out / "summary.json", summary)
