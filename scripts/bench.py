@@ -256,6 +256,23 @@ def bench_lstm(device, repeats: int) -> list[dict]:
     return rows
 
 
+def training_steps(model_cfg: ModelConfig, norm: str, x, y, steps: int, device, memory_format=torch.contiguous_format):
+    """A callable that runs `steps` SGD steps of a freshly built conv net on the fixed CIFAR-10-shaped batch."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg, NormConfig(name=norm), (3, 32, 32), 10).to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = x.contiguous(memory_format=memory_format)
+
+    def run():
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return run
+
+
 def bench_channels_last(device, repeats: int) -> list[dict]:
     """A CIFAR-10 training step of the conv nets in NCHW vs channels_last (`channels_last=true`): with BN at
     batch 32 and 128, and for the CNN with every norm at batch 32."""
@@ -268,19 +285,7 @@ def bench_channels_last(device, repeats: int) -> list[dict]:
         fns = {}
         for layout in ("NCHW", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            torch.manual_seed(0)
-            model = build_model(ModelConfig(name=model_name), NormConfig(name=norm), (3, 32, 32), 10)
-            model = model.to(device, memory_format=fmt)
-            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            xf = x.contiguous(memory_format=fmt)
-
-            def step(model=model, opt=opt, xf=xf, y=y):
-                loss = F.cross_entropy(model(xf), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-
-            fns[layout] = lambda step=step: [step() for _ in range(3)]
+            fns[layout] = training_steps(ModelConfig(name=model_name), norm, x, y, 3, device, fmt)
         t = alternate(fns, repeats, device, warmup=1)
         rows.append(
             {
@@ -313,17 +318,7 @@ def bench_tradeoff(device, repeats: int, results: Path) -> tuple[list[dict], str
     y = torch.randint(0, 10, (32,), device=device)
     fns = {}
     for name in compatible_norms("cnn"):
-        torch.manual_seed(0)
-        model = build_model(ModelConfig(name="cnn", width=16), NormConfig(name=name), (3, 32, 32), 10).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step(model=model, opt=opt):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        fns[name] = lambda step=step: [step() for _ in range(5)]
+        fns[name] = training_steps(ModelConfig(name="cnn", width=16), name, x, y, 5, device)
     t = alternate(fns, repeats, device, warmup=1)
     rows = []
     for name, seconds in t.items():
@@ -346,7 +341,9 @@ def bench_tradeoff(device, repeats: int, results: Path) -> tuple[list[dict], str
         ax.grid(alpha=0.3)
     save(fig, out / "tradeoff.png")
     lines = [
-        f"Accuracies: `results/bn_small_batch` ({profile} profile). Timings: this benchmark.\n",
+        f"Accuracies: `results/bn_small_batch` ({profile} profile). Timings: this benchmark.\n"
+        if profile
+        else "Accuracies: none yet (`python scripts/reproduce.py bn_small_batch` makes them).\n",
         "| norm | ms / step | × BN | test acc % at batch 32 | test acc % at batch 2 |",
         "|---|---|---|---|---|",
     ]
