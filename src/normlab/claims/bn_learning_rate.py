@@ -104,8 +104,9 @@ CLAIM = Claim(
     setup=(
         "`inception_lite` (width 8 quick, 32 full) on CIFAR-10 with crop+flip, batch 32, SGD momentum 0.9, base lr "
         "0.01 ×1, ×5, ×30, with and without BN, relu and sigmoid activations (a full grid: 12 runs), 1,500 steps "
-        "(quick), 1 seed. The paper's BN-x5/x30 also change weight decay, dropout and the lr schedule; we change "
-        "only the learning rate. A CIFAR-10 net of 70k parameters for minutes, not Inception for days."
+        "(quick) or 3,000 (cpu), 1 seed. The paper's BN-x5/x30 also change weight decay, dropout and the lr "
+        "schedule; we change only the learning rate. A CIFAR-10 net of 70k parameters for minutes, not Inception "
+        "for days."
     ),
     criterion=(
         "Reproduced when all four hold: (1) BN x5 relu reaches the target (final accuracy of no norm x1 relu) in "
