@@ -24,6 +24,7 @@ class BatchInstanceNormFunction(torch.autograd.Function):
     given running ones. Notation of the backward: t = dA - dB * mean, per (sample, channel)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # amp=true: in float32
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, eps, batch_stats, world):
         mean_in, var_in = moments(x)  # (N, C, 1)
         s_in = torch.rsqrt(var_in + eps)
@@ -45,6 +46,7 @@ class BatchInstanceNormFunction(torch.autograd.Function):
         return torch.addcmul(shift, x, scale), mean_bn, var_bn
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad, _mean_bn, _var_bn):
         x, gate, weight, mean_in, s_in, mean_bn, s_bn, scale = ctx.saved_tensors
         d_shift, d_scale = grad_sums(grad, x)  # dB, dA: (N, C, 1)

@@ -29,6 +29,7 @@ class SwitchableNormFunction(torch.autograd.Function):
     ("ln", "bn") on (N, C)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # amp=true: in float32
     def forward(
         ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, world, statistics
     ):
@@ -56,6 +57,7 @@ class SwitchableNormFunction(torch.autograd.Function):
         return torch.addcmul(bias.view(-1, 1) - mean * scale, x, scale), mean_bn, var_bn
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad, _mean_bn, _var_bn):
         x, a, b, mean_in, mean_ln, mean_bn, var_in, var_ln, var_bn, mean, inv_std, scale = ctx.saved_tensors
         means = {"in": mean_in, "ln": mean_ln, "bn": mean_bn}
