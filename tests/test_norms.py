@@ -415,6 +415,26 @@ def test_fused_helpers_match_torch():
     torch.testing.assert_close(grad_sums(grad, x.detach()), (grad.sum(-1, keepdim=True), (grad * x).sum(-1, True)))
 
 
+@pytest.mark.parametrize("name", [n for n, spec in NORMS.items() if "2d" in spec.kinds])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_channels_last_gives_the_same_output_and_gradients(name, mode):
+    """channels_last=true feeds NHWC tensors: every 2d norm must compute the same thing on them."""
+    torch.manual_seed(3)
+    layer = build_norm(name, 6, "2d")
+    layer.train(mode == "train")
+    x = torch.randn(4, 6, 5, 5) * 2 + 1
+    grad = torch.randn(4, 6, 5, 5)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        copy = {k: v.clone() for k, v in layer.state_dict().items()}
+        xi = x.contiguous(memory_format=fmt).requires_grad_()
+        y = layer(xi)
+        results.append([y, *torch.autograd.grad(y, [xi, *layer.parameters()], grad)])
+        layer.load_state_dict(copy)  # the same running statistics for the second pass
+    for ours, ref in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours, ref)
+
+
 # ---------------------------------------------------------------- factory
 
 
