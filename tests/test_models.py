@@ -140,21 +140,28 @@ def test_stepwise_batch_norm_keeps_statistics_per_step():
     torch.manual_seed(2)
     bn = StepwiseBatchNorm(4, steps=3, momentum=0.5)
     assert torch.all(bn.weight == 0.1)  # Cooijmans et al.: gamma initialised to 0.1
+    with torch.no_grad():  # a gain and bias per feature, shared over time
+        bn.weight.uniform_(0.5, 2.0), bn.bias.normal_()
+    gamma, beta = bn.weight.detach().clone(), bn.bias.detach().clone()
     x = torch.randn(8, 3, 4) * torch.tensor([1.0, 5.0, 10.0]).view(1, 3, 1)
+    grad = torch.randn(8, 3, 4)
     y_all = bn(x)  # every step at once
+    all_grads = torch.autograd.grad(y_all, [bn.weight, bn.bias], grad)
     for t in range(3):
         xt = x[:, t]
-        expected = (xt - xt.mean(0)) / torch.sqrt(xt.var(0, unbiased=False) + 1e-5) * 0.1
+        expected = (xt - xt.mean(0)) / torch.sqrt(xt.var(0, unbiased=False) + 1e-5) * gamma + beta
         torch.testing.assert_close(y_all[:, t], expected)
         torch.testing.assert_close(bn.running_mean[t], 0.5 * xt.mean(0))
         torch.testing.assert_close(bn.running_var[t], 0.5 + 0.5 * xt.var(0, unbiased=True))
     stepwise = StepwiseBatchNorm(4, steps=3, momentum=0.5)
-    for t in range(3):  # one step at a time gives the same outputs and statistics
-        torch.testing.assert_close(stepwise(x[:, t], t), y_all[:, t])
+    stepwise.load_state_dict({**bn.state_dict(), "running_mean": torch.zeros(3, 4), "running_var": torch.ones(3, 4)})
+    y_steps = torch.stack([stepwise(x[:, t], t) for t in range(3)], 1)  # one step at a time: the same
+    torch.testing.assert_close(y_steps, y_all)
+    torch.testing.assert_close(torch.autograd.grad(y_steps, [stepwise.weight, stepwise.bias], grad), all_grads)
     torch.testing.assert_close(stepwise.running_var, bn.running_var)
     bn.eval()
     x5 = torch.randn(8, 4)
-    late = (x5 - bn.running_mean[2]) / torch.sqrt(bn.running_var[2] + 1e-5) * 0.1
+    late = (x5 - bn.running_mean[2]) / torch.sqrt(bn.running_var[2] + 1e-5) * gamma + beta
     torch.testing.assert_close(bn(x5, 5), late)  # steps beyond the last kept reuse the last
 
 

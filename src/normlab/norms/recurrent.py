@@ -52,8 +52,10 @@ class StepwiseBatchNorm(nn.Module):
                 raise ValueError(f"sequence of {steps} steps is longer than the {self.steps} this layer keeps")
             # leading rows of a contiguous buffer: these are views, so F.batch_norm updates the buffers in place
             mean, var = self.running_mean[:steps].view(-1), self.running_var[:steps].view(-1)
-            y = F.batch_norm(x.reshape(n, steps * f), mean, var, None, None, self.training, self.momentum, self.eps)
-            return torch.addcmul(self.bias, y.view(n, steps, f), self.weight)
+            # gain and bias are shared over time: repeated per step, they stay inside BN's fused kernel
+            weight, bias = self.weight.repeat(steps), self.bias.repeat(steps)
+            y = F.batch_norm(x.reshape(n, steps * f), mean, var, weight, bias, self.training, self.momentum, self.eps)
+            return y.view(n, steps, f)
         t = min(t, self.steps - 1)
         return F.batch_norm(
             x, self.running_mean[t], self.running_var[t], self.weight, self.bias, self.training, self.momentum, self.eps
