@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.claims import longest_summary
 from normlab.claims.plots import new_figure, save
 from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig
 from normlab.data import build_data
@@ -302,18 +303,11 @@ def bench_channels_last(device, repeats: int) -> list[dict]:
 # ---------------------------------------------------------------- 4. trade-off
 
 
-def small_batch_accuracies(results: Path) -> tuple[str | None, dict]:
-    """The small-batch study's test errors per norm and batch size, from its longest profile on disk."""
-    for profile, path in (("cpu", "bn_small_batch/cpu/summary.json"), ("quick", "bn_small_batch/summary.json")):
-        if (results / path).exists():
-            return profile, json.loads((results / path).read_text())["numbers"]
-    return None, {}
-
-
 def bench_tradeoff(device, repeats: int, results: Path) -> tuple[list[dict], str]:
     """ms per CNN training step on CIFAR-10 (batch 32, width 16 as in the small-batch study) per norm, beside
     that norm's test accuracy at batch 32 and batch 2 from results/bn_small_batch."""
-    profile, errors = small_batch_accuracies(results)
+    small_batch = longest_summary(results, "bn_small_batch")[0] or {}
+    profile, errors = small_batch.get("profile"), small_batch.get("numbers", {})
     x = torch.randn(32, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (32,), device=device)
     fns = {}

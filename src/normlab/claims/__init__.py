@@ -70,6 +70,15 @@ def results_dir(results: Path, claim: str, profile: str) -> Path:
     return results / claim if profile == "quick" else results / claim / profile
 
 
+def longest_summary(results: Path, claim: str) -> tuple[dict | None, Path | None]:
+    """A claim's summary.json from the longest profile run on this machine (cpu, else quick), and its directory."""
+    for profile in ("cpu", "quick"):
+        path = results_dir(results, claim, profile) / "summary.json"
+        if path.exists():
+            return json.loads(path.read_text()), path.parent
+    return None, None
+
+
 def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> dict:
     """Analyze runs/<experiment>/ and write results/<claim>[/<profile>]/{README.md, summary.json, *.png}."""
     experiment = experiment_name(claim.name, profile)

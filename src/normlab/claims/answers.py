@@ -4,6 +4,8 @@ claims' summary.json files (and results/tradeoff), so that every number in them 
 import json
 from pathlib import Path
 
+from normlab.claims import longest_summary
+
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
@@ -14,12 +16,9 @@ def _pct(fraction: float | None) -> str:
 
 
 def _longest(results: Path, claim: str) -> tuple[dict | None, str]:
-    """A claim's summary from its longest profile on this machine (cpu, else quick), and its report's link."""
-    for sub in ("cpu/", ""):
-        summary = _load(results / claim / sub / "summary.json")
-        if summary:
-            return summary, f"{claim}/{sub}README.md"
-    return None, ""
+    """`longest_summary`, with the link to its report relative to results/README.md."""
+    summary, directory = longest_summary(results, claim)
+    return summary, "" if directory is None else (directory / "README.md").relative_to(results).as_posix()
 
 
 def answers(results: Path) -> str:
