@@ -13,16 +13,22 @@ def batch_norm(num_features: int, kind: str = "2d", eps: float = 1e-5, momentum:
     return cls(num_features, eps=eps, momentum=momentum)
 
 
+@torch.no_grad()
+def update_running_stats_(layer: _BatchNorm, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+    """Running mean and unbiased running variance from a batch's mean and biased variance over `count` values
+    per channel, with torch's momentum convention, as F.batch_norm keeps them."""
+    layer.running_mean.lerp_(mean, layer.momentum)
+    layer.running_var.lerp_(var * (count / max(count - 1, 1)), layer.momentum)
+    layer.num_batches_tracked.add_(1)
+
+
 def normalize_with_batch_stats(layer: _BatchNorm, x: torch.Tensor, sync: bool) -> torch.Tensor:
     """x_hat = (x - mu_B) / sqrt(var_B + eps) with the statistics of the whole (global, when `sync`) batch,
     updating the layer's running mean and unbiased running variance as F.batch_norm does."""
     from normlab.distributed import batch_moments
 
     mean, var, count = batch_moments(x, [0, *range(2, x.dim())], sync)
-    with torch.no_grad():
-        layer.running_mean.lerp_(mean, layer.momentum)
-        layer.running_var.lerp_(var * count / max(count - 1, 1), layer.momentum)
-        layer.num_batches_tracked.add_(1)
+    update_running_stats_(layer, mean, var, count)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + layer.eps)
 

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.distributed import sum_over_ranks_, sync_world
+from normlab.norms.batch import update_running_stats_
 from normlab.norms.fused import grad_sums, moments, moments_backward
 
 
@@ -95,11 +96,7 @@ class BatchInstanceNorm(_BatchNorm):
             world,
         )
         if self.training:
-            with torch.no_grad():  # running statistics as F.batch_norm keeps them (unbiased variance)
-                count = x.numel() // c * world
-                self.running_mean.lerp_(mean_bn.view(-1), self.momentum)
-                self.running_var.lerp_(var_bn.view(-1) * (count / max(count - 1, 1)), self.momentum)
-                self.num_batches_tracked.add_(1)
+            update_running_stats_(self, mean_bn.view(-1), var_bn.view(-1), x.numel() // c * world)
         return y.view_as(x)
 
     @torch.no_grad()
