@@ -72,11 +72,8 @@ class TorchLSTM(nn.Module):
         self.h0_noise = h0_noise
 
     def forward(self, x):
-        hx = None  # zeros
-        if self.training and self.h0_noise > 0:
-            h = initial_state(x, self.lstm.hidden_size, self.h0_noise, True).unsqueeze(0)
-            hx = (h, torch.zeros_like(h))
-        return self.lstm(x, hx)[0][:, -1]
+        h = initial_state(x, self.lstm.hidden_size, self.h0_noise, self.training).unsqueeze(0)
+        return self.lstm(x, (h, torch.zeros_like(h)))[0][:, -1]
 
 
 class LSTMClassifier(nn.Module):
