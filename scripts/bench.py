@@ -4,7 +4,7 @@ NCHW vs channels_last for the conv nets, and the cost/accuracy trade-off of ever
 
     python scripts/bench.py                     # everything; writes results/bench/ and results/tradeoff/
     python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | channels_last | tradeoff
-    python scripts/bench.py --device cuda       # the same on a GPU
+    python scripts/bench.py --device cuda       # the same on a GPU; writes results/bench/cuda/, results/tradeoff/cuda/
 
 Timings alternate between the compared variants after a warm-up; medians of the repeats are reported with ratios.
 """
@@ -303,7 +303,7 @@ def bench_channels_last(device, repeats: int) -> list[dict]:
 # ---------------------------------------------------------------- 4. trade-off
 
 
-def bench_tradeoff(device, repeats: int, results: Path) -> tuple[list[dict], str]:
+def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list[dict], str]:
     """ms per CNN training step on CIFAR-10 (batch 32, width 16 as in the small-batch study) per norm, beside
     that norm's test accuracy at batch 32 and batch 2 from results/bn_small_batch."""
     small_batch = longest_summary(results, "bn_small_batch")[0] or {}
@@ -321,7 +321,6 @@ def bench_tradeoff(device, repeats: int, results: Path) -> tuple[list[dict], str
             err = errors.get(name, {}).get(f"err_bs{bs}")
             row[f"test_acc_bs{bs}"] = None if err is None else 1 - err / 100
         rows.append(row)
-    out = results / "tradeoff"
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = new_figure(1, 2, figsize=(10, 4))
     for ax, bs in zip(axes, (32, 2)):
@@ -359,6 +358,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     device = torch.device(args.device)
+    where = "" if device.type == "cpu" else device.type  # a GPU's numbers beside, not over, the CPU's
+    bench, tradeoff = args.results / "bench" / where, args.results / "tradeoff" / where
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "device": str(device),
@@ -380,13 +381,13 @@ def main() -> None:
     if "channels_last" in parts:
         out["channels_last"] = bench_channels_last(device, args.repeats)
     if "tradeoff" in parts:
-        out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results)
-        (args.results / "tradeoff" / "README.md").write_text(
-            "# Cost vs accuracy of each norm\n\nMade by `python scripts/bench.py` (or `--only tradeoff`).\n\n"
+        out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results, tradeoff)
+        (tradeoff / "README.md").write_text(
+            f"# Cost vs accuracy of each norm ({device.type})\n\n"
+            f"Made by `python scripts/bench.py --device {device.type}` (or `--only tradeoff`).\n\n"
             + table
             + "\n\n![tradeoff](tradeoff.png)\n"
         )
-    bench = args.results / "bench"
     bench.mkdir(parents=True, exist_ok=True)
     name = f"bench{'-' + args.only if args.only else ''}"
     (bench / f"{name}.json").write_text(json.dumps(out, indent=2))
@@ -397,8 +398,8 @@ def main() -> None:
 def readme(out: dict, args) -> str:
     """results/bench/README.md from the measurements."""
     parts = [
-        "# Benchmarks\n",
-        f"Made by `python scripts/bench.py --repeats {args.repeats}` on {out['machine']}, device {out['device']}, "
+        f"# Benchmarks ({out['device']})\n",
+        f"Made by `python scripts/bench.py --device {out['device']} --repeats {args.repeats}` on {out['machine']}, "
         f"torch {out['torch']}, {out['threads']} threads. Variants alternate after a warm-up; medians of the "
         "repeats. Raw numbers: `bench.json`.\n",
         "## Runner overhead (normlab's trainer vs a plain PyTorch loop)\n",

@@ -10,7 +10,9 @@ import pytest
 
 from conftest import DATA_ROOT, ROOT, TINY, run_cli
 
-COMMON = [*TINY, "model=cnn", "model.width=8", "batch_size=16", "max_steps=12", "eval_every=6", "data.augment=true"]
+# the CPU path (gloo, all-reduced moments): on a GPU machine device=auto would start NCCL, one GPU per process
+COMMON = [*TINY, "device=cpu", "model=cnn", "model.width=8", "batch_size=16", "max_steps=12", "eval_every=6"]
+COMMON += ["data.augment=true"]
 
 
 def torchrun(*args, cwd, nproc=2):
@@ -85,3 +87,16 @@ def test_global_batch_must_divide_by_world_size(tmp_path):
     result = torchrun(*TINY, "norm=group", "batch_size=15", "max_steps=2", cwd=tmp_path)
     assert result.returncode != 0
     assert result.stderr.count("error: batch_size=15 is not allowed with 2 processes") == 1
+
+
+def test_more_processes_than_gpus_is_refused_before_nccl_starts(monkeypatch):
+    import torch
+
+    from normlab.config import ConfigError
+    from normlab.distributed import setup
+
+    for key, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"^2 processes per node are not allowed on 1 visible CUDA device\(s\)"):
+        setup(16, torch.device("cuda"))

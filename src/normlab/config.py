@@ -93,6 +93,7 @@ class Config:
     channels_last: bool = False  # NHWC memory layout for conv nets
     compile: bool = False  # torch.compile the model
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
+    deterministic: bool = True  # cuDNN's deterministic algorithms on CUDA: same seed, same numbers
     progress: bool = True
     checkpoint_every: int = 500
     resume: bool = True

@@ -63,8 +63,19 @@ def setup(batch_size: int, device: torch.device) -> Dist:
             f"batch_size={batch_size} is not allowed with {d.world_size} processes: the global batch must divide "
             f"evenly (use a multiple of {d.world_size})"
         )
+    if device.type == "cuda":  # NCCL: one GPU per process
+        per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", d.world_size)), torch.cuda.device_count()
+        if per_node > gpus:
+            raise ConfigError(
+                f"{per_node} processes per node are not allowed on {gpus} visible CUDA device(s): NCCL needs one GPU "
+                f"per process; use torchrun --nproc_per_node={gpus}, or device=cpu (gloo)"
+            )
+        torch.cuda.set_device(d.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=torch.device("cuda", d.local_rank))
+        else:
+            dist.init_process_group("gloo")
     return d
 
 

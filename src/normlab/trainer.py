@@ -186,8 +186,9 @@ def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     (benchmarks, notebooks); by default they are loaded from `cfg.data`."""
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
-    if dist.enabled and device.type == "cuda":
+    if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cfg.deterministic, not cfg.deterministic
     shard = (dist.rank, dist.world_size)
     if dist.is_main:  # rank 0 decides what the run dir holds (and clears it for overwrite) before the others look
         run_dir.mkdir(parents=True, exist_ok=True)

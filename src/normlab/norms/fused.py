@@ -5,7 +5,8 @@ Both layers compute per-(sample, channel) moments of x, derive everything else (
 importance weights) on small (N, C) tensors, and end in y = x * A + B. Their backward needs, per (sample,
 channel), the sums of the upstream gradient and of gradient * x, and ends in dx = g * A + x * a + b. Moments
 here are one pass of sums (sum, and sum of squares as a squared 2-norm, which reduces without writing x*x):
-`torch.var_mean`'s Welford reduction is several times slower on CPU. Written out by hand, a layer is ~60 small ops instead of the ~240 autograd records for it.
+`torch.var_mean`'s Welford reduction is several times slower on CPU. Written out by hand, a layer is ~60 small
+ops instead of the ~240 autograd records for it.
 """
 
 import torch
