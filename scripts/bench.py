@@ -34,7 +34,7 @@ from normlab.norms import build_norm
 from normlab.norms.group import largest_divisor
 from normlab.norms.recurrent import build_sequence_norm
 from normlab.optim import build_optimizer
-from normlab.trainer import evaluate, train
+from normlab.trainer import cudnn_algorithms, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = os.environ.get("NORMLAB_DATA", "./data")
@@ -61,16 +61,22 @@ def alternate(fns: dict, repeats: int, device, warmup: int = 1) -> dict[str, flo
 
 # ---------------------------------------------------------------- 1. runner overhead
 
-RUNNER_CASES = [
-    ("mlp/MNIST bs60", "mnist", ModelConfig(name="mlp", activation="sigmoid"), 60, 1000),
-    ("cnn/CIFAR-10 bs2", "cifar10", ModelConfig(name="cnn"), 2, 600),
-    ("cnn/CIFAR-10 bs128", "cifar10", ModelConfig(name="cnn"), 128, 60),
-    ("lstm/MNIST bs64", "mnist", ModelConfig(name="lstm"), 64, 200),
+RUNNER_CASES = [  # steps on CPU, on CUDA: each case trains for a few seconds, so a run's fixed costs stay small
+    ("mlp/MNIST bs60", "mnist", ModelConfig(name="mlp", activation="sigmoid"), 60, (1000, 1000)),
+    ("cnn/CIFAR-10 bs2", "cifar10", ModelConfig(name="cnn"), 2, (600, 600)),
+    ("cnn/CIFAR-10 bs128", "cifar10", ModelConfig(name="cnn"), 128, (60, 600)),
+    ("lstm/MNIST bs64", "mnist", ModelConfig(name="lstm"), 64, (200, 200)),
 ]
 
 
 def plain_loop(cfg: Config, data, steps: int) -> None:
-    """The minimal hand-written loop: same model, tensors, optimizer, schedule and evaluation frequency."""
+    """The minimal hand-written loop: same model, tensors, optimizer, schedule and evaluation frequency, and
+    the same cuDNN algorithm choice (`deterministic`)."""
+    with cudnn_algorithms(cfg.deterministic):
+        run_plain_loop(cfg, data, steps)
+
+
+def run_plain_loop(cfg: Config, data, steps: int) -> None:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(data.device)
     optimizer = build_optimizer(model, cfg)
@@ -92,7 +98,8 @@ def plain_loop(cfg: Config, data, steps: int) -> None:
 def bench_runner(device, repeats: int) -> list[dict]:
     rows = []
     datasets = {}
-    for label, dataset, model_cfg, bs, steps in RUNNER_CASES:
+    for label, dataset, model_cfg, bs, (cpu_steps, cuda_steps) in RUNNER_CASES:
+        steps = cpu_steps if device.type == "cpu" else cuda_steps
         if dataset not in datasets:
             data_cfg = DataConfig(root=DATA_ROOT, download=False, augment=dataset == "cifar10", test_subset=2000)
             datasets[dataset] = build_data(dataset, data_cfg, 0, device)

@@ -180,15 +180,26 @@ def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, 
     save_checkpoint(path, state)
 
 
+def cudnn_algorithms(deterministic: bool):
+    """cuDNN's deterministic algorithms (same seed, same numbers), or its autotuned fastest; the process's flags
+    are restored on exit."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(cudnn.enabled, not deterministic, deterministic=deterministic, allow_tf32=cudnn.allow_tf32)
+
+
 def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary.
     Under torchrun every rank calls this; only rank 0 writes files. `data` reuses already loaded datasets
     (benchmarks, notebooks); by default they are loaded from `cfg.data`."""
+    with cudnn_algorithms(cfg.deterministic):
+        return _train(cfg, run_dir, data)
+
+
+def _train(cfg: Config, run_dir: Path, data: InMemoryData | None) -> dict:
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cfg.deterministic, not cfg.deterministic
     shard = (dist.rank, dist.world_size)
     if dist.is_main:  # rank 0 decides what the run dir holds (and clears it for overwrite) before the others look
         run_dir.mkdir(parents=True, exist_ok=True)
