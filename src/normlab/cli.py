@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -34,9 +35,15 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+FAIL_GRACE_S = 2.0
+
+
 def fail(message: str) -> None:
+    """One `error:` line (from rank 0 alone under torchrun) and exit 2."""
     if is_main_process():
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    else:  # torchrun stops every rank once one exits: give rank 0 the time to print its line first
+        time.sleep(FAIL_GRACE_S)
     sys.exit(2)
 
 
