@@ -7,12 +7,19 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from normlab.config import ConfigError
+from normlab.distributed import setup
 
 from conftest import DATA_ROOT, ROOT, TINY, run_cli
 
 # the CPU path (gloo, all-reduced moments): on a GPU machine device=auto would start NCCL, one GPU per process
-COMMON = [*TINY, "device=cpu", "model=cnn", "model.width=8", "batch_size=16", "max_steps=12", "eval_every=6"]
-COMMON += ["data.augment=true"]
+COMMON = [
+    *TINY,
+    "device=cpu",
+    *["model=cnn", "model.width=8", "batch_size=16", "max_steps=12", "eval_every=6", "data.augment=true"],
+]
 
 
 def torchrun(*args, cwd, nproc=2):
@@ -90,11 +97,6 @@ def test_global_batch_must_divide_by_world_size(tmp_path):
 
 
 def test_more_processes_than_gpus_is_refused_before_nccl_starts(monkeypatch):
-    import torch
-
-    from normlab.config import ConfigError
-    from normlab.distributed import setup
-
     for key, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -72,10 +72,10 @@ def setup(batch_size: int, device: torch.device) -> Dist:
             )
         torch.cuda.set_device(d.local_rank)
     if not dist.is_initialized():
-        if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=torch.device("cuda", d.local_rank))
-        else:
-            dist.init_process_group("gloo")
+        cuda = device.type == "cuda"
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", device_id=torch.device(device.type, d.local_rank) if cuda else None
+        )
     return d
 
 
