@@ -254,9 +254,20 @@ def test_batch_instance_gate_one_is_bn_and_zero_is_in():
     torch.testing.assert_close(layer(x), inorm(x), atol=1e-5, rtol=1e-4)
 
 
-def test_batch_instance_matches_formula_in_train_and_eval():
+def batch_instance(num_features: int, path: str) -> BatchInstanceNorm:
+    """A BIN layer whose forward is the hand-written Function (CPU's) or torch's kernels (what CUDA takes)."""
+    layer = BatchInstanceNorm(num_features)
+    layer.forward = layer.forward_function if path == "function" else layer.forward_kernels
+    return layer
+
+
+BIN_PATHS = pytest.mark.parametrize("path", ["function", "kernels"])
+
+
+@BIN_PATHS
+def test_batch_instance_matches_formula_in_train_and_eval(path):
     torch.manual_seed(8)
-    layer = BatchInstanceNorm(8)
+    layer = batch_instance(8, path)
     randomize_affine(layer)
     with torch.no_grad():
         layer.gate.uniform_(0, 1)
@@ -269,6 +280,7 @@ def test_batch_instance_matches_formula_in_train_and_eval():
         running_var = 0.9 * running_var + 0.1 * x.var((0, 2, 3), unbiased=False) * n / (n - 1)
     torch.testing.assert_close(layer.running_mean, running_mean)
     torch.testing.assert_close(layer.running_var, running_var)
+    assert layer.num_batches_tracked.item() == 3
     layer.eval()
     x = torch.randn(shape_of("2d"))
     check_forward_backward(layer, lambda t: bin_reference(t, layer, running_mean, running_var), x)
@@ -370,7 +382,8 @@ def test_switchable_batch_average_recomputes_plain_average_of_batch_statistics()
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: BatchInstanceNorm(4),
+        lambda: batch_instance(4, "function"),
+        lambda: batch_instance(4, "kernels"),
         lambda: SwitchableNorm(4, kind="2d"),
         lambda: SwitchableNorm(4, kind="1d"),
         lambda: MeanOnlyBatchNorm(4, kind="2d"),
