@@ -94,6 +94,7 @@ HPARAM_SKIP = {
     "dataset.augment",
     "compile",
     "amp",
+    "deterministic",
     "channels_last",
 }
 
