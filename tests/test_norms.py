@@ -17,7 +17,7 @@ from normlab.norms import (
     norm_internals,
     recompute_batch_average_,
 )
-from normlab.norms.fused import grad_sums, moments, moments_backward
+from normlab.norms.fused import grad_sums, raw_moments, raw_moments_backward, scale_shift
 from normlab.norms.group import largest_divisor
 
 EPS = 1e-5
@@ -414,18 +414,21 @@ def test_gradcheck_float64(make, mode):
 
 
 def test_fused_helpers_match_torch():
-    """norms.fused: the moments against var_mean, their backward against autograd through var_mean, and the
-    gradient sums against the plain formulas."""
+    """norms.fused: the raw moments against plain means, their backward against autograd through the plain
+    formula, the gradient sums against the plain formulas."""
     torch.manual_seed(5)
     x = (torch.randn(3, 4, 6) * 3 + 2).requires_grad_()
-    var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
-    ours = moments(x.detach())
-    torch.testing.assert_close(ours, (mean, var))
-    d_mean, d_var = torch.randn(3, 4, 1), torch.randn(3, 4, 1)
-    (expected,) = torch.autograd.grad((mean * d_mean + var * d_var).sum(), x)
-    torch.testing.assert_close(moments_backward(x.detach(), ours[0], d_mean, d_var), expected)
-    grad = torch.randn(3, 4, 6)
-    torch.testing.assert_close(grad_sums(grad, x.detach()), (grad.sum(-1, keepdim=True), (grad * x).sum(-1, True)))
+    mean, second = x.mean(-1), (x * x).mean(-1)
+    ours = raw_moments(x.detach())
+    torch.testing.assert_close(ours, torch.stack([mean, second]))
+    d_raw, grad, scale = torch.randn(2, 3, 4), torch.randn(3, 4, 6), torch.randn(3, 4, 1)
+    (expected,) = torch.autograd.grad((mean * d_raw[0] + second * d_raw[1]).sum() + (x * scale * grad).sum(), x)
+    torch.testing.assert_close(raw_moments_backward(x.detach(), d_raw, grad, scale), expected)
+    centre = torch.randn(3, 4)
+    expected = (grad.sum(-1), (grad * (x - centre.unsqueeze(-1))).sum(-1))
+    torch.testing.assert_close(grad_sums(grad, x.detach(), centre), expected)
+    shift = torch.randn(3, 4, 1)
+    torch.testing.assert_close(scale_shift(x.detach(), scale, shift), x.detach() * scale + shift)
 
 
 @pytest.mark.parametrize("name", [n for n, spec in NORMS.items() if "2d" in spec.kinds])

@@ -93,19 +93,28 @@ def sum_over_ranks_(tensor: torch.Tensor, world: int) -> torch.Tensor:
     return tensor
 
 
-def batch_moments(x: torch.Tensor, dims: list[int], sync: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel mean and biased variance over `dims`, and the sample count: over every rank's batch when `sync`
-    (a differentiable all-reduce of the sums, so gradients flow across ranks as in SyncBatchNorm)."""
-    count = x.numel() // x.shape[1]
-    s1, s2 = x.sum(dims), (x * x).sum(dims)
+def batch_sums(sums: torch.Tensor, count: int, sync: bool) -> tuple[torch.Tensor, int]:
+    """Per-channel sums over `count` values each -> over every rank's batch when `sync` (a differentiable
+    all-reduce, so gradients flow across ranks as in SyncBatchNorm), and the count they are over."""
     if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         from torch.distributed.nn.functional import all_reduce
 
-        stacked = all_reduce(torch.cat([s1, s2]))
-        s1, s2 = stacked.chunk(2)
-        count *= dist.get_world_size()
-    mean = s1 / count
-    return mean, (s2 / count - mean * mean).clamp_min(0), count
+        return all_reduce(sums), count * dist.get_world_size()
+    return sums, count
+
+
+def batch_mean(x: torch.Tensor, dims: list[int], sync: bool) -> torch.Tensor:
+    """Per-channel mean over `dims`, over every rank's batch when `sync`."""
+    sums, count = batch_sums(x.sum(dims), x.numel() // x.shape[1], sync)
+    return sums / count
+
+
+def batch_moments(x: torch.Tensor, dims: list[int], sync: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and biased variance over `dims`, and the sample count, over every rank's batch when
+    `sync`."""
+    sums, count = batch_sums(torch.cat([x.sum(dims), (x * x).sum(dims)]), x.numel() // x.shape[1], sync)
+    mean, second = (sums / count).chunk(2)
+    return mean, (second - mean * mean).clamp_min(0), count
 
 
 def sync_norms(model: nn.Module, device: torch.device) -> nn.Module:

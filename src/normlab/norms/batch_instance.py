@@ -16,60 +16,65 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from normlab.distributed import sum_over_ranks_, sync_world
+from normlab.distributed import sync_world
 from normlab.norms.batch import update_running_stats_
-from normlab.norms.fused import grad_sums, moments, moments_backward
+from normlab.norms.fused import (
+    batch_raw_moments,
+    grad_sums,
+    raw_moments,
+    raw_moments_backward,
+    scale_shift,
+    stacked_statistics,
+    statistics_backward,
+)
 
 
 class BatchInstanceNormFunction(torch.autograd.Function):
-    """x (N, C, M) -> y, and the BN moments (mean, biased var; (C, 1)) for the running statistics.
+    """x (N, C, M) -> y, and the stacked BN and IN statistics (2, 2, N, C) (means; biased variances), whose BN
+    ones feed the running statistics.
 
     With `batch_stats` the BN moments are the batch's (over every rank's batch when `world` > 1), else the
-    given running ones. Notation of the backward: t = dA - dB * mean, per (sample, channel)."""
+    given running ones. y = x * A + B with A = w * sum_k g_k s_k, B = beta - w * sum_k g_k s_k mean_k over the
+    kinds k = BN, IN, gate shares g = (rho, 1 - rho) and inverse deviations s_k = 1 / sqrt(var_k + eps)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # amp=true: in float32
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, eps, batch_stats, world):
-        mean_in, var_in = moments(x)  # (N, C, 1)
-        s_in = torch.rsqrt(var_in + eps)
-        count = x.shape[0] * world
+        n, c = x.shape[:2]
+        raw = raw_moments(x)  # (2, N, C)
         if batch_stats:
-            sums = sum_over_ranks_(torch.cat([mean_in.sum(0), (var_in + mean_in * mean_in).sum(0)]), world)
-            mean_bn, second = (sums / count).chunk(2)
-            var_bn = (second - mean_bn * mean_bn).clamp_min(0)  # (C, 1)
+            stats = stacked_statistics([batch_raw_moments(raw, world), raw], n, c)
         else:
-            mean_bn, var_bn = running_mean.view(-1, 1), running_var.view(-1, 1)
-        s_bn = torch.rsqrt(var_bn + eps)
-        gate, weight = gate.view(-1, 1), weight.view(-1, 1)
-        q, r = gate * s_bn, (1 - gate) * s_in  # BN and IN shares of the scale
-        scale = weight * (q + r)
-        shift = bias.view(-1, 1) - weight * (q * mean_bn + r * mean_in)
-        ctx.save_for_backward(x, gate, weight, mean_in, s_in, mean_bn, s_bn, scale)
-        ctx.batch_stats, ctx.world, ctx.count = batch_stats, world, count
-        ctx.mark_non_differentiable(mean_bn, var_bn)
-        return torch.addcmul(shift, x, scale), mean_bn, var_bn
+            running = torch.stack([running_mean, running_var]).view(2, 1, c)
+            stats = stacked_statistics([running, raw], n, c)
+            stats[:, 0] = running
+        inv_std = (stats[1] + eps).rsqrt_()  # (2, N, C): s_bn; s_in
+        shares = torch.stack([gate, 1 - gate])  # (2, C)
+        p = shares.view(2, 1, c) * inv_std
+        scale = weight * p.sum(0)  # (N, C)
+        shift = torch.addcmul(bias, weight, (p * stats[0]).sum(0), value=-1)
+        ctx.save_for_backward(x, shares, weight, stats, inv_std, p, scale)
+        ctx.batch_stats, ctx.world = batch_stats, world
+        ctx.mark_non_differentiable(stats)
+        ctx.set_materialize_grads(False)
+        return scale_shift(x, scale.unsqueeze(-1), shift.unsqueeze(-1)), stats
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, grad, _mean_bn, _var_bn):
-        x, gate, weight, mean_in, s_in, mean_bn, s_bn, scale = ctx.saved_tensors
-        d_shift, d_scale = grad_sums(grad, x)  # dB, dA: (N, C, 1)
-        t_in, t_bn = d_scale - d_shift * mean_in, d_scale - d_shift * mean_bn
-        d_weight = (gate * s_bn * t_bn + (1 - gate) * s_in * t_in).sum(0)
-        d_gate = (weight * (s_bn * t_bn - s_in * t_in)).sum(0)
-        d_bias = d_shift.sum(0)
-        w_in = weight * (1 - gate)
-        d_mean_in = -w_in * s_in * d_shift
-        d_var_in = -0.5 * w_in * t_in * s_in**3
-        if ctx.batch_stats:  # through the batch moments, which derive from every sample's instance moments
-            w_bn = weight * gate
-            d_bn = sum_over_ranks_(torch.cat([(w_bn * t_bn).sum(0), -(w_bn * s_bn * d_shift).sum(0)]), ctx.world)
-            d_s_bn, d_mean_bn = d_bn.chunk(2)
-            d_var_bn = -0.5 * d_s_bn * s_bn**3
-            d_mean_in = d_mean_in + (d_mean_bn + 2 * d_var_bn * (mean_in - mean_bn)) / ctx.count
-            d_var_in = d_var_in + d_var_bn / ctx.count
-        d_x = moments_backward(x, mean_in, d_mean_in, d_var_in).addcmul_(grad, scale)
-        return d_x, d_gate.view(-1), d_weight.view(-1), d_bias.view(-1), *[None] * 5
+    def backward(ctx, grad, _stats):
+        if grad is None:  # no gradient reached y (grads are not materialized as zeros)
+            return (None,) * 9
+        x, shares, weight, stats, inv_std, p, scale = ctx.saved_tensors
+        mean_in = stats[0, 1]
+        d_shift, t_in = grad_sums(grad, x, mean_in)  # dB; dA - dB * mean_in: (N, C)
+        st = inv_std * torch.addcmul(t_in, d_shift, mean_in - stats[0])  # s_k (dA - dB mean_k): (2, N, C)
+        u = st.sum(1)  # (2, C)
+        d_weight, d_gate, d_bias = (shares * u).sum(0), weight * (u[0] - u[1]), d_shift.sum(0)
+        # gradients of each kind's mean (-w g_k s_k dB) and variance (-w g_k s_k^2 st_k / 2)
+        d_stats = torch.stack([d_shift.expand_as(st), st.mul_(inv_std).mul_(0.5)]).mul_(weight * p).neg_()
+        d_raw = statistics_backward(d_stats, stats, ("bn", "in"), ctx.batch_stats, ctx.world)
+        d_x = raw_moments_backward(x, d_raw, grad, scale.unsqueeze(-1))
+        return d_x, d_gate, d_weight, d_bias, *[None] * 5
 
 
 class BatchInstanceNorm(_BatchNorm):
@@ -107,7 +112,7 @@ class BatchInstanceNorm(_BatchNorm):
     def forward_function(self, x: torch.Tensor, world: int = 1) -> torch.Tensor:
         """The hand-written BatchInstanceNormFunction (CPU, and BN statistics synchronized over `world` ranks)."""
         n, c = x.shape[:2]
-        y, mean_bn, var_bn = BatchInstanceNormFunction.apply(
+        y, stats = BatchInstanceNormFunction.apply(
             x.reshape(n, c, -1),
             self.gate,
             self.weight,
@@ -119,7 +124,7 @@ class BatchInstanceNorm(_BatchNorm):
             world,
         )
         if self.training:
-            update_running_stats_(self, mean_bn.view(-1), var_bn.view(-1), x.numel() // c * world)
+            update_running_stats_(self, stats[0, 0, 0], stats[1, 0, 0], x.numel() // c * world)
         return y.view_as(x)
 
     @torch.no_grad()

@@ -13,14 +13,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab.distributed import sum_over_ranks_, sync_world
-from normlab.norms.fused import grad_sums, moments, moments_backward
+from normlab.distributed import sync_world
+from normlab.norms.fused import (
+    batch_raw_moments,
+    grad_sums,
+    raw_moments,
+    raw_moments_backward,
+    scale_shift,
+    stacked_statistics,
+    statistics_backward,
+)
 
 STATISTICS = {"2d": ("in", "ln", "bn"), "1d": ("ln", "bn")}
 
 
 class SwitchableNormFunction(torch.autograd.Function):
-    """x (N, C, M) -> y, and the BN moments (mean, biased var; (C, 1)) for the running statistics.
+    """x (N, C, M) -> y, and the stacked statistics (2, K, N, C) of `statistics` (means; biased variances),
+    whose BN ones feed the running statistics.
 
     Eq. 3 written out with its backward: mean = sum_k a_k mean_k, var = sum_k b_k var_k over `statistics`,
     a = softmax(mean_logits), b = softmax(var_logits), y = x * A + B with A = w / sqrt(var + eps),
@@ -33,59 +42,45 @@ class SwitchableNormFunction(torch.autograd.Function):
     def forward(
         ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, world, statistics
     ):
-        mean_in, var_in = moments(x)  # (N, C, 1)
-        second = var_in + mean_in * mean_in
-        mean_ln = mean_in.mean(1, keepdim=True)  # (N, 1, 1)
-        var_ln = (second.mean(1, keepdim=True) - mean_ln * mean_ln).clamp_min(0)
-        count = x.shape[0] * world
+        n, c = x.shape[:2]
+        raw = raw_moments(x)  # (2, N, C)
+        kinds = {"in": raw, "ln": raw.mean(2, keepdim=True)}
         if batch_stats:
-            sums = sum_over_ranks_(torch.cat([mean_in.sum(0), second.sum(0)]), world)
-            mean_bn, second_bn = (sums / count).chunk(2)
-            var_bn = (second_bn - mean_bn * mean_bn).clamp_min(0)  # (C, 1)
+            kinds["bn"] = batch_raw_moments(raw, world)
         else:
-            mean_bn, var_bn = running_mean.view(-1, 1), running_var.view(-1, 1)
-        means = {"in": mean_in, "ln": mean_ln, "bn": mean_bn}
-        variances = {"in": var_in, "ln": var_ln, "bn": var_bn}
-        a, b = F.softmax(mean_logits, 0), F.softmax(var_logits, 0)
-        mean = sum(a[i] * means[k] for i, k in enumerate(statistics))
-        var = sum(b[i] * variances[k] for i, k in enumerate(statistics))
-        inv_std = torch.rsqrt(var + eps)
-        scale = weight.view(-1, 1) * inv_std
-        ctx.save_for_backward(x, a, b, mean_in, mean_ln, mean_bn, var_in, var_ln, var_bn, mean, inv_std, scale)
-        ctx.statistics, ctx.batch_stats, ctx.world, ctx.count = statistics, batch_stats, world, count
-        ctx.mark_non_differentiable(mean_bn, var_bn)
-        return torch.addcmul(bias.view(-1, 1) - mean * scale, x, scale), mean_bn, var_bn
+            kinds["bn"] = running = torch.stack([running_mean, running_var]).view(2, 1, c)
+        stats = stacked_statistics([kinds[k] for k in statistics], n, c)
+        if not batch_stats:
+            stats[:, statistics.index("bn")] = running
+        mixing = F.softmax(torch.stack([mean_logits, var_logits]), 1)  # (2, K): a; b
+        mean, var = torch.bmm(mixing.unsqueeze(1), stats.view(2, len(statistics), -1)).view(2, n, c)
+        inv_std = (var + eps).rsqrt_()
+        scale = weight * inv_std  # (N, C)
+        shift = torch.addcmul(bias, mean, scale, value=-1)
+        ctx.save_for_backward(x, raw[0], mixing, stats, mean, inv_std, scale)
+        ctx.statistics, ctx.batch_stats, ctx.world = statistics, batch_stats, world
+        ctx.mark_non_differentiable(stats)
+        ctx.set_materialize_grads(False)
+        return scale_shift(x, scale.unsqueeze(-1), shift.unsqueeze(-1)), stats
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, grad, _mean_bn, _var_bn):
-        x, a, b, mean_in, mean_ln, mean_bn, var_in, var_ln, var_bn, mean, inv_std, scale = ctx.saved_tensors
-        means = {"in": mean_in, "ln": mean_ln, "bn": mean_bn}
-        variances = {"in": var_in, "ln": var_ln, "bn": var_bn}
-        w = {k: (a[i], b[i]) for i, k in enumerate(ctx.statistics)}
-        d_shift, d_scale = grad_sums(grad, x)  # dB, dA: (N, C, 1)
-        t = d_scale - d_shift * mean
-        d_weight = (inv_std * t).sum(0)
-        d_bias = d_shift.sum(0)
-        d_mean = -scale * d_shift  # gradients of the mixed mean and variance, (N, C, 1)
-        d_var = -0.5 * (scale * inv_std * inv_std) * t
-        d_a = torch.stack([(d_mean * means[k]).sum() for k in ctx.statistics])
-        d_b = torch.stack([(d_var * variances[k]).sum() for k in ctx.statistics])
-        d_mean_logits, d_var_logits = a * (d_a - (a * d_a).sum()), b * (d_b - (b * d_b).sum())
-        # to the instance moments, from which the LN (over C) and BN (over N) moments derive
-        d_mean_in = w["in"][0] * d_mean if "in" in w else torch.zeros_like(mean_in)
-        d_var_in = w["in"][1] * d_var if "in" in w else torch.zeros_like(var_in)
-        c = x.shape[1]
-        d_mean_ln, d_var_ln = w["ln"][0] * d_mean.sum(1, keepdim=True), w["ln"][1] * d_var.sum(1, keepdim=True)
-        d_mean_in = d_mean_in + (d_mean_ln + 2 * d_var_ln * (mean_in - mean_ln)) / c
-        d_var_in = d_var_in + d_var_ln / c
-        if ctx.batch_stats:
-            d_bn = sum_over_ranks_(torch.cat([w["bn"][0] * d_mean.sum(0), w["bn"][1] * d_var.sum(0)]), ctx.world)
-            d_mean_bn, d_var_bn = d_bn.chunk(2)
-            d_mean_in = d_mean_in + (d_mean_bn + 2 * d_var_bn * (mean_in - mean_bn)) / ctx.count
-            d_var_in = d_var_in + d_var_bn / ctx.count
-        d_x = moments_backward(x, mean_in, d_mean_in, d_var_in).addcmul_(grad, scale)
-        return d_x, d_mean_logits, d_var_logits, d_weight.view(-1), d_bias.view(-1), *[None] * 6
+    def backward(ctx, grad, _stats):
+        if grad is None:  # no gradient reached y (grads are not materialized as zeros)
+            return (None,) * 11
+        x, mean_in, mixing, stats, mean, inv_std, scale = ctx.saved_tensors
+        d_shift, t_in = grad_sums(grad, x, mean_in)  # dB; dA - dB * mean_in: (N, C)
+        u = inv_std * torch.addcmul(t_in, d_shift, mean_in - mean)  # inv_std * (dA - dB * mean)
+        d_weight, d_bias = u.sum(0), d_shift.sum(0)
+        # gradients of the mixed mean (-A dB) and variance (-A inv_std u / 2)
+        d_mixed = torch.stack([d_shift, u.mul_(inv_std).mul_(0.5)]).mul_(scale).neg_()  # (2, N, C)
+        k = len(ctx.statistics)
+        d_mixing = torch.bmm(stats.view(2, k, -1), d_mixed.view(2, -1, 1)).view(2, k)
+        d_logits = mixing * (d_mixing - (mixing * d_mixing).sum(1, keepdim=True))  # softmax backward
+        d_stats = mixing.view(2, k, 1, 1) * d_mixed.unsqueeze(1)
+        d_raw = statistics_backward(d_stats, stats, ctx.statistics, ctx.batch_stats, ctx.world)
+        d_x = raw_moments_backward(x, d_raw, grad, scale.unsqueeze(-1))
+        return d_x, d_logits[0], d_logits[1], d_weight, d_bias, *[None] * 6
 
 
 class SwitchableNorm(nn.Module):
@@ -118,7 +113,7 @@ class SwitchableNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         world = sync_world(self.sync and self.training)
-        y, mean_bn, var_bn = SwitchableNormFunction.apply(
+        y, stats = SwitchableNormFunction.apply(
             x.reshape(n, c, -1),
             self.mean_weight,
             self.var_weight,
@@ -132,7 +127,8 @@ class SwitchableNorm(nn.Module):
             self.statistics,
         )
         if self.training:
-            self._update_running(mean_bn.view(-1), var_bn.view(-1))
+            bn = self.statistics.index("bn")
+            self._update_running(stats[0, bn, 0], stats[1, bn, 0])
         return y.view_as(x)
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from normlab.distributed import batch_moments
+from normlab.distributed import batch_mean
 
 WEIGHT_NORMED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -73,12 +73,12 @@ class MeanOnlyBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
         if self.training:
-            mean = batch_moments(x, [0, *range(2, x.dim())], self.sync)[0]
+            mean = batch_mean(x, [0, *range(2, x.dim())], self.sync)
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
         else:
             mean = self.running_mean
-        return x - mean.view(shape) + self.bias.view(shape)
+        return x - (mean - self.bias).view(shape)  # one full-size pass
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}"
