@@ -54,11 +54,12 @@ class NormLSTM(nn.Module):
         xw = self.norm_x(self.w_x(x)).unbind(1)
         h = initial_state(x, self.hidden_size, self.h0_noise, self.training)
         c = x.new_zeros(n, self.hidden_size)
-        three = 3 * self.hidden_size  # gates laid out as (input, forget, output | cell candidate)
+        split = (3 * self.hidden_size, self.hidden_size)  # gates laid out as (input, forget, output | cell candidate)
         for t in range(steps):
-            gates = xw[t] + self.norm_h(self.w_h(h), t)
-            i, f, o = torch.sigmoid(gates[:, :three]).chunk(3, 1)
-            c = torch.addcmul(f * c, i, torch.tanh(gates[:, three:]))
+            # split, not sliced: a slice's backward fills a zero tensor of the whole gates, split's is one cat
+            ifo, g = (xw[t] + self.norm_h(self.w_h(h), t)).split(split, 1)
+            i, f, o = torch.sigmoid(ifo).chunk(3, 1)
+            c = torch.addcmul(f * c, i, torch.tanh(g))
             h = o * torch.tanh(self.norm_c(c, t))
         return h
 
