@@ -25,10 +25,13 @@ def batch_raw_moments(raw: torch.Tensor, world: int) -> torch.Tensor:
     return sum_over_ranks_(raw.sum(1, keepdim=True), world).div_(raw.shape[1] * world)
 
 
-def stacked_statistics(raw: list[torch.Tensor], n: int, c: int) -> torch.Tensor:
-    """K raw moments, each (2, N or 1, C or 1) -> (2, K, N, C): means, and biased variances E[x^2] - E[x]^2."""
+def stacked_statistics(raw: list[torch.Tensor], n: int, c: int, central: int | None = None) -> torch.Tensor:
+    """K raw moments, each (2, N or 1, C or 1) -> (2, K, N, C): means, and biased variances E[x^2] - E[x]^2.
+    The entry at index `central`, if given, is already (mean; variance): running statistics."""
     stats = torch.stack([r.expand(2, n, c) for r in raw], 1)
     stats[1].addcmul_(stats[0], stats[0], value=-1).clamp_(min=0)
+    if central is not None:
+        stats[:, central] = raw[central]
     return stats
 
 

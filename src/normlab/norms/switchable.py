@@ -48,10 +48,9 @@ class SwitchableNormFunction(torch.autograd.Function):
         if batch_stats:
             kinds["bn"] = batch_raw_moments(raw, world)
         else:
-            kinds["bn"] = running = torch.stack([running_mean, running_var]).view(2, 1, c)
-        stats = stacked_statistics([kinds[k] for k in statistics], n, c)
-        if not batch_stats:
-            stats[:, statistics.index("bn")] = running
+            kinds["bn"] = torch.stack([running_mean, running_var]).view(2, 1, c)
+        central = None if batch_stats else statistics.index("bn")
+        stats = stacked_statistics([kinds[k] for k in statistics], n, c, central)
         mixing = F.softmax(torch.stack([mean_logits, var_logits]), 1)  # (2, K): a; b
         mean, var = torch.bmm(mixing.unsqueeze(1), stats.view(2, len(statistics), -1)).view(2, n, c)
         inv_std = (var + eps).rsqrt_()
