@@ -5,7 +5,7 @@ and BN (over N) moments from them, and end in y = x * A + B with A, B per (sampl
 kinds are stacked in one (2, K, N, C) tensor (means; biased variances) so that the mixing and its backward are a
 few ops on it rather than a few per kind: at small batches each small op (~1.5 us from Python) costs more than
 the full-size passes. Their backward needs, per (sample, channel), the sums of the upstream gradient and of
-gradient * x, and ends in dx = g * A + x * a + b.
+gradient * (x - E[x]), and ends in dx = g * A + x * a + b.
 """
 
 import torch
