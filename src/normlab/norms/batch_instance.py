@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from normlab.distributed import sync_world
 from normlab.norms.batch import update_running_stats_
 from normlab.norms.fused import (
-    batch_raw_moments,
+    bn_moments,
     grad_sums,
     raw_moments,
     raw_moments_backward,
@@ -43,10 +43,8 @@ class BatchInstanceNormFunction(torch.autograd.Function):
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, eps, batch_stats, world):
         n, c = x.shape[:2]
         raw = raw_moments(x)  # (2, N, C)
-        if batch_stats:
-            stats = stacked_statistics([batch_raw_moments(raw, world), raw], n, c)
-        else:
-            stats = stacked_statistics([torch.stack([running_mean, running_var]).view(2, 1, c), raw], n, c, 0)
+        bn = bn_moments(raw, running_mean, running_var, batch_stats, world)
+        stats = stacked_statistics([bn, raw], n, c, None if batch_stats else 0)
         inv_std = (stats[1] + eps).rsqrt_()  # (2, N, C): s_bn; s_in
         shares = torch.stack([gate, 1 - gate])  # (2, C)
         p = shares.view(2, 1, c) * inv_std

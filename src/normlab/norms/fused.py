@@ -8,6 +8,8 @@ the full-size passes. Their backward needs, per (sample, channel), the sums of t
 gradient * (x - E[x]), and ends in dx = g * A + x * a + b.
 """
 
+import functools
+
 import torch
 
 from normlab.distributed import sum_over_ranks_
@@ -20,8 +22,14 @@ def raw_moments(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x.sum(-1), torch.linalg.vector_norm(x, 2, -1).square_()]).div_(m)
 
 
-def batch_raw_moments(raw: torch.Tensor, world: int) -> torch.Tensor:
-    """(2, N, C) per-sample raw moments -> (2, 1, C) over the batch, every rank's when `world` > 1."""
+def bn_moments(
+    raw: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, batch_stats: bool, world: int
+) -> torch.Tensor:
+    """BN's entry for `stacked_statistics`, (2, 1, C): with `batch_stats` the raw moments over the batch (every
+    rank's when `world` > 1) from the per-sample ones `raw` (2, N, C); else the running (mean; variance), which
+    `stacked_statistics` takes as its `central` entry."""
+    if not batch_stats:
+        return torch.stack([running_mean, running_var]).view(2, 1, -1)
     return sum_over_ranks_(raw.sum(1, keepdim=True), world).div_(raw.shape[1] * world)
 
 
@@ -44,15 +52,15 @@ def statistics_backward(
     d_stats."""
     d_stats[0].addcmul_(stats[0], d_stats[1], value=-2)  # d var/d E[x] = -2 E[x]: now w.r.t. raw moments
     n = stats.shape[2]
-    d_raw = 0
+    terms = []
     for k, kind in enumerate(kinds):
         if kind == "in":
-            d_raw = d_raw + d_stats[:, k]
+            terms.append(d_stats[:, k])
         elif kind == "ln":
-            d_raw = d_raw + d_stats[:, k].mean(2, keepdim=True)
+            terms.append(d_stats[:, k].mean(2, keepdim=True))
         elif batch_stats:
-            d_raw = d_raw + sum_over_ranks_(d_stats[:, k].sum(1, keepdim=True), world).div_(n * world)
-    return d_raw
+            terms.append(sum_over_ranks_(d_stats[:, k].sum(1, keepdim=True), world).div_(n * world))
+    return functools.reduce(torch.add, terms)  # not sum(): its start 0 is one more op per backward
 
 
 def raw_moments_backward(x: torch.Tensor, d_raw: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

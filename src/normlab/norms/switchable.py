@@ -15,7 +15,7 @@ from torch import nn
 
 from normlab.distributed import sync_world
 from normlab.norms.fused import (
-    batch_raw_moments,
+    bn_moments,
     grad_sums,
     raw_moments,
     raw_moments_backward,
@@ -44,11 +44,11 @@ class SwitchableNormFunction(torch.autograd.Function):
     ):
         n, c = x.shape[:2]
         raw = raw_moments(x)  # (2, N, C)
-        kinds = {"in": raw, "ln": raw.mean(2, keepdim=True)}
-        if batch_stats:
-            kinds["bn"] = batch_raw_moments(raw, world)
-        else:
-            kinds["bn"] = torch.stack([running_mean, running_var]).view(2, 1, c)
+        kinds = {
+            "in": raw,
+            "ln": raw.mean(2, keepdim=True),
+            "bn": bn_moments(raw, running_mean, running_var, batch_stats, world),
+        }
         central = None if batch_stats else statistics.index("bn")
         stats = stacked_statistics([kinds[k] for k in statistics], n, c, central)
         mixing = F.softmax(torch.stack([mean_logits, var_logits]), 1)  # (2, K): a; b
