@@ -14,6 +14,7 @@ from normlab.norms import (
     apply_weight_norm,
     build_norm,
     init_weight_norm_,
+    native,
     norm_internals,
     recompute_batch_average_,
 )
@@ -254,14 +255,23 @@ def test_batch_instance_gate_one_is_bn_and_zero_is_in():
     torch.testing.assert_close(layer(x), inorm(x), atol=1e-5, rtol=1e-4)
 
 
-def batch_instance(num_features: int, path: str) -> BatchInstanceNorm:
-    """A BIN layer whose forward is the hand-written Function (CPU's) or torch's kernels (what CUDA takes)."""
-    layer = BatchInstanceNorm(num_features)
-    layer.forward = layer.forward_function if path == "function" else layer.forward_kernels
+def on_path(layer, path: str):
+    """Pin a BIN or SN layer to one of its implementations: "native" (the compiled CPU kernels, which must
+    build here), "function" (the hand-written Python Function) or, for BIN, "kernels" (torch's, what CUDA takes)."""
+    if path == "native":
+        assert native.library() is not None, "the compiled kernels did not build (see the warning)"
+    layer.use_native = path == "native"
+    if path == "kernels":
+        layer.forward = layer.forward_kernels
     return layer
 
 
-BIN_PATHS = pytest.mark.parametrize("path", ["function", "kernels"])
+def batch_instance(num_features: int, path: str) -> BatchInstanceNorm:
+    return on_path(BatchInstanceNorm(num_features), path)
+
+
+BIN_PATHS = pytest.mark.parametrize("path", ["native", "function", "kernels"])
+SN_PATHS = pytest.mark.parametrize("path", ["native", "function"])
 
 
 @BIN_PATHS
@@ -331,10 +341,11 @@ def sn_reference(x, layer, bn_mean=None, bn_var=None):
     return affine((x - mean) / torch.sqrt(var + EPS), layer.weight, layer.bias)
 
 
+@SN_PATHS
 @pytest.mark.parametrize("kind", ["1d", "2d"])
-def test_switchable_matches_formula_in_train_and_eval(kind):
+def test_switchable_matches_formula_in_train_and_eval(kind, path):
     torch.manual_seed(10)
-    layer = SwitchableNorm(8, kind=kind)
+    layer = on_path(SwitchableNorm(8, kind=kind), path)
     randomize_affine(layer)
     with torch.no_grad():
         layer.mean_weight.copy_(torch.randn_like(layer.mean_weight))
@@ -376,16 +387,87 @@ def test_switchable_batch_average_recomputes_plain_average_of_batch_statistics()
     assert recompute_batch_average_(nn.Sequential(moving), batches) == 0
 
 
+# ---------------------------------------------------------------- compiled kernels (norms.native)
+
+
+def backward_node(layer, x) -> str:
+    """The name of the autograd node that a BIN/SN layer's output comes from (under its final view)."""
+    return type(layer(x).grad_fn.next_functions[0][0]).__name__
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_kernels_are_what_bin_and_sn_run_on_cpu(dtype):
+    for layer, name in ((BatchInstanceNorm(4), "BatchInstanceNorm"), (SwitchableNorm(4), "SwitchableNorm")):
+        layer = layer.to(dtype)
+        x = torch.randn(2, 4, 3, 3, dtype=dtype, requires_grad=True)
+        assert backward_node(layer, x) == f"{name}NativeBackward"
+        layer.use_native = False
+        assert backward_node(layer, x) == f"{name}FunctionBackward"
+        layer.use_native = True
+        assert backward_node(layer.bfloat16(), x.bfloat16()) == f"{name}FunctionBackward"  # no bf16 kernels
+
+
+@pytest.mark.parametrize("make", [lambda: BatchInstanceNorm(16), lambda: SwitchableNorm(16)])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_native_kernels_match_the_python_function_on_threaded_sizes(make, mode):
+    """65,536 values: above the kernels' grain size, so their passes run on torch's threads (the formula tests'
+    small inputs run on one)."""
+    torch.manual_seed(4)
+    layer = make().train(mode == "train")
+    randomize_affine(layer)
+    with torch.no_grad():
+        for p in layer.parameters():
+            if p.shape[0] != 16:  # SN's importance logits
+                p.copy_(torch.randn_like(p))
+        layer.running_mean.uniform_(-1, 1), layer.running_var.uniform_(0.5, 2)
+    x, upstream = torch.randn(4, 16, 32, 32) * 2 + 1, torch.randn(4, 16, 32, 32)
+    results = []
+    for use_native in (True, False):
+        layer.use_native = use_native
+        before = {k: v.clone() for k, v in layer.state_dict().items()}
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        results.append([y, *torch.autograd.grad(y, [xi, *layer.parameters()], upstream), *layer.state_dict().values()])
+        layer.load_state_dict(before)
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref)
+
+
+@pytest.fixture
+def fresh_library():
+    """native.library() rebuilt under the test's environment, and again under the restored one afterwards."""
+    native.library.cache_clear()
+    yield
+    native.library.cache_clear()
+
+
+def test_native_library_builds_into_its_cache_and_falls_back_without_a_compiler(tmp_path, monkeypatch, fresh_library):
+    monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "cache"))
+    assert native.library() is not None
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".so"]  # the library alone, no temporary file
+    native.library.cache_clear()
+    monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "other"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(UserWarning, match="compiled BIN/SN kernels unavailable"):
+        assert native.library() is None
+    assert list((tmp_path / "other").iterdir()) == []
+    layer = BatchInstanceNorm(4)
+    assert backward_node(layer, torch.randn(2, 4, 3, 3, requires_grad=True)) == "BatchInstanceNormFunctionBackward"
+
+
 # ---------------------------------------------------------------- gradcheck (float64)
 
 
 @pytest.mark.parametrize(
     "make",
     [
+        lambda: batch_instance(4, "native"),
         lambda: batch_instance(4, "function"),
         lambda: batch_instance(4, "kernels"),
-        lambda: SwitchableNorm(4, kind="2d"),
-        lambda: SwitchableNorm(4, kind="1d"),
+        lambda: on_path(SwitchableNorm(4, kind="2d"), "native"),
+        lambda: on_path(SwitchableNorm(4, kind="1d"), "native"),
+        lambda: on_path(SwitchableNorm(4, kind="2d"), "function"),
+        lambda: on_path(SwitchableNorm(4, kind="1d"), "function"),
         lambda: MeanOnlyBatchNorm(4, kind="2d"),
         lambda: MeanOnlyBatchNorm(4, kind="1d"),
     ],

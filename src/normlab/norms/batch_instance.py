@@ -4,7 +4,8 @@ Subclasses torch's `_BatchNorm` (as the official code does) for running statisti
 Forward and backward are written out by hand (`BatchInstanceNormFunction`, on the passes of `norms.fused`): one
 pass of per-(sample, channel) sums, y = x * A + B, and a backward of one pass of sums and dx = g * A + x * a + b,
 as torch's own batch-norm kernels do; left to autograd, the small ops in between cost more than the layer at small
-batches. On a GPU the same sum is cheaper as two of cuDNN's batch-norm kernels (`forward_kernels`: BN with gain
+batches. On CPU in one process the same arithmetic runs as compiled C (`norms.native`, when a C compiler is
+there; the Function otherwise and under torchrun's synchronized statistics). On a GPU the same sum is cheaper as two of cuDNN's batch-norm kernels (`forward_kernels`: BN with gain
 gamma*rho plus IN, i.e. BN over (1, N*C) channels, with gain gamma*(1-rho)): 2.6-2.7x nn.BatchNorm2d on an H100
 against 6.6-7.5x for an earlier version of the Function (90 kernels per forward and backward; 51 now). The gate
 `rho` starts at 1 (pure BN) and is kept in [0, 1] by `clamp_gate_()`, which the trainer calls after every optimizer
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.distributed import sync_world
+from normlab.norms import native
 from normlab.norms.batch import update_running_stats_
 from normlab.norms.fused import (
     bn_moments,
@@ -80,6 +82,7 @@ class BatchInstanceNorm(_BatchNorm):
         self.gate = nn.Parameter(torch.ones(num_features))
         self.gate_lr_mult = gate_lr_mult
         self.sync = False  # BN statistics over every rank's batch (norm.sync=true under torchrun)
+        self.use_native = True  # the compiled CPU kernels where they apply (native.usable)
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -107,19 +110,16 @@ class BatchInstanceNorm(_BatchNorm):
         return y_bn + y_in.view_as(x)
 
     def forward_function(self, x: torch.Tensor, world: int = 1) -> torch.Tensor:
-        """The hand-written BatchInstanceNormFunction (CPU, and BN statistics synchronized over `world` ranks)."""
+        """The hand-written BatchInstanceNormFunction (CPU, and BN statistics synchronized over `world` ranks),
+        or in one process on CPU the same in compiled code (`native.BatchInstanceNormNative`)."""
         n, c = x.shape[:2]
-        y, stats = BatchInstanceNormFunction.apply(
-            x.reshape(n, c, -1),
-            self.gate,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            self.eps,
-            self.training,
-            world,
-        )
+        args = (x.reshape(n, c, -1), self.gate, self.weight, self.bias, self.running_mean, self.running_var)
+        if world == 1 and self.use_native and native.usable(*args):  # updates the running statistics itself
+            y = native.BatchInstanceNormNative.apply(
+                *args, self.num_batches_tracked, self.eps, self.training, self.momentum
+            )
+            return y.view_as(x)
+        y, stats = BatchInstanceNormFunction.apply(*args, self.eps, self.training, world)
         if self.training:
             update_running_stats_(self, stats[0, 0, 0], stats[1, 0, 0], x.numel() // c * world)
         return y.view_as(x)

@@ -4,7 +4,8 @@ statistics (Eq. 3), with separate importance logits `mean_weight` and `var_weigh
 LN and BN moments are derived from the IN ones (one pass of sums), as in the official code, but with biased
 variances throughout (the paper's equations; the official code uses unbiased ones). On (N, C) features there
 is no IN term, so the mixture is of LN and BN only. Forward and backward are written out by hand
-(`SwitchableNormFunction`; see `norms.fused` for why). BN statistics at eval are running averages
+(`SwitchableNormFunction`; see `norms.fused` for why), and on CPU in one process run as compiled C
+(`norms.native`, when a C compiler is there). BN statistics at eval are running averages
 (`bn_stats="moving"`, torch's momentum convention) or, with `bn_stats="batch_average"`, are recomputed over
 training batches after training by `recompute_batch_average_`.
 """
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab.distributed import sync_world
+from normlab.norms import native
 from normlab.norms.fused import (
     bn_moments,
     grad_sums,
@@ -108,37 +110,32 @@ class SwitchableNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.averaged_batches: int | None = None  # counting batches while recomputing a batch average
         self.sync = False  # BN statistics over every rank's batch (norm.sync=true under torchrun)
+        self.use_native = True  # the compiled CPU kernels where they apply (native.usable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         world = sync_world(self.sync and self.training)
-        y, stats = SwitchableNormFunction.apply(
-            x.reshape(n, c, -1),
-            self.mean_weight,
-            self.var_weight,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            self.eps,
-            self.training,
-            world,
-            self.statistics,
-        )
+        args = (x.reshape(n, c, -1), self.mean_weight, self.var_weight, self.weight, self.bias)
+        args += (self.running_mean, self.running_var)
+        momentum = self._running_momentum() if self.training else 0.0
+        if world == 1 and self.use_native and native.usable(*args):  # updates the running statistics itself
+            y = native.SwitchableNormNative.apply(*args, self.eps, self.training, momentum, self.statistics)
+            return y.view_as(x)
+        y, stats = SwitchableNormFunction.apply(*args, self.eps, self.training, world, self.statistics)
         if self.training:
             bn = self.statistics.index("bn")
-            self._update_running(stats[0, bn, 0], stats[1, bn, 0])
+            with torch.no_grad():
+                self.running_mean.lerp_(stats[0, bn, 0], momentum)
+                self.running_var.lerp_(stats[1, bn, 0], momentum)
         return y.view_as(x)
 
-    @torch.no_grad()
-    def _update_running(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+    def _running_momentum(self) -> float:
+        """The running statistics' momentum: the layer's, or while recomputing a batch average, 1 / batches
+        so far (a cumulative average)."""
         if self.averaged_batches is None:
-            momentum = self.momentum
-        else:  # cumulative average over the recomputation batches
-            self.averaged_batches += 1
-            momentum = 1.0 / self.averaged_batches
-        self.running_mean.lerp_(mean, momentum)
-        self.running_var.lerp_(var, momentum)
+            return self.momentum
+        self.averaged_batches += 1
+        return 1.0 / self.averaged_batches
 
     def importance(self) -> dict[str, float]:
         """The softmaxed importance weights, e.g. {'mean_in': .., 'mean_ln': .., 'mean_bn': .., 'var_in': ..}."""
