@@ -12,6 +12,7 @@ Timings alternate between the compared variants after a warm-up; medians of the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -216,6 +217,15 @@ TORCH_TWINS = {
 }
 
 
+NATIVE_NORMS = ("batch_instance", "switchable")  # the norms with compiled CPU kernels (norms.native)
+
+
+def python_path(module: nn.Module) -> nn.Module:
+    """The module with its compiled CPU kernels (norms.native) switched off."""
+    module.use_native = False
+    return module
+
+
 def bench_norms(device, repeats: int) -> list[dict]:
     """Forward + backward (with a random upstream gradient, as in training) over the CNN's four norm inputs."""
     rows = []
@@ -236,6 +246,9 @@ def bench_norms(device, repeats: int) -> list[dict]:
         fns = {twin: step_fn(make) for twin, make in TORCH_TWINS.values()}
         for name in NORM_NAMES:
             fns[name] = step_fn(lambda c, name=name: build_norm(name, c, "2d"))
+        if device.type == "cpu":  # beside them, their Python Functions: what runs without the compiled kernels
+            for name in NATIVE_NORMS:
+                fns[f"{name} (Python)"] = step_fn(lambda c, name=name: python_path(build_norm(name, c, "2d")))
         t = alternate(fns, repeats * 5, device, warmup=3)
         base = t["torch BatchNorm2d"]
         for name, seconds in t.items():
@@ -255,9 +268,12 @@ def bench_lstm(device, repeats: int) -> list[dict]:
         name: NormLSTM(28, 100, 28, lambda f, steps, name=name: build_sequence_norm(name, f, steps)).to(device)
         for name in ("layer", "batch")
     }
+    if device.type == "cpu":  # beside them, the loop of torch ops: what runs without the compiled step
+        for name in ("layer", "batch"):
+            cells[f"{name}-LSTM (Python)"] = python_path(copy.deepcopy(cells[name]))
     fns = {"nn.LSTM": lambda: ref(x)[0][:, -1].sum().backward()}
     for name, cell in cells.items():
-        fns[f"{name}-LSTM"] = lambda cell=cell: cell(x).sum().backward()
+        fns[name if "(" in name else f"{name}-LSTM"] = lambda cell=cell: cell(x).sum().backward()
     t = alternate(fns, repeats * 5, device, warmup=3)
     rows = [{"cell": k, "ms_per_step": 1000 * v / 28, "ratio_to_nn_lstm": v / t["nn.LSTM"]} for k, v in t.items()]
     print("lstm    " + "  ".join(f"{r['cell']} {r['ratio_to_nn_lstm']:.2f}x" for r in rows), flush=True)

@@ -23,8 +23,10 @@ def test_bench_part_writes_its_ratios(part, tmp_path):
         assert {r["batch_size"] for r in rows} == {2, 32, 128}
         twins = {r["norm"] for r in rows if "ratio_to_torch_twin" in r}
         assert twins == {"batch", "group", "layer", "instance"}
-        assert {"batch_instance", "switchable"} <= {r["norm"] for r in rows}
+        compiled = {"batch_instance", "switchable"}  # and on CPU their Python Functions beside them
+        assert compiled | {f"{n} (Python)" for n in compiled} <= {r["norm"] for r in rows}
         assert all(r["ms"] > 0 and r["ratio_to_bn"] > 0 for r in rows)
     else:
         ratios = {r["cell"]: r["ratio_to_nn_lstm"] for r in rows}
-        assert set(ratios) == {"nn.LSTM", "layer-LSTM", "batch-LSTM"} and ratios["nn.LSTM"] == 1.0
+        cells = {"layer-LSTM", "batch-LSTM"}
+        assert set(ratios) == {"nn.LSTM", *cells, *(f"{c} (Python)" for c in cells)} and ratios["nn.LSTM"] == 1.0

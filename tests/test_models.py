@@ -136,6 +136,51 @@ def test_layer_norm_lstm_matches_the_paper_step_by_step():
     torch.testing.assert_close(cell(x), layer_norm_lstm_reference(x, cell), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_norm_lstm_compiled_step_matches_the_python_loop(norm, mode):
+    """NormLSTM's one-call-per-step kernels (norms.native) against its loop of torch ops: the same output,
+    gradients of the input and every parameter, and running statistics, in float64."""
+    torch.manual_seed(3)
+    cell = NormLSTM(6, 5, steps=7, make_norm=lambda f, steps: build_sequence_norm(norm, f, steps)).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_()
+        for b in cell.buffers():
+            b.uniform_(0.5, 1.5)
+    cell.train(mode == "train")
+    x, upstream = torch.randn(4, 7, 6, dtype=torch.double), torch.randn(4, 5, dtype=torch.double)
+    results = []
+    for use_native in (True, False):
+        cell.use_native = use_native
+        before = {k: v.clone() for k, v in cell.state_dict().items()}
+        xi = x.clone().requires_grad_()
+        h = cell(xi)
+        grads = torch.autograd.grad(h, [xi, *cell.parameters()], upstream)
+        results.append([h, *grads, *cell.state_dict().values()])
+        cell.load_state_dict(before)
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_norm_lstm_compiled_step_gradcheck(norm):
+    torch.manual_seed(4)
+    cell = NormLSTM(3, 2, steps=3, make_norm=lambda f, steps: build_sequence_norm(norm, f, steps)).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_()
+    names = [n for n, _ in cell.named_parameters()]
+
+    def fn(x, *ps):
+        return torch.func.functional_call(cell, dict(zip(names, ps, strict=True)), (x,))
+
+    x = torch.randn(4, 3, 3, dtype=torch.double, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
+    assert type(fn(x, *params).grad_fn).__name__ == "NormLSTMStepNativeBackward"
+    assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-5)
+
+
 def test_stepwise_batch_norm_keeps_statistics_per_step():
     torch.manual_seed(2)
     bn = StepwiseBatchNorm(4, steps=3, momentum=0.5)

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from normlab.norms import native
 from normlab.norms.recurrent import build_sequence_norm
 
 
@@ -46,6 +47,7 @@ class NormLSTM(nn.Module):
         bound = 1 / math.sqrt(hidden_size)
         for w in (self.w_x.weight, self.w_h.weight):
             nn.init.uniform_(w, -bound, bound)  # nn.LSTM's init
+        self.use_native = True  # each step as one compiled call where it applies (norms.native)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, steps, _ = x.shape
@@ -54,6 +56,8 @@ class NormLSTM(nn.Module):
         xw = self.norm_x(self.w_x(x)).unbind(1)
         h = initial_state(x, self.hidden_size, self.h0_noise, self.training)
         c = x.new_zeros(n, self.hidden_size)
+        if self.use_native and hasattr(self.norm_h, "step_statistics") and native.usable(x, *self.parameters()):
+            return self.forward_native(xw, h, c)
         split = (3 * self.hidden_size, self.hidden_size)  # gates laid out as (input, forget, output | cell candidate)
         for t in range(steps):
             # split, not sliced: a slice's backward fills a zero tensor of the whole gates, split's is one cat
@@ -61,6 +65,27 @@ class NormLSTM(nn.Module):
             i, f, o = torch.sigmoid(ifo).chunk(3, 1)
             c = torch.addcmul(f * c, i, torch.tanh(g))
             h = o * torch.tanh(self.norm_c(c, t))
+        return h
+
+    def forward_native(self, xw: tuple[torch.Tensor, ...], h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The same loop, each step's norms and gates one compiled call (`native.NormLSTMStepNative`)."""
+        norm_h, norm_c = self.norm_h, self.norm_c
+        for t, xw_t in enumerate(xw):
+            h, c = native.NormLSTMStepNative.apply(
+                xw_t,
+                self.w_h(h),
+                c,
+                norm_h.weight,
+                norm_h.bias,
+                norm_c.weight,
+                norm_c.bias,
+                norm_h.step_statistics(t),
+                norm_c.step_statistics(t),
+                norm_h.batch_norm,
+                self.training,
+                norm_h.momentum,
+                (norm_h.eps, norm_c.eps),
+            )
         return h
 
 

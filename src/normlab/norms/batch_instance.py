@@ -1,16 +1,16 @@
 """Batch-Instance Norm (Nam & Kim 2018): y = gamma * (rho * x_BN + (1 - rho) * x_IN) + beta, rho in [0, 1].
 
 Subclasses torch's `_BatchNorm` (as the official code does) for running statistics, eval mode and state-dict keys.
-Forward and backward are written out by hand (`BatchInstanceNormFunction`, on the passes of `norms.fused`): one
-pass of per-(sample, channel) sums, y = x * A + B, and a backward of one pass of sums and dx = g * A + x * a + b,
-as torch's own batch-norm kernels do; left to autograd, the small ops in between cost more than the layer at small
-batches. On CPU in one process the same arithmetic runs as compiled C (`norms.native`, when a C compiler is
-there; the Function otherwise and under torchrun's synchronized statistics). On a GPU the same sum is cheaper as two of cuDNN's batch-norm kernels (`forward_kernels`: BN with gain
-gamma*rho plus IN, i.e. BN over (1, N*C) channels, with gain gamma*(1-rho)): 2.6-2.7x nn.BatchNorm2d on an H100
-against 6.6-7.5x for an earlier version of the Function (90 kernels per forward and backward; 51 now). The gate
-`rho` starts at 1 (pure BN) and is kept in [0, 1] by `clamp_gate_()`, which the trainer calls after every optimizer
-step. `gate_lr_mult` declares the gate's learning-rate multiplier (10 in the official code); the optimizer builder
-reads it.
+Forward and backward are written out by hand (`BatchInstanceNormFunction`, on the passes of `norms.fused`): one pass
+of per-(sample, channel) sums, y = x * A + B, and a backward of one pass of sums and dx = g * A + x * a + b, as
+torch's own batch-norm kernels do; left to autograd, the small ops in between cost more than the layer at small
+batches. On CPU in one process the same arithmetic runs as compiled C (`norms.native`, when a C compiler is there;
+the Function otherwise and under torchrun's synchronized statistics). On a GPU the same sum is cheaper as two of
+cuDNN's batch-norm kernels (`forward_kernels`: BN with gain gamma*rho plus IN, i.e. BN over (1, N*C) channels, with
+gain gamma*(1-rho)): 2.6-2.7x nn.BatchNorm2d on an H100 against 6.6-7.5x for an earlier version of the Function (90
+kernels per forward and backward; 51 now). The gate `rho` starts at 1 (pure BN) and is kept in [0, 1] by
+`clamp_gate_()`, which the trainer calls after every optimizer step. `gate_lr_mult` declares the gate's
+learning-rate multiplier (10 in the official code); the optimizer builder reads it.
 """
 
 import torch

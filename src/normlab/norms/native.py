@@ -1,16 +1,18 @@
-"""Compiled CPU kernels for Batch-Instance Norm and Switchable Norm (native.c), for small batches.
+"""Compiled CPU kernels: Batch-Instance Norm, Switchable Norm and the normalized LSTM's step (native.c).
 
-At batch 2 the Python Functions of BIN and SN spend most of their time dispatching ~50 small ops (3.3-3.6x
-nn.BatchNorm2d); the same arithmetic in C is one call per forward and one per backward (about 1.1x). The
-library is compiled with the system's C compiler on first use into $NORMLAB_CACHE (default ~/.cache/normlab),
-named by a hash of its sources, and loaded with ctypes: no torch headers, about a second to build. Without a
-compiler, or with NORMLAB_NATIVE=0, the layers use their Python Functions (same formulas, same tests).
+At small batches the Python Functions of BIN and SN spend most of their time dispatching ~50 small ops per layer
+(3.3-3.6x nn.BatchNorm2d at batch 2); in C each is one call per forward and one per backward. The LN/BN-LSTM
+cell's ~12 autograd ops per step become one node. The library is compiled with the system's C compiler on first
+use (~2 s) into $NORMLAB_CACHE (default ~/.cache/normlab), named by a hash of its sources and of the CPU's
+features, and loaded with ctypes: no torch headers, no build step at install. Without a compiler, or with
+NORMLAB_NATIVE=0, the layers use their Python code (same formulas; the tests run both).
 """
 
 import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shlex
 import subprocess
 import sysconfig
@@ -20,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-SOURCES = (Path(__file__).with_name("native.c"), Path(__file__).with_name("native_kernels.h"))
-FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp")  # no -march=native: a cache may be shared by different CPUs
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("native.c", "native_kernels.h", "native_lstm.h"))
+FLAGS = ("-O3", "-fPIC", "-shared")
+# tried in order: this CPU's vector instructions (about 2x on the LSTM step) and OpenMP threads, then without
+OPTIONAL_FLAGS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
 SUFFIX = {torch.float32: "_f", torch.float64: "_d"}
 # each kernel's C parameters: P a pointer (tensor data or NULL), L int64_t, d double, i int; all end in the thread count
 SIGNATURES = {
@@ -29,6 +33,9 @@ SIGNATURES = {
     "bin_backward": "PPPPPPLLLdiPPPP",
     "sn_forward": "PPPPPPPLLLdidiPPP",
     "sn_backward": "PPPPPPPLLLiiPPPPP",
+    "lstm_gates_forward": "PLPPPPPLLiiddPPP",
+    "lstm_cell_forward": "PPPPPPLLiiddPPPP",
+    "lstm_step_backward": "PPPPPPPPPPPLLiiPPPPPPP",
 }
 CTYPES = {"P": ctypes.c_void_p, "L": ctypes.c_int64, "d": ctypes.c_double, "i": ctypes.c_int}
 
@@ -42,14 +49,32 @@ def compiler() -> list[str]:
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
 
 
+def cpu_signature() -> bytes:
+    """What -march=native compiles for: the CPU's feature flags where Linux lists them, else the architecture.
+    Part of the library's name, so that a cache shared by different machines never loads another CPU's build."""
+    try:
+        flags = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")]
+    except OSError:
+        flags = []
+    return (flags[0] if flags else platform.machine()).encode()
+
+
 def build(target: Path) -> None:
-    """Compile native.c into `target`, atomically (a temporary file renamed), so that concurrent processes
-    (a torchrun job, a parallel sweep) never load a half-written library."""
+    """Compile native.c into `target` with the first of OPTIONAL_FLAGS the compiler takes, atomically (a
+    temporary file renamed), so that concurrent processes (a torchrun job, a parallel sweep) never load a
+    half-written library. Raises CalledProcessError (the last attempt's) if none compiles."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([*compiler(), *FLAGS, "-o", tmp, str(SOURCES[0])], check=True, capture_output=True, text=True)
+        for i, extra in enumerate(OPTIONAL_FLAGS):
+            command = [*compiler(), *FLAGS, *extra, "-o", tmp, str(SOURCES[0])]
+            try:
+                subprocess.run(command, check=True, capture_output=True, text=True)
+                break
+            except (OSError, subprocess.CalledProcessError):
+                if i == len(OPTIONAL_FLAGS) - 1:
+                    raise
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -60,7 +85,7 @@ def library() -> ctypes.CDLL | None:
     """The compiled kernels, built on first use; None (with one warning) where they cannot be built."""
     if os.environ.get("NORMLAB_NATIVE", "1") == "0":
         return None
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode()).hexdigest()
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + cpu_signature()).hexdigest()
     target = cache_dir() / f"native-{digest[:16]}.so"
     try:
         if not target.exists():
@@ -154,3 +179,43 @@ class SwitchableNormNative(torch.autograd.Function):
         call("sn_backward", x.dtype, grad.contiguous(), x, mean_logits, var_logits, weight, stats, mixed, n, c, m,
              ctx.batch_stats, ctx.has_in, dx, d_mean_logits, d_var_logits, d_weight, d_bias)  # fmt: skip
         return dx, d_mean_logits, d_var_logits, d_weight, d_bias, *[None] * 6
+
+
+class NormLSTMStepNative(torch.autograd.Function):
+    """One step of NormLSTM with LN or stepwise BN (gates = xw + N_h(hw), c = f c_prev + i g,
+    h = o tanh(N_c(c))) as two compiled calls: (xw_t, hw = W_h h_prev, c_prev, the norms' gains and biases)
+    -> (h, c). `running_h`, `running_c`: the step's BN running (mean, var), updated in training, or (None, None)
+    for LN. One autograd node per step instead of ~12 small ops; the forward's sigmoid and tanh are torch's."""
+
+    @staticmethod
+    def forward(ctx, xw, hw, c_prev, w_h, b_h, w_c, b_c, running_h, running_c, batch_norm, batch_stats, momentum, eps):
+        n, hidden = c_prev.shape
+        act, hw_hat = hw.new_empty(2, n, 4 * hidden)
+        c, tanh_c, c_hat = c_prev.new_empty(3, n, hidden)
+        inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
+        call("lstm_gates_forward", xw.dtype, xw, xw.stride(0), hw, w_h, b_h, *running_h, n, hidden, batch_norm,
+             batch_stats, momentum, eps[0], act, hw_hat, inv_h)  # fmt: skip
+        act.sigmoid_()  # torch's vectorized sigmoid, in place; g's tanh is 2 sigmoid(2g) - 1
+        call("lstm_cell_forward", xw.dtype, act, c_prev, w_c, b_c, *running_c, n, hidden, batch_norm, batch_stats,
+             momentum, eps[1], c, tanh_c, c_hat, inv_c)  # fmt: skip
+        h = act[:, 2 * hidden : 3 * hidden] * tanh_c.tanh_()
+        ctx.save_for_backward(c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c)
+        ctx.batch_norm, ctx.batch_stats = batch_norm, batch_stats
+        ctx.set_materialize_grads(False)
+        return h, c
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c = ctx.saved_tensors
+        if dh is None and dc is None:
+            return (None,) * 13
+        n, hidden = c_prev.shape
+        dh = torch.zeros_like(c_prev) if dh is None else dh.contiguous()
+        dc = None if dc is None else dc.contiguous()
+        d_xw, d_hw = act.new_empty(2, n, 4 * hidden)
+        d_c_prev = torch.empty_like(c_prev)
+        d_w_h, d_b_h = w_h.new_empty(2, 4 * hidden)
+        d_w_c, d_b_c = w_c.new_empty(2, hidden)
+        call("lstm_step_backward", act.dtype, dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, n,
+             hidden, ctx.batch_norm, ctx.batch_stats, d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c)  # fmt: skip
+        return d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c, *[None] * 6

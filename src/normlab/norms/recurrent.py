@@ -20,8 +20,13 @@ class SequenceIdentity(nn.Module):
 class SequenceLayerNorm(nn.LayerNorm):
     """LN over the last (feature) dim; `t` is ignored: the statistics are the sample's own at every step."""
 
+    batch_norm, momentum = False, 0.0  # for NormLSTM's compiled step (norms.native)
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__(num_features, eps=eps)
+
+    def step_statistics(self, t: int) -> tuple[None, None]:
+        return None, None
 
     def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
         return super().forward(x)
@@ -29,6 +34,8 @@ class SequenceLayerNorm(nn.LayerNorm):
 
 class StepwiseBatchNorm(nn.Module):
     """BN with separate statistics for each time step: running_mean/var of shape (steps, F)."""
+
+    batch_norm = True  # for NormLSTM's compiled step (norms.native)
 
     def __init__(
         self,
@@ -56,10 +63,13 @@ class StepwiseBatchNorm(nn.Module):
             weight, bias = self.weight.repeat(steps), self.bias.repeat(steps)
             y = F.batch_norm(x.reshape(n, steps * f), mean, var, weight, bias, self.training, self.momentum, self.eps)
             return y.view(n, steps, f)
+        mean, var = self.step_statistics(t)
+        return F.batch_norm(x, mean, var, self.weight, self.bias, self.training, self.momentum, self.eps)
+
+    def step_statistics(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step t's running (mean, var): views that an in-place update writes through."""
         t = min(t, self.steps - 1)
-        return F.batch_norm(
-            x, self.running_mean[t], self.running_var[t], self.weight, self.bias, self.training, self.momentum, self.eps
-        )
+        return self.running_mean[t], self.running_var[t]
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, steps={self.steps}, eps={self.eps}, momentum={self.momentum}"
