@@ -1,4 +1,5 @@
-"""Shared fixtures: the data root, composing conf/ into a typed Config, and running the real command line."""
+"""Shared fixtures: the data root, composing conf/ into a typed Config, running the real command line, and
+comparing a module's compiled kernels with its Python code."""
 
 import os
 import subprocess
@@ -12,6 +13,24 @@ CONF = ROOT / "conf"
 DATA_ROOT = str(Path(os.environ.get("NORMLAB_DATA", ROOT.parent / "shared" / "data")).resolve())
 # tiny and fast: every test run shrinks the data and the steps
 TINY = ["data.train_subset=1000", "data.test_subset=500", "progress=false", f"data.root={DATA_ROOT}"]
+
+
+def assert_native_matches_python(module, x, upstream) -> None:
+    """A module with compiled kernels (norms.native; `use_native`) gives the same output, gradients of the input
+    and of every parameter, and buffers after the call, on its compiled path as on its Python one."""
+    import torch
+
+    results = []
+    for use_native in (True, False):
+        module.use_native = use_native
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        xi = x.clone().requires_grad_()
+        out = module(xi)
+        grads = torch.autograd.grad(out, [xi, *module.parameters()], upstream)
+        results.append([out, *grads, *module.state_dict().values()])
+        module.load_state_dict(before)
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref)
 
 
 def compose_config(*overrides: str):

@@ -15,7 +15,7 @@ from normlab.models.lstm import NormLSTM, as_sequence
 from normlab.norms import NORMS
 from normlab.norms.recurrent import SequenceIdentity, StepwiseBatchNorm, build_sequence_norm
 
-from conftest import TINY, run_cli
+from conftest import TINY, assert_native_matches_python, run_cli
 
 SMALL = {"mlp": {}, "cnn": {"width": 8}, "inception_lite": {"width": 4}, "lstm": {"hidden_size": 16}}
 
@@ -150,17 +150,7 @@ def test_norm_lstm_compiled_step_matches_the_python_loop(norm, mode):
             b.uniform_(0.5, 1.5)
     cell.train(mode == "train")
     x, upstream = torch.randn(4, 7, 6, dtype=torch.double), torch.randn(4, 5, dtype=torch.double)
-    results = []
-    for use_native in (True, False):
-        cell.use_native = use_native
-        before = {k: v.clone() for k, v in cell.state_dict().items()}
-        xi = x.clone().requires_grad_()
-        h = cell(xi)
-        grads = torch.autograd.grad(h, [xi, *cell.parameters()], upstream)
-        results.append([h, *grads, *cell.state_dict().values()])
-        cell.load_state_dict(before)
-    for ours, ref in zip(*results, strict=True):
-        torch.testing.assert_close(ours, ref)
+    assert_native_matches_python(cell, x, upstream)
 
 
 @pytest.mark.parametrize("norm", ["layer", "batch"])

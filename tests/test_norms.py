@@ -21,6 +21,8 @@ from normlab.norms import (
 from normlab.norms.fused import grad_sums, raw_moments, raw_moments_backward, scale_shift
 from normlab.norms.group import largest_divisor
 
+from conftest import assert_native_matches_python
+
 EPS = 1e-5
 
 
@@ -420,17 +422,7 @@ def test_native_kernels_match_the_python_function_on_threaded_sizes(make, mode):
             if p.shape[0] != 16:  # SN's importance logits
                 p.copy_(torch.randn_like(p))
         layer.running_mean.uniform_(-1, 1), layer.running_var.uniform_(0.5, 2)
-    x, upstream = torch.randn(4, 16, 32, 32) * 2 + 1, torch.randn(4, 16, 32, 32)
-    results = []
-    for use_native in (True, False):
-        layer.use_native = use_native
-        before = {k: v.clone() for k, v in layer.state_dict().items()}
-        xi = x.clone().requires_grad_()
-        y = layer(xi)
-        results.append([y, *torch.autograd.grad(y, [xi, *layer.parameters()], upstream), *layer.state_dict().values()])
-        layer.load_state_dict(before)
-    for ours, ref in zip(*results, strict=True):
-        torch.testing.assert_close(ours, ref)
+    assert_native_matches_python(layer, torch.randn(4, 16, 32, 32) * 2 + 1, torch.randn(4, 16, 32, 32))
 
 
 @pytest.fixture
