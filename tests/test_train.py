@@ -129,3 +129,40 @@ def test_internals_reach_the_summary(tmp_path):
     cfg = compose_config("norm=group", "max_steps=2")
     assert {v["num_groups"] for v in train(cfg, tmp_path / "gn")["norm_layers"].values()} == {25}
     assert FEATURE_KINDS["mlp"] == "1d"
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        ["optimizer=adam", "optimizer.weight_decay=0.01", "optimizer.betas=[0.8,0.99]"],
+        ["optimizer=sgd", "optimizer.nesterov=true", "optimizer.weight_decay=0.01"],
+    ],
+)
+def test_fused_optimizer_step_matches_the_foreach_one(optimizer):
+    """`optimizer.fused` (default) changes the kernel, not the update: every setting still reaches the step."""
+    import torch
+
+    from normlab.models import build_model
+    from normlab.optim import build_optimizer
+
+    final = {}
+    for fused in (True, False):
+        cfg = compose_config(
+            "model=cnn", "model.width=4", "norm=batch_instance", *optimizer, f"optimizer.fused={fused}"
+        )
+        torch.manual_seed(0)
+        model = build_model(cfg.model, cfg.norm, (1, 28, 28), 10).double()  # float64: no rounding amplified
+        opt = build_optimizer(model, cfg)
+        assert opt.defaults["fused"] is (True if fused else None)
+        assert [g["name"] for g in opt.param_groups][:2] == ["decay", "no_decay"] and len(opt.param_groups) == 6
+        for step in range(4):
+            x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(step), dtype=torch.float64)
+            loss = model(x).logsumexp(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        final[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.manual_seed(0)
+    start = torch.cat([p.detach().flatten() for p in build_model(cfg.model, cfg.norm, (1, 28, 28), 10).parameters()])
+    torch.testing.assert_close(final[True], final[False], rtol=1e-10, atol=1e-12)
+    assert (final[True] - start.double()).abs().max() > 1e-2

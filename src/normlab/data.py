@@ -27,6 +27,9 @@ STATS = {
 }
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
+# Test-set batch size. Not more: on a 2-core CPU the CIFAR-10 CNN evaluates 1.6x faster than in batches of 1000
+# (whose activations no longer fit the caches), inception_lite and the LSTM 1.1-1.4x; the MLP the same.
+EVAL_BATCH = 500
 
 
 class DataError(ConfigError):
@@ -168,7 +171,7 @@ class InMemoryData:
             images = crop_flip(images, *(p[rank * local : (rank + 1) * local] for p in params))
         return self.normalize(images), labels
 
-    def test_batches(self, batch_size: int = 1000, shard=(0, 1)):
+    def test_batches(self, batch_size: int = EVAL_BATCH, shard=(0, 1)):
         """The test split in batches; with shard = (rank, world_size), this rank's contiguous part of it."""
         rank, world = shard
         n = len(self.test.labels)

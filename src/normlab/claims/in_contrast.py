@@ -9,7 +9,7 @@ import torch
 from normlab.claims import Analysis, Claim
 from normlab.claims.plots import lines
 from normlab.config import config_from_dict
-from normlab.data import build_data
+from normlab.data import EVAL_BATCH, build_data
 from normlab.models import build_model
 from normlab.runs import group, mean, mean_std
 
@@ -38,9 +38,9 @@ def contrast_accuracies(run, data_cache: dict) -> list[float]:
     accs = []
     for factor in FACTORS:
         correct = 0
-        for i in range(0, len(data.test.labels), 1000):
-            x = (with_contrast(data.test.images[i : i + 1000], factor) - data.mean) / data.std
-            correct += (model(x).argmax(1) == data.test.labels[i : i + 1000]).sum().item()
+        for i in range(0, len(data.test.labels), EVAL_BATCH):
+            x = (with_contrast(data.test.images[i : i + EVAL_BATCH], factor) - data.mean) / data.std
+            correct += (model(x).argmax(1) == data.test.labels[i : i + EVAL_BATCH]).sum().item()
         accs.append(correct / len(data.test.labels))
     return accs
 
