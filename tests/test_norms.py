@@ -403,6 +403,9 @@ def test_native_kernels_are_what_bin_and_sn_run_on_cpu(dtype):
         layer = layer.to(dtype)
         x = torch.randn(2, 4, 3, 3, dtype=dtype, requires_grad=True)
         assert backward_node(layer, x) == f"{name}NativeBackward"
+        assert backward_node(layer, x.contiguous(memory_format=torch.channels_last)) == f"{name}NativeBackward"
+        every_other_channel = torch.randn(2, 8, 3, 3, dtype=dtype, requires_grad=True)[:, ::2]  # neither layout
+        assert backward_node(layer, every_other_channel) == f"{name}FunctionBackward"
         layer.use_native = False
         assert backward_node(layer, x) == f"{name}FunctionBackward"
         layer.use_native = True
@@ -411,9 +414,10 @@ def test_native_kernels_are_what_bin_and_sn_run_on_cpu(dtype):
 
 @pytest.mark.parametrize("make", [lambda: BatchInstanceNorm(16), lambda: SwitchableNorm(16)])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_native_kernels_match_the_python_function_on_threaded_sizes(make, mode):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_native_kernels_match_the_python_function_on_threaded_sizes(make, mode, layout):
     """65,536 values: above the kernels' grain size, so their passes run on torch's threads (the formula tests'
-    small inputs run on one)."""
+    small inputs run on one); NCHW and channels_last, each its own loops in C."""
     torch.manual_seed(4)
     layer = make().train(mode == "train")
     randomize_affine(layer)
@@ -422,7 +426,8 @@ def test_native_kernels_match_the_python_function_on_threaded_sizes(make, mode):
             if p.shape[0] != 16:  # SN's importance logits
                 p.copy_(torch.randn_like(p))
         layer.running_mean.uniform_(-1, 1), layer.running_var.uniform_(0.5, 2)
-    assert_native_matches_python(layer, torch.randn(4, 16, 32, 32) * 2 + 1, torch.randn(4, 16, 32, 32))
+    x = (torch.randn(4, 16, 32, 32) * 2 + 1).contiguous(memory_format=layout)
+    assert_native_matches_python(layer, x, torch.randn(4, 16, 32, 32))
 
 
 @pytest.fixture

@@ -29,10 +29,10 @@ OPTIONAL_FLAGS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
 SUFFIX = {torch.float32: "_f", torch.float64: "_d"}
 # each kernel's C parameters: P a pointer (tensor data or NULL), L int64_t, d double, i int; all end in the thread count
 SIGNATURES = {
-    "bin_forward": "PPPPPPPLLLdidPPP",
-    "bin_backward": "PPPPPPLLLdiPPPP",
-    "sn_forward": "PPPPPPPLLLdidiPPP",
-    "sn_backward": "PPPPPPPLLLiiPPPPP",
+    "bin_forward": "PPPPPPPLLLididPPP",
+    "bin_backward": "PPPPPPLLLidiPPPP",
+    "sn_forward": "PPPPPPPLLLididiPPP",
+    "sn_backward": "PPPPPPPLLLiiiPPPPP",
     "lstm_gates_forward": "PLPPPPPLLiiddPPP",
     "lstm_cell_forward": "PPPPPPLLiiddPPPP",
     "lstm_step_backward": "PPPPPPPPPPPLLiiPPPPPPP",
@@ -102,16 +102,28 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def nhwc(x: torch.Tensor) -> bool:
+    """Whether x (N, C, M) is a channels_last tensor's view, (N, M, C) in memory, rather than contiguous."""
+    return not x.is_contiguous() and x.dim() == 3 and x.transpose(1, 2).is_contiguous()
+
+
 def usable(x: torch.Tensor, *tensors: torch.Tensor) -> bool:
-    """Whether the compiled kernels take this call: CPU, float32 or float64 throughout, contiguous, not under
-    torch.compile (which traces the Python Functions instead), and the library builds."""
+    """Whether the compiled kernels take this call: CPU, float32 or float64 throughout, contiguous (x may also be
+    channels_last, see nhwc), not under torch.compile (which traces the Python Functions instead), and the
+    library builds."""
     return (
         x.device.type == "cpu"
         and x.dtype in SUFFIX
-        and all(t.dtype == x.dtype and t.is_contiguous() for t in (x, *tensors))
+        and (x.is_contiguous() or nhwc(x))
+        and all(t.dtype == x.dtype and t.is_contiguous() for t in tensors)
         and not torch.compiler.is_compiling()
         and library() is not None
     )
+
+
+def like(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """grad laid out in memory as x is (contiguous or channels_last), for the kernels that read both."""
+    return grad.transpose(1, 2).contiguous().transpose(1, 2) if nhwc(x) else grad.contiguous()
 
 
 def call(name: str, dtype: torch.dtype, *args) -> None:
@@ -121,8 +133,8 @@ def call(name: str, dtype: torch.dtype, *args) -> None:
 
 
 class BatchInstanceNormNative(torch.autograd.Function):
-    """BatchInstanceNormFunction's forward and backward as two compiled calls (x (N, C, M) contiguous, CPU,
-    one process); the same output, and with `batch_stats` it updates the running statistics and
+    """BatchInstanceNormFunction's forward and backward as two compiled calls (x (N, C, M) contiguous or
+    channels_last, CPU, one process); the same output, and with `batch_stats` it updates the running statistics and
     `num_batches_tracked` itself (with `momentum`), as F.batch_norm does."""
 
     @staticmethod
@@ -130,7 +142,7 @@ class BatchInstanceNormNative(torch.autograd.Function):
         n, c, m = x.shape
         y, stats, scale = torch.empty_like(x), x.new_empty(2, 2, n, c), x.new_empty(n, c)
         call("bin_forward", x.dtype, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, n, c, m,
-             eps, batch_stats, momentum, y, stats, scale)  # fmt: skip
+             nhwc(x), eps, batch_stats, momentum, y, stats, scale)  # fmt: skip
         ctx.save_for_backward(x, gate, weight, stats, scale)
         ctx.eps, ctx.batch_stats = eps, batch_stats
         ctx.set_materialize_grads(False)
@@ -144,14 +156,15 @@ class BatchInstanceNormNative(torch.autograd.Function):
         n, c, m = x.shape
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         d_gate, d_weight, d_bias = x.new_empty(3, c)
-        call("bin_backward", x.dtype, grad.contiguous(), x, gate, weight, stats, scale, n, c, m, ctx.eps,
+        call("bin_backward", x.dtype, like(grad, x), x, gate, weight, stats, scale, n, c, m, nhwc(x), ctx.eps,
              ctx.batch_stats, dx, d_gate, d_weight, d_bias)  # fmt: skip
         return dx, d_gate, d_weight, d_bias, *[None] * 6
 
 
 class SwitchableNormNative(torch.autograd.Function):
-    """SwitchableNormFunction's forward and backward as two compiled calls (x (N, C, M) contiguous, CPU, one
-    process); the same output, and with `batch_stats` it updates the running statistics itself (`momentum`)."""
+    """SwitchableNormFunction's forward and backward as two compiled calls (x (N, C, M) contiguous or
+    channels_last, CPU, one process); the same output, and with `batch_stats` it updates the running statistics
+    itself (`momentum`)."""
 
     @staticmethod
     def forward(
@@ -161,7 +174,7 @@ class SwitchableNormNative(torch.autograd.Function):
         has_in = statistics[0] == "in"
         y, stats, mixed = torch.empty_like(x), x.new_empty(2, len(statistics), n, c), x.new_empty(2, n, c)
         call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, running_mean, running_var, n, c, m,
-             eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
+             nhwc(x), eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
         ctx.save_for_backward(x, mean_logits, var_logits, weight, stats, mixed)
         ctx.batch_stats, ctx.has_in = batch_stats, has_in
         ctx.set_materialize_grads(False)
@@ -176,8 +189,8 @@ class SwitchableNormNative(torch.autograd.Function):
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         d_mean_logits, d_var_logits = torch.empty_like(mean_logits), torch.empty_like(var_logits)
         d_weight, d_bias = x.new_empty(2, c)
-        call("sn_backward", x.dtype, grad.contiguous(), x, mean_logits, var_logits, weight, stats, mixed, n, c, m,
-             ctx.batch_stats, ctx.has_in, dx, d_mean_logits, d_var_logits, d_weight, d_bias)  # fmt: skip
+        call("sn_backward", x.dtype, like(grad, x), x, mean_logits, var_logits, weight, stats, mixed, n, c, m,
+             nhwc(x), ctx.batch_stats, ctx.has_in, dx, d_mean_logits, d_var_logits, d_weight, d_bias)  # fmt: skip
         return dx, d_mean_logits, d_var_logits, d_weight, d_bias, *[None] * 6
 
 

@@ -1,13 +1,36 @@
-/* BIN and SN forward and backward on x (N, C, M), contiguous: included by native.c once per scalar type
- * (scalar_t; FN(name) gives the type's suffix). Statistics and their gradients are accumulated in double.
- * The formulas are those of BatchInstanceNormFunction and SwitchableNormFunction (batch_instance.py,
- * switchable.py), which the tests check against the papers' equations; stats are stacked (2, K, N, C):
- * means, then biased variances, of each kind k. */
+/* BIN and SN forward and backward on x (N, C, M), contiguous (or its channels_last form, see below): included by
+ * native.c once per scalar type (scalar_t; FN(name) gives the type's suffix). Statistics and their gradients are
+ * accumulated in double. The formulas are those of BatchInstanceNormFunction and SwitchableNormFunction
+ * (batch_instance.py, switchable.py), which the tests check against the papers' equations; stats are stacked
+ * (2, K, N, C): means, then biased variances, of each kind k. */
 
-/* Per row (sample, channel): E[x] and E[x^2] over its M values. */
-static void FN(row_moments)(const scalar_t *x, int64_t rows, int64_t m, double *m1, double *m2, int threads) {
-#pragma omp parallel for num_threads(threads) if (rows * m > GRAIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+/* Rows r = (sample i, channel j), r = i * c + j, of M values each: x is (N, C, M) contiguous, or with `nhwc`
+ * (N, M, C) contiguous (a channels_last (N, C, H, W) tensor), where a row's values lie C apart; there the loops run
+ * along the channels, which are contiguous and vectorize. */
+
+/* Per row: E[x] and E[x^2] over its M values. */
+static void FN(row_moments)(const scalar_t *x, int64_t n, int64_t c, int64_t m, int nhwc, double *m1, double *m2,
+                            int threads) {
+    if (nhwc) {
+#pragma omp parallel for num_threads(threads) if (n * c * m > GRAIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            double *s = m1 + i * c, *ss = m2 + i * c;
+            for (int64_t j = 0; j < c; j++) s[j] = ss[j] = 0;
+            for (int64_t p = 0; p < m; p++) {
+                const scalar_t *row = x + (i * m + p) * c;
+#pragma omp simd
+                for (int64_t j = 0; j < c; j++) {
+                    double v = row[j];
+                    s[j] += v;
+                    ss[j] += v * v;
+                }
+            }
+            for (int64_t j = 0; j < c; j++) s[j] /= m, ss[j] /= m;
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(threads) if (n * c * m > GRAIN) schedule(static)
+    for (int64_t r = 0; r < n * c; r++) {
         const scalar_t *p = x + r * m;
         double s = 0, ss = 0;
 #pragma omp simd reduction(+ : s, ss)
@@ -22,10 +45,28 @@ static void FN(row_moments)(const scalar_t *x, int64_t rows, int64_t m, double *
 }
 
 /* Per row: sum of g and of g * (x - center). */
-static void FN(grad_sums)(const scalar_t *g, const scalar_t *x, const double *center, int64_t rows, int64_t m,
-                          double *sum_g, double *sum_gx, int threads) {
-#pragma omp parallel for num_threads(threads) if (rows * m > GRAIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+static void FN(grad_sums)(const scalar_t *g, const scalar_t *x, const double *center, int64_t n, int64_t c,
+                          int64_t m, int nhwc, double *sum_g, double *sum_gx, int threads) {
+    if (nhwc) {
+#pragma omp parallel for num_threads(threads) if (n * c * m > GRAIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            double *s = sum_g + i * c, *sx = sum_gx + i * c;
+            const double *mu = center + i * c;
+            for (int64_t j = 0; j < c; j++) s[j] = sx[j] = 0;
+            for (int64_t p = 0; p < m; p++) {
+                const scalar_t *gp = g + (i * m + p) * c, *xp = x + (i * m + p) * c;
+#pragma omp simd
+                for (int64_t j = 0; j < c; j++) {
+                    double gi = gp[j];
+                    s[j] += gi;
+                    sx[j] += gi * (xp[j] - mu[j]);
+                }
+            }
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(threads) if (n * c * m > GRAIN) schedule(static)
+    for (int64_t r = 0; r < n * c; r++) {
         const scalar_t *gp = g + r * m, *xp = x + r * m;
         double mu = center[r], s = 0, sx = 0;
 #pragma omp simd reduction(+ : s, sx)
@@ -41,9 +82,35 @@ static void FN(grad_sums)(const scalar_t *g, const scalar_t *x, const double *ce
 
 /* out = a * u + b * v + c per row (v may be NULL: out = a * u + c). */
 static void FN(axpby_rows)(const scalar_t *u, const double *a, const scalar_t *v, const double *b, const double *c,
-                           int64_t rows, int64_t m, scalar_t *out, int threads) {
-#pragma omp parallel for num_threads(threads) if (rows * m > GRAIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+                           int64_t n, int64_t ch, int64_t m, int nhwc, scalar_t *out, int threads) {
+    if (nhwc) {
+#pragma omp parallel for num_threads(threads) if (n * ch * m > GRAIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            scalar_t *ar = malloc(sizeof(scalar_t) * 3 * ch), *br = ar + ch, *cr = br + ch;
+            for (int64_t j = 0; j < ch; j++) {
+                ar[j] = (scalar_t)a[i * ch + j];
+                br[j] = v == NULL ? 0 : (scalar_t)b[i * ch + j];
+                cr[j] = (scalar_t)c[i * ch + j];
+            }
+            for (int64_t p = 0; p < m; p++) {
+                const int64_t at = (i * m + p) * ch;
+                const scalar_t *up = u + at;
+                scalar_t *op = out + at;
+                if (v == NULL) {
+#pragma omp simd
+                    for (int64_t j = 0; j < ch; j++) op[j] = up[j] * ar[j] + cr[j];
+                } else {
+                    const scalar_t *vp = v + at;
+#pragma omp simd
+                    for (int64_t j = 0; j < ch; j++) op[j] = up[j] * ar[j] + vp[j] * br[j] + cr[j];
+                }
+            }
+            free(ar);
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(threads) if (n * ch * m > GRAIN) schedule(static)
+    for (int64_t r = 0; r < n * ch; r++) {
         const scalar_t *up = u + r * m;
         scalar_t *op = out + r * m;
         const scalar_t ar = (scalar_t)a[r], cr = (scalar_t)c[r];
@@ -86,12 +153,12 @@ static void FN(bn_stats)(const double *m1, const double *m2, scalar_t *running_m
  * With batch statistics the running ones are updated (see bn_stats) and `tracked` (num_batches_tracked) counts. */
 void FN(bin_forward)(const scalar_t *x, const scalar_t *gate, const scalar_t *weight, const scalar_t *bias,
                      scalar_t *running_mean, scalar_t *running_var, int64_t *tracked, int64_t n, int64_t c, int64_t m,
-                     double eps, int batch_stats, double momentum, scalar_t *y, scalar_t *stats, scalar_t *scale,
-                     int threads) {
+                     int nhwc, double eps, int batch_stats, double momentum, scalar_t *y, scalar_t *stats,
+                     scalar_t *scale, int threads) {
     const double unbias = n * m > 1 ? (double)(n * m) / (n * m - 1) : 1.0;
     const int64_t nc = n * c;
     double *m1 = malloc(sizeof(double) * 4 * nc), *m2 = m1 + nc, *a = m2 + nc, *b = a + nc;
-    FN(row_moments)(x, nc, m, m1, m2, threads);
+    FN(row_moments)(x, n, c, m, nhwc, m1, m2, threads);
     for (int64_t j = 0; j < c; j++) {
         double mean_bn, var_bn;
         FN(bn_stats)(m1, m2, running_mean, running_var, n, c, j, batch_stats, momentum, unbias, &mean_bn, &var_bn);
@@ -109,7 +176,7 @@ void FN(bin_forward)(const scalar_t *x, const scalar_t *gate, const scalar_t *we
         }
     }
     if (batch_stats) *tracked += 1;
-    FN(axpby_rows)(x, a, NULL, NULL, b, nc, m, y, threads);
+    FN(axpby_rows)(x, a, NULL, NULL, b, n, c, m, nhwc, y, threads);
     free(m1);
 }
 
@@ -118,14 +185,14 @@ void FN(bin_forward)(const scalar_t *x, const scalar_t *gate, const scalar_t *we
  * E[x], E[x^2] (BN's averaged over the batch when they are batch statistics), then
  * dx = g A + x (2 dE[x^2] / M) + dE[x] / M. dx may be NULL (no input gradient wanted). */
 void FN(bin_backward)(const scalar_t *grad, const scalar_t *x, const scalar_t *gate, const scalar_t *weight,
-                      const scalar_t *stats, const scalar_t *scale, int64_t n, int64_t c, int64_t m, double eps,
-                      int batch_stats, scalar_t *dx, scalar_t *d_gate, scalar_t *d_weight, scalar_t *d_bias,
+                      const scalar_t *stats, const scalar_t *scale, int64_t n, int64_t c, int64_t m, int nhwc,
+                      double eps, int batch_stats, scalar_t *dx, scalar_t *d_gate, scalar_t *d_weight, scalar_t *d_bias,
                       int threads) {
     const int64_t nc = n * c;
     double *db = malloc(sizeof(double) * 6 * nc), *t = db + nc, *mean_in = t + nc, *a = mean_in + nc,
            *e1 = a + nc, *e2 = e1 + nc;
     for (int64_t r = 0; r < nc; r++) mean_in[r] = stats[nc + r];
-    FN(grad_sums)(grad, x, mean_in, nc, m, db, t, threads);
+    FN(grad_sums)(grad, x, mean_in, n, c, m, nhwc, db, t, threads);
     for (int64_t j = 0; j < c; j++) {
         const double rho = gate[j], w = weight[j], mean_bn = stats[j], s_bn = 1 / sqrt(stats[2 * nc + j] + eps);
         double u_bn = 0, u_in = 0, sum_db = 0, bn1 = 0, bn2 = 0;
@@ -157,7 +224,7 @@ void FN(bin_backward)(const scalar_t *grad, const scalar_t *x, const scalar_t *g
             e2[r] *= 2.0 / m;
             e1[r] /= m;
         }
-        FN(axpby_rows)(grad, a, x, e2, e1, nc, m, dx, threads);
+        FN(axpby_rows)(grad, a, x, e2, e1, n, c, m, nhwc, dx, threads);
     }
     free(db);
 }
@@ -176,8 +243,8 @@ static void FN(softmax)(const scalar_t *logits, int k, double *out) {
  * running ones (biased variance) are updated with `momentum` (see bn_stats). */
 void FN(sn_forward)(const scalar_t *x, const scalar_t *mean_logits, const scalar_t *var_logits,
                     const scalar_t *weight, const scalar_t *bias, scalar_t *running_mean, scalar_t *running_var,
-                    int64_t n, int64_t c, int64_t m, double eps, int batch_stats, double momentum, int has_in,
-                    scalar_t *y, scalar_t *stats, scalar_t *mixed, int threads) {
+                    int64_t n, int64_t c, int64_t m, int nhwc, double eps, int batch_stats, double momentum,
+                    int has_in, scalar_t *y, scalar_t *stats, scalar_t *mixed, int threads) {
     const int64_t nc = n * c;
     const int k = 2 + has_in;
     double wa[3], wb[3];
@@ -185,7 +252,7 @@ void FN(sn_forward)(const scalar_t *x, const scalar_t *mean_logits, const scalar
     FN(softmax)(var_logits, k, wb);
     double *m1 = malloc(sizeof(double) * (4 * nc + 2 * n + 2 * c)), *m2 = m1 + nc, *a = m2 + nc, *b = a + nc;
     double *ln_mean = b + nc, *ln_var = ln_mean + n, *bn_mean = ln_var + n, *bn_var = bn_mean + c;
-    FN(row_moments)(x, nc, m, m1, m2, threads);
+    FN(row_moments)(x, n, c, m, nhwc, m1, m2, threads);
     for (int64_t i = 0; i < n; i++) {
         double s1 = 0, s2 = 0;
         for (int64_t j = 0; j < c; j++) {
@@ -217,7 +284,7 @@ void FN(sn_forward)(const scalar_t *x, const scalar_t *mean_logits, const scalar
         mixed[r] = (scalar_t)mean;
         mixed[nc + r] = (scalar_t)inv_std;
     }
-    FN(axpby_rows)(x, a, NULL, NULL, b, nc, m, y, threads);
+    FN(axpby_rows)(x, a, NULL, NULL, b, n, c, m, nhwc, y, threads);
     free(m1);
 }
 
@@ -227,8 +294,8 @@ void FN(sn_forward)(const scalar_t *x, const scalar_t *mean_logits, const scalar
  * statistics), then dx = g A + x (2 dE[x^2] / M) + dE[x] / M. dx may be NULL. */
 void FN(sn_backward)(const scalar_t *grad, const scalar_t *x, const scalar_t *mean_logits,
                      const scalar_t *var_logits, const scalar_t *weight, const scalar_t *stats,
-                     const scalar_t *mixed, int64_t n, int64_t c, int64_t m, int batch_stats, int has_in,
-                     scalar_t *dx, scalar_t *d_mean_logits, scalar_t *d_var_logits, scalar_t *d_weight,
+                     const scalar_t *mixed, int64_t n, int64_t c, int64_t m, int nhwc, int batch_stats,
+                     int has_in, scalar_t *dx, scalar_t *d_mean_logits, scalar_t *d_var_logits, scalar_t *d_weight,
                      scalar_t *d_bias, int threads) {
     const int64_t nc = n * c;
     const int k = 2 + has_in, ln = has_in, bn = has_in + 1;
@@ -239,7 +306,7 @@ void FN(sn_backward)(const scalar_t *grad, const scalar_t *x, const scalar_t *me
     double *dm = a + nc, *dv = dm + nc, *e1 = dv + nc, *e2 = e1 + nc, *ln1 = e2 + nc, *ln2 = ln1 + n;
     double *bn1 = ln2 + n, *bn2 = bn1 + c, *dw = bn2 + c, *dbias = dw + c;
     for (int64_t r = 0; r < nc; r++) mean[r] = mixed[r];
-    FN(grad_sums)(grad, x, mean, nc, m, db, t, threads);
+    FN(grad_sums)(grad, x, mean, n, c, m, nhwc, db, t, threads);
     for (int64_t r = 0; r < nc; r++) {
         const int64_t j = r % c;
         const double inv_std = mixed[nc + r], u = inv_std * t[r];
@@ -279,6 +346,6 @@ void FN(sn_backward)(const scalar_t *grad, const scalar_t *x, const scalar_t *me
         e1[r] = d1 / m;
         e2[r] = 2 * d2 / m;
     }
-    if (dx != NULL) FN(axpby_rows)(grad, a, x, e2, e1, nc, m, dx, threads);
+    if (dx != NULL) FN(axpby_rows)(grad, a, x, e2, e1, n, c, m, nhwc, dx, threads);
     free(db);
 }
