@@ -394,9 +394,7 @@ def main() -> None:
     if "runner" in parts:
         out["runner"] = bench_runner(device, args.repeats)
     if "data" in parts:
-        out["data"] = bench_data(
-            device, 1
-        )  # a torchvision epoch takes tens of seconds: once is enough for a 20x question
+        out["data"] = bench_data(device, args.repeats)
     if "norms" in parts:
         out["norms"] = bench_norms(device, args.repeats)
     if "lstm" in parts:

@@ -194,15 +194,15 @@ def crop_flip_params(n: int, generator: torch.Generator, device):
 
 def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Per-sample crop from the zero-padded image and horizontal flip, for a whole batch at once: one gather
-    over each padded image's flattened pixels."""
+    over each padded channel's flattened pixels, with one (H*W) index per image shared by its channels."""
     n, c, h, w = images.shape
     dev = images.device
     padded = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD))
-    cols = torch.arange(w, device=dev).view(1, 1, 1, w)
-    cols = torch.where(flip, w - 1 - cols, cols) + dx
-    rows = torch.arange(c, device=dev).view(1, c, 1, 1) * (h + 2 * PAD) + torch.arange(h, device=dev).view(1, 1, h, 1)
-    index = ((rows + dy) * (w + 2 * PAD) + cols).view(n, -1)
-    return padded.view(n, -1).gather(1, index).view(n, c, h, w)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    cols = torch.where(flip.view(n, 1, 1), w - 1 - cols, cols) + dx.view(n, 1, 1)
+    rows = (torch.arange(h, device=dev).view(1, h, 1) + dy.view(n, 1, 1)) * (w + 2 * PAD)
+    index = (rows + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
 def build_data(
