@@ -121,9 +121,9 @@ def usable(x: torch.Tensor, *tensors: torch.Tensor) -> bool:
     )
 
 
-def like(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """grad laid out in memory as x is (contiguous or channels_last), for the kernels that read both."""
-    return grad.transpose(1, 2).contiguous().transpose(1, 2) if nhwc(x) else grad.contiguous()
+def laid_out(grad: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """grad in the input's memory layout (forward's nhwc(x)), for the backward kernels that read both."""
+    return grad.transpose(1, 2).contiguous().transpose(1, 2) if channels_last else grad.contiguous()
 
 
 def call(name: str, dtype: torch.dtype, *args) -> None:
@@ -141,8 +141,9 @@ class BatchInstanceNormNative(torch.autograd.Function):
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum):
         n, c, m = x.shape
         y, stats, scale = torch.empty_like(x), x.new_empty(2, 2, n, c), x.new_empty(n, c)
+        ctx.nhwc = nhwc(x)
         call("bin_forward", x.dtype, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, n, c, m,
-             nhwc(x), eps, batch_stats, momentum, y, stats, scale)  # fmt: skip
+             ctx.nhwc, eps, batch_stats, momentum, y, stats, scale)  # fmt: skip
         ctx.save_for_backward(x, gate, weight, stats, scale)
         ctx.eps, ctx.batch_stats = eps, batch_stats
         ctx.set_materialize_grads(False)
@@ -156,7 +157,8 @@ class BatchInstanceNormNative(torch.autograd.Function):
         n, c, m = x.shape
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         d_gate, d_weight, d_bias = x.new_empty(3, c)
-        call("bin_backward", x.dtype, like(grad, x), x, gate, weight, stats, scale, n, c, m, nhwc(x), ctx.eps,
+        grad = laid_out(grad, ctx.nhwc)
+        call("bin_backward", x.dtype, grad, x, gate, weight, stats, scale, n, c, m, ctx.nhwc, ctx.eps,
              ctx.batch_stats, dx, d_gate, d_weight, d_bias)  # fmt: skip
         return dx, d_gate, d_weight, d_bias, *[None] * 6
 
@@ -173,8 +175,9 @@ class SwitchableNormNative(torch.autograd.Function):
         n, c, m = x.shape
         has_in = statistics[0] == "in"
         y, stats, mixed = torch.empty_like(x), x.new_empty(2, len(statistics), n, c), x.new_empty(2, n, c)
+        ctx.nhwc = nhwc(x)
         call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, running_mean, running_var, n, c, m,
-             nhwc(x), eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
+             ctx.nhwc, eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
         ctx.save_for_backward(x, mean_logits, var_logits, weight, stats, mixed)
         ctx.batch_stats, ctx.has_in = batch_stats, has_in
         ctx.set_materialize_grads(False)
@@ -189,8 +192,9 @@ class SwitchableNormNative(torch.autograd.Function):
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         d_mean_logits, d_var_logits = torch.empty_like(mean_logits), torch.empty_like(var_logits)
         d_weight, d_bias = x.new_empty(2, c)
-        call("sn_backward", x.dtype, like(grad, x), x, mean_logits, var_logits, weight, stats, mixed, n, c, m,
-             nhwc(x), ctx.batch_stats, ctx.has_in, dx, d_mean_logits, d_var_logits, d_weight, d_bias)  # fmt: skip
+        grad = laid_out(grad, ctx.nhwc)
+        call("sn_backward", x.dtype, grad, x, mean_logits, var_logits, weight, stats, mixed, n, c, m, ctx.nhwc,
+             ctx.batch_stats, ctx.has_in, dx, d_mean_logits, d_var_logits, d_weight, d_bias)  # fmt: skip
         return dx, d_mean_logits, d_var_logits, d_weight, d_bias, *[None] * 6
 
 

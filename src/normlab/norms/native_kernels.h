@@ -83,15 +83,17 @@ static void FN(grad_sums)(const scalar_t *g, const scalar_t *x, const double *ce
 /* out = a * u + b * v + c per row (v may be NULL: out = a * u + c). */
 static void FN(axpby_rows)(const scalar_t *u, const double *a, const scalar_t *v, const double *b, const double *c,
                            int64_t n, int64_t ch, int64_t m, int nhwc, scalar_t *out, int threads) {
-    if (nhwc) {
+    if (nhwc) { /* the (N, C) coefficients in scalar_t once, so that the inner loops along C vectorize */
+        const int64_t nc = n * ch;
+        scalar_t *as = malloc(sizeof(scalar_t) * 3 * nc), *bs = as + nc, *cs = bs + nc;
+        for (int64_t r = 0; r < nc; r++) {
+            as[r] = (scalar_t)a[r];
+            bs[r] = v == NULL ? 0 : (scalar_t)b[r];
+            cs[r] = (scalar_t)c[r];
+        }
 #pragma omp parallel for num_threads(threads) if (n * ch * m > GRAIN) schedule(static)
         for (int64_t i = 0; i < n; i++) {
-            scalar_t *ar = malloc(sizeof(scalar_t) * 3 * ch), *br = ar + ch, *cr = br + ch;
-            for (int64_t j = 0; j < ch; j++) {
-                ar[j] = (scalar_t)a[i * ch + j];
-                br[j] = v == NULL ? 0 : (scalar_t)b[i * ch + j];
-                cr[j] = (scalar_t)c[i * ch + j];
-            }
+            const scalar_t *ar = as + i * ch, *br = bs + i * ch, *cr = cs + i * ch;
             for (int64_t p = 0; p < m; p++) {
                 const int64_t at = (i * m + p) * ch;
                 const scalar_t *up = u + at;
@@ -105,8 +107,8 @@ static void FN(axpby_rows)(const scalar_t *u, const double *a, const scalar_t *v
                     for (int64_t j = 0; j < ch; j++) op[j] = up[j] * ar[j] + vp[j] * br[j] + cr[j];
                 }
             }
-            free(ar);
         }
+        free(as);
         return;
     }
 #pragma omp parallel for num_threads(threads) if (n * ch * m > GRAIN) schedule(static)
