@@ -18,7 +18,7 @@ from normlab.norms import (
     norm_internals,
     recompute_batch_average_,
 )
-from normlab.norms.fused import grad_sums, raw_moments, raw_moments_backward, scale_shift
+from normlab.norms.fused import centred_input_grad, grad_sums, pooled, row_statistics, scale_shift
 from normlab.norms.group import largest_divisor
 
 from conftest import assert_native_matches_python
@@ -493,21 +493,27 @@ def test_gradcheck_float64(make, mode):
 
 
 def test_fused_helpers_match_torch():
-    """norms.fused: the raw moments against plain means, their backward against autograd through the plain
+    """norms.fused: row statistics against plain means and variances, pooling by the law of total variance
+    against statistics over the pooled values, the centred input gradient against autograd through the plain
     formula, the gradient sums against the plain formulas."""
     torch.manual_seed(5)
     x = (torch.randn(3, 4, 6) * 3 + 2).requires_grad_()
-    mean, second = x.mean(-1), (x * x).mean(-1)
-    ours = raw_moments(x.detach())
-    torch.testing.assert_close(ours, torch.stack([mean, second]))
-    d_raw, grad, scale = torch.randn(2, 3, 4), torch.randn(3, 4, 6), torch.randn(3, 4, 1)
-    (expected,) = torch.autograd.grad((mean * d_raw[0] + second * d_raw[1]).sum() + (x * scale * grad).sum(), x)
-    torch.testing.assert_close(raw_moments_backward(x.detach(), d_raw, grad, scale), expected)
+    mean, var = x.mean(-1), x.var(-1, unbiased=False)
+    d, shift, rows = row_statistics(x.detach())
+    torch.testing.assert_close(rows, torch.stack([mean, var]).detach())
+    torch.testing.assert_close(d, x.detach() - shift.unsqueeze(-1))
+    over_c = torch.stack([x.mean((1, 2)), x.var((1, 2), unbiased=False)]).detach()
+    over_n = torch.stack([x.mean((0, 2)), x.var((0, 2), unbiased=False)]).detach()
+    torch.testing.assert_close(pooled(rows, 1).view(2, 3), over_c)
+    torch.testing.assert_close(pooled(rows, 0).view(2, 4), over_n)
+    d_rows, grad, scale = torch.randn(2, 3, 4), torch.randn(3, 4, 6), torch.randn(3, 4, 1)
+    (expected,) = torch.autograd.grad((mean * d_rows[0] + var * d_rows[1]).sum() + (x * scale * grad).sum(), x)
+    torch.testing.assert_close(centred_input_grad(d, shift, rows, d_rows, grad, scale), expected)
     centre = torch.randn(3, 4)
     expected = (grad.sum(-1), (grad * (x - centre.unsqueeze(-1))).sum(-1))
     torch.testing.assert_close(grad_sums(grad, x.detach(), centre), expected)
-    shift = torch.randn(3, 4, 1)
-    torch.testing.assert_close(scale_shift(x.detach(), scale, shift), x.detach() * scale + shift)
+    offset = torch.randn(3, 4, 1)
+    torch.testing.assert_close(scale_shift(x.detach(), scale, offset), x.detach() * scale + offset)
 
 
 @pytest.mark.parametrize("name", [n for n, spec in NORMS.items() if "2d" in spec.kinds])

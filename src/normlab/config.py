@@ -51,6 +51,7 @@ class NormConfig:
     num_groups: int = 32
     gate_lr_mult: float = 10.0
     bn_stats: str = "moving"
+    variant: str = "paper"  # switchable: the paper's statistics or the official code's (README, The norms)
     init: str = "default"
     sync: bool = False  # under torchrun: BN statistics over the global batch (SyncBatchNorm / all-reduced moments)
 
@@ -227,6 +228,10 @@ def validate(cfg: Config) -> None:
     _check(
         n.bn_stats in ("moving", "batch_average"),
         f"norm.bn_stats={n.bn_stats!r} is not allowed; choose from moving, batch_average",
+    )
+    _check(
+        n.variant in ("paper", "official"),
+        f"norm.variant={n.variant!r} is not allowed; choose from paper, official",
     )
     _check(n.init in ("default", "data"), f"norm.init={n.init!r} is not allowed; choose from default, data")
     check_compatible(m.name, n.name)

@@ -111,10 +111,14 @@ def batch_mean(x: torch.Tensor, dims: list[int], sync: bool) -> torch.Tensor:
 
 def batch_moments(x: torch.Tensor, dims: list[int], sync: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel mean and biased variance over `dims`, and the sample count, over every rank's batch when
-    `sync`."""
-    sums, count = batch_sums(torch.cat([x.sum(dims), (x * x).sum(dims)]), x.numel() // x.shape[1], sync)
+    `sync`. The sums are of x minus a shift common to every rank (the batch mean of the detached input: one more
+    small all-reduce), so that a large mean cancels in none of them."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    shift = batch_mean(x.detach(), dims, sync)
+    centred = x - shift.view(shape)
+    sums, count = batch_sums(torch.cat([centred.sum(dims), centred.square().sum(dims)]), x.numel() // x.shape[1], sync)
     mean, second = (sums / count).chunk(2)
-    return mean, (second - mean * mean).clamp_min(0), count
+    return shift + mean, (second - mean * mean).clamp_min(0), count
 
 
 def sync_norms(model: nn.Module, device: torch.device) -> nn.Module:

@@ -63,7 +63,7 @@ NORMS: dict[str, NormSpec] = {
         ("2d",),
         batch_stats=True,
     ),
-    "switchable": NormSpec(SwitchableNorm, ("eps", "momentum", "bn_stats"), BOTH, batch_stats=True),
+    "switchable": NormSpec(SwitchableNorm, ("eps", "momentum", "bn_stats", "variant"), BOTH, batch_stats=True),
 }
 BATCH_STAT_NORMS = tuple(name for name, spec in NORMS.items() if spec.batch_stats)
 

@@ -22,58 +22,62 @@ from normlab.distributed import sync_world
 from normlab.norms import native
 from normlab.norms.batch import update_running_stats_
 from normlab.norms.fused import (
-    bn_moments,
+    STATS,
+    bn_statistics,
+    centred_input_grad,
     grad_sums,
-    raw_moments,
-    raw_moments_backward,
+    row_statistics,
     scale_shift,
-    stacked_statistics,
     statistics_backward,
 )
 
 
 class BatchInstanceNormFunction(torch.autograd.Function):
-    """x (N, C, M) -> y, and the stacked BN and IN statistics (2, 2, N, C) (means; biased variances), whose BN
-    ones feed the running statistics.
+    """x (N, C, M) -> y, and the BN statistics (2, C) (mean; biased variance) in x's dtype, for the running ones.
 
-    With `batch_stats` the BN moments are the batch's (over every rank's batch when `world` > 1), else the
-    given running ones. y = x * A + B with A = w * sum_k g_k s_k, B = beta - w * sum_k g_k s_k mean_k over the
-    kinds k = BN, IN, gate shares g = (rho, 1 - rho) and inverse deviations s_k = 1 / sqrt(var_k + eps)."""
+    With `batch_stats` the BN moments are the batch's (over every rank's batch when `world` > 1), else the given
+    running ones. y = sum_k c_k (x - mean_k) + beta over the kinds k = BN, IN with c_k = w g_k s_k, gate shares
+    g = (rho, 1 - rho) and inverse deviations s_k = 1 / sqrt(var_k + eps), computed as d * A + B' on the
+    centred input d = x - shift (see `norms.fused`): A = sum_k c_k, B' = beta + sum_k c_k (shift - mean_k)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # amp=true: in float32
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, eps, batch_stats, world):
         n, c = x.shape[:2]
-        raw = raw_moments(x)  # (2, N, C)
-        bn = bn_moments(raw, running_mean, running_var, batch_stats, world)
-        stats = stacked_statistics([bn, raw], n, c, None if batch_stats else 0)
+        d, shift, rows = row_statistics(x)  # rows: (2, N, C) float64
+        bn = bn_statistics(rows, running_mean, running_var, batch_stats, world)
+        stats = torch.stack([bn.expand(2, n, c), rows], 1)  # (2, 2, N, C): BN; IN
         inv_std = (stats[1] + eps).rsqrt_()  # (2, N, C): s_bn; s_in
-        shares = torch.stack([gate, 1 - gate])  # (2, C)
+        shares = torch.stack([gate, 1 - gate]).to(STATS)  # (2, C)
+        w = weight.to(STATS)
         p = shares.view(2, 1, c) * inv_std
-        scale = weight * p.sum(0)  # (N, C)
-        shift = torch.addcmul(bias, weight, (p * stats[0]).sum(0), value=-1)
-        ctx.save_for_backward(x, shares, weight, stats, inv_std, p, scale)
+        scale = w * p.sum(0)  # (N, C)
+        offset = bias.to(STATS) + w * (p * (shift.to(STATS) - stats[0])).sum(0)
+        ctx.save_for_backward(d, shift, rows, shares, w, stats, inv_std, p, scale)
         ctx.batch_stats, ctx.world = batch_stats, world
-        ctx.mark_non_differentiable(stats)
         ctx.set_materialize_grads(False)
-        return scale_shift(x, scale.unsqueeze(-1), shift.unsqueeze(-1)), stats
+        y = scale_shift(d, scale.to(x.dtype).unsqueeze(-1), offset.to(x.dtype).unsqueeze(-1))
+        bn_out = bn.view(2, c).to(x.dtype)
+        ctx.mark_non_differentiable(bn_out)
+        return y, bn_out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad, _stats):
         if grad is None:  # no gradient reached y (grads are not materialized as zeros)
             return (None,) * 9
-        x, shares, weight, stats, inv_std, p, scale = ctx.saved_tensors
-        mean_in = stats[0, 1]
-        d_shift, t_in = grad_sums(grad, x, mean_in)  # dB; dA - dB * mean_in: (N, C)
-        st = inv_std * torch.addcmul(t_in, d_shift, mean_in - stats[0])  # s_k (dA - dB mean_k): (2, N, C)
+        d, shift, rows, shares, w, stats, inv_std, p, scale = ctx.saved_tensors
+        mean_in = rows[0]
+        d_shift, t_in = grad_sums(grad, d, mean_in - shift.to(STATS))  # sum g; sum g (x - mean_in): (N, C)
+        st = inv_std * torch.addcmul(t_in, d_shift, mean_in - stats[0])  # s_k sum g (x - mean_k): (2, N, C)
         u = st.sum(1)  # (2, C)
-        d_weight, d_gate, d_bias = (shares * u).sum(0), weight * (u[0] - u[1]), d_shift.sum(0)
+        d_weight, d_gate, d_bias = (shares * u).sum(0), w * (u[0] - u[1]), d_shift.sum(0)
         # gradients of each kind's mean (-w g_k s_k dB) and variance (-w g_k s_k^2 st_k / 2)
-        d_stats = torch.stack([d_shift.expand_as(st), st.mul_(inv_std).mul_(0.5)]).mul_(weight * p).neg_()
-        d_raw = statistics_backward(d_stats, stats, ("bn", "in"), ctx.batch_stats, ctx.world)
-        d_x = raw_moments_backward(x, d_raw, grad, scale.unsqueeze(-1))
-        return d_x, d_gate, d_weight, d_bias, *[None] * 5
+        d_stats = torch.stack([d_shift.expand_as(st), st.mul_(inv_std).mul_(0.5)]).mul_(w * p).neg_()
+        d_rows = statistics_backward(d_stats, stats, rows, ("bn", "in"), ctx.batch_stats, ctx.world)
+        d_x = centred_input_grad(d, shift, rows, d_rows, grad, scale.to(d.dtype).unsqueeze(-1))
+        dtype = d.dtype
+        return d_x, d_gate.to(dtype), d_weight.to(dtype), d_bias.to(dtype), *[None] * 5
 
 
 class BatchInstanceNorm(_BatchNorm):
@@ -119,9 +123,9 @@ class BatchInstanceNorm(_BatchNorm):
                 *args, self.num_batches_tracked, self.eps, self.training, self.momentum
             )
             return y.view_as(x)
-        y, stats = BatchInstanceNormFunction.apply(*args, self.eps, self.training, world)
+        y, bn = BatchInstanceNormFunction.apply(*args, self.eps, self.training, world)
         if self.training:
-            update_running_stats_(self, stats[0, 0, 0], stats[1, 0, 0], x.numel() // c * world)
+            update_running_stats_(self, bn[0], bn[1], x.numel() // c * world)
         return y.view_as(x)
 
     @torch.no_grad()

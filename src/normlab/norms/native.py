@@ -140,7 +140,8 @@ class BatchInstanceNormNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum):
         n, c, m = x.shape
-        y, stats, scale = torch.empty_like(x), x.new_empty(2, 2, n, c), x.new_empty(n, c)
+        y, scale = torch.empty_like(x), x.new_empty(n, c)
+        stats = x.new_empty(2, 2, n, c, dtype=torch.float64)  # the statistics, in double
         ctx.nhwc = nhwc(x)
         call("bin_forward", x.dtype, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, n, c, m,
              ctx.nhwc, eps, batch_stats, momentum, y, stats, scale)  # fmt: skip
@@ -174,7 +175,9 @@ class SwitchableNormNative(torch.autograd.Function):
     ):
         n, c, m = x.shape
         has_in = statistics[0] == "in"
-        y, stats, mixed = torch.empty_like(x), x.new_empty(2, len(statistics), n, c), x.new_empty(2, n, c)
+        y = torch.empty_like(x)
+        stats = x.new_empty(2, len(statistics), n, c, dtype=torch.float64)  # the statistics, in double
+        mixed = x.new_empty(3, n, c, dtype=torch.float64)  # mixed mean, 1 / sqrt(var + eps), row mean
         ctx.nhwc = nhwc(x)
         call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, running_mean, running_var, n, c, m,
              ctx.nhwc, eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip

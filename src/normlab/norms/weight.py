@@ -61,7 +61,10 @@ def init_weight_norm_(model: nn.Module, x: torch.Tensor, eps: float = 1e-6) -> N
 
 
 class MeanOnlyBatchNorm(nn.Module):
-    """y = x - mu_B + b: subtract the batch mean (running mean at eval), no division, learned bias (Sec. 3)."""
+    """y = x - mu_B + b: subtract the batch mean (running mean at eval), no division, learned bias (Sec. 3).
+
+    Centred as the other norms are (norms/fused.py): x minus the mean rounded to x's dtype (detached, exact for x
+    near it), then minus what that rounding missed, so that a large mean costs no precision."""
 
     def __init__(self, num_features: int, kind: str = "2d", momentum: float = 0.1):
         super().__init__()
@@ -72,13 +75,15 @@ class MeanOnlyBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        if self.training:
-            mean = batch_mean(x, [0, *range(2, x.dim())], self.sync)
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-        else:
-            mean = self.running_mean
-        return x - (mean - self.bias).view(shape)  # one full-size pass
+        if not self.training:
+            return (x - self.running_mean.view(shape)).add_(self.bias.view(shape))
+        dims = [0, *range(2, x.dim())]
+        shift = batch_mean(x.detach(), dims, self.sync)
+        centred = x - shift.view(shape)
+        residual = batch_mean(centred, dims, self.sync)  # the mean's part the shift missed
+        with torch.no_grad():
+            self.running_mean.lerp_(shift + residual.detach(), self.momentum)
+        return centred - (residual - self.bias).view(shape)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}"
