@@ -68,10 +68,10 @@ def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path):
 import runpy, sys
 import normlab.trainer as trainer
 real = trainer.train
-def crash_for_none(cfg, run_dir, data=None):
+def crash_for_none(cfg, run_dir, data=None, **options):
     if cfg.norm.name == "none":
         raise RuntimeError("simulated crash")
-    return real(cfg, run_dir, data)
+    return real(cfg, run_dir, data, **options)
 trainer.train = crash_for_none
 sys.argv = ["run.py", "-m", *{[*TINY, "norm=none,batch", "max_steps=5"]!r}]
 runpy.run_path({str(ROOT / "run.py")!r}, run_name="__main__")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -153,10 +152,18 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
     GlobalHydra.instance().clear()
 
 
-def _remove_if_empty_run(run_dir: Path) -> None:
-    """Remove a run dir that this invocation made and that holds no work (only Hydra's .hydra/)."""
-    if run_dir.is_dir() and all(p.name == ".hydra" for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
+def hydra_record(cfg: DictConfig, hc):
+    """on_start for the trainer: write what Hydra would write to .hydra/ (the composed config, the Hydra config
+    and the overrides), but only for a run the trainer accepted, so that a refused command never rewrites the
+    record of a finished run (Hydra's own output_subdir is off: conf/hydra/normlab.yaml)."""
+
+    def write(run_dir: Path) -> None:
+        record = run_dir / ".hydra"
+        record.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, record / "config.yaml", resolve=False)
+        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), record / "overrides.yaml")
+
+    return write
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -165,7 +172,7 @@ def run_job(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from normlab.runlog import write_json
+    from normlab.runlog import DiskFull, write_json
     from normlab.trainer import SUMMARY, train
 
     hc = HydraConfig.get()
@@ -173,10 +180,11 @@ def run_job(cfg: DictConfig) -> float:
     config = None
     try:
         config = typed_config(cfg, hc.runtime.choices.get("experiment") or "default")
-        summary = train(config, run_dir)
+        summary = train(config, run_dir, on_start=hydra_record(cfg, hc))
     except ConfigError as e:
-        _remove_if_empty_run(run_dir)
         fail(str(e))
+    except DiskFull as e:
+        fail(f"{e}; the last good checkpoint is kept, nothing half-written: free space and re-run to resume")
     except KeyboardInterrupt:
         raise
     except Exception as e:

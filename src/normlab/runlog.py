@@ -4,9 +4,11 @@ never leaves a half-written summary or checkpoint."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,31 @@ SCALAR_TAGS = {
 }
 
 
+class DiskFull(OSError):
+    """No space left while writing a run's file: the file it replaces is kept, no temporary file is left."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write `path` through `write(file)` into a temporary file of a unique name beside it, then rename it over
+    `path`: readers see the old file or the new one, never half of one, and two writers never share a temporary
+    file. On any failure the temporary file is removed and `path` is left as it was."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(errno.ENOSPC, f"no space left on the device while writing {path}") from None
+        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _json_safe(value: Any) -> Any:
@@ -55,9 +75,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -7,10 +7,15 @@ reads them only at evaluations, so it never waits on the device in between.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import random
+import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,7 @@ from tqdm.auto import tqdm
 
 from normlab.config import Config, ConfigError
 from normlab.data import InMemoryData, build_data
-from normlab.distributed import Dist, sync_norms
+from normlab.distributed import Dist, env_world, sync_norms
 from normlab.distributed import setup as setup_distributed
 from normlab.models import build_model
 from normlab.norms import (
@@ -187,15 +192,56 @@ def cudnn_algorithms(deterministic: bool):
     return cudnn.flags(cudnn.enabled, not deterministic, deterministic=deterministic, allow_tf32=cudnn.allow_tf32)
 
 
-def train(cfg: Config, run_dir: Path, data: InMemoryData | None = None) -> dict:
+class RunLocked(ConfigError):
+    """Another process is writing this run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path, owner: bool):
+    """Hold an exclusive OS lock on `run_dir` (flock on the directory itself: no lock file, and the OS releases
+    it when the process dies, so a SIGKILLed owner never blocks a resume). `owner`: rank 0, the one that writes."""
+    if not owner:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(
+                f"{run_dir} is being written by another process (the same run launched twice, or two jobs of a "
+                "sweep that map to one run dir); wait for it to finish, then re-run this command"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove a run dir that holds no work (nothing, or only the .hydra/ record of a run that did not start)."""
+    if run_dir.is_dir() and all(p.name == ".hydra" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def train(
+    cfg: Config, run_dir: Path, data: InMemoryData | None = None, on_start: Callable[[Path], None] | None = None
+) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary.
-    Under torchrun every rank calls this; only rank 0 writes files. `data` reuses already loaded datasets
-    (benchmarks, notebooks); by default they are loaded from `cfg.data`."""
-    with cudnn_algorithms(cfg.deterministic):
-        return _train(cfg, run_dir, data)
+    Under torchrun every rank calls this; only rank 0 writes files, holding the run dir's lock throughout (a
+    second process gets RunLocked and changes nothing). `data` reuses already loaded datasets (benchmarks,
+    notebooks); by default they are loaded from `cfg.data`. `on_start(run_dir)` runs on rank 0 once the run is
+    accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there."""
+    with cudnn_algorithms(cfg.deterministic), run_lock(run_dir, env_world().is_main):
+        try:
+            return _train(cfg, run_dir, data, on_start)
+        except ConfigError:
+            if env_world().is_main:
+                remove_if_empty(run_dir)  # a refused fresh run leaves no dir behind
+            raise
 
 
-def _train(cfg: Config, run_dir: Path, data: InMemoryData | None) -> dict:
+def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> dict:
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
     if device.type == "cuda":
@@ -211,6 +257,8 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None) -> dict:
         dist.close()
         return {**previous, "skipped": True, "run_dir": str(run_dir)}
     ckpt = previous if action == "resume" else None
+    if dist.is_main and on_start is not None:
+        on_start(run_dir)
 
     seed_everything(cfg.seed)
     if data is None:

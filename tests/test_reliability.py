@@ -1,0 +1,103 @@
+"""Runs never mix and refused commands change nothing: the run-dir lock between two real processes, a refused run
+against a finished run's directory (byte for byte), atomic writes with unique temporary names, a full disk."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from normlab.runlog import DiskFull, atomic_write_bytes, save_checkpoint
+
+from conftest import DATA_ROOT, ROOT, TINY, run_cli
+
+RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
+
+
+def run_dir_of(cwd: Path) -> Path:
+    (summary,) = list((cwd / "runs").rglob("summary.json")) or [None]
+    return summary.parent
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_a_second_process_on_a_locked_run_dir_is_refused_and_a_killed_owner_never_blocks(tmp_path):
+    """Two launches of the same command at once: the second gets one error line, exit 2, and touches nothing;
+    the first, SIGKILLed, leaves no lock behind."""
+    args = [*TINY, *RUN, "max_steps=100000", "progress=false"]
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    owner = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "runs").rglob("last.pt")):  # the owner is training, holding the lock
+            assert owner.poll() is None and time.time() < deadline, "the first process did not start training"
+            time.sleep(0.2)
+        run_dir = next((tmp_path / "runs").rglob("last.pt")).parent
+        second = run_cli(*args, cwd=tmp_path)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith("error: ") and "being written by another process" in second.stderr
+        assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # the second wrote no event file
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    # the SIGKILLed owner's lock went with it (resuming after SIGKILL: tests/test_train.py)
+    again = subprocess.run(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')", str(run_dir)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.stdout.strip() == "free", again.stderr
+
+
+@pytest.mark.parametrize("refusal", ["another config", "finished, identical"])
+def test_a_refused_or_skipped_run_leaves_a_finished_run_byte_for_byte_unchanged(tmp_path, refusal):
+    done = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_dir = run_dir_of(tmp_path)
+    assert (run_dir / ".hydra" / "config.yaml").exists()  # the record of the accepted run
+    before = snapshot(run_dir)
+    if refusal == "another config":  # eval_every is not part of the dir name: the same dir, another run
+        out = run_cli(*TINY, *RUN, "max_steps=10", "eval_every=7", cwd=tmp_path)
+        assert out.returncode == 2 and "holds a run with another config" in out.stderr
+    else:
+        out = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+        assert out.returncode == 0 and "skipped" in out.stdout
+    assert snapshot(run_dir) == before
+
+
+def test_atomic_writes_use_unique_temporary_files(tmp_path, monkeypatch):
+    names = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (names.append(Path(src).name), real(src, dst)))
+    for i in range(2):
+        atomic_write_bytes(tmp_path / "summary.json", b"{}")
+        save_checkpoint(tmp_path / "last.pt", {"step": i})
+    assert len(set(names)) == 4 and all(n.endswith(".tmp") for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "summary.json"]
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 5})
+    good = path.read_bytes()
+
+    def full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFull, match="no space left on the device while writing .*last.pt"):
+        save_checkpoint(path, {"step": 10})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
