@@ -1,0 +1,131 @@
+"""The statistical protocol every claim's verdict goes through, written once (results/README.md states it).
+
+A claim is a list of tests. Each test is a difference in the paper's direction (positive = what the paper claims),
+e.g. accuracy of the paper's method minus the baseline's, over seeds; its 95% interval comes from scipy.stats: a
+paired t interval where both arms ran the same seeds, else Welch's. It is compared with a margin stated before
+running: the test **holds** if the interval's low end is above the margin, is **contradicted** if its high end is
+below it, and is **unclear** otherwise. A claim is **reproduced** if all its tests hold, **not reproduced** if any
+is contradicted, **inconclusive** otherwise.
+
+Endpoints are read off whole curves, not one evaluation: the mean of the last k evaluations (`endpoint`), and
+steps-to-target interpolated between evaluations (`steps_to_target`), with runs that never reach the target
+censored explicitly (`compare_steps`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+OUTCOMES = ("holds", "contradicted", "unclear")
+VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
+
+
+@dataclass(frozen=True)
+class TestResult:
+    name: str
+    estimate: float  # mean difference in the paper's direction
+    ci95: tuple[float, float]
+    margin: float
+    outcome: str  # holds | contradicted | unclear
+    method: str  # "paired t" | "Welch t" | why no interval
+    favoured: list[float]  # per-seed values of the arm the paper favours
+    baseline: list[float]
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+
+def outcome(low: float, high: float, margin: float) -> str:
+    if low > margin:
+        return "holds"
+    if high < margin:
+        return "contradicted"
+    return "unclear"
+
+
+def compare(
+    name: str, favoured: Sequence[float], baseline: Sequence[float], margin: float = 0.0, paired: bool = True
+) -> TestResult:
+    """favoured − baseline over seeds, with its 95% interval: paired (seed i of one arm with seed i of the other,
+    both arms having run the same seeds, in the same order) or Welch's for independent arms."""
+    a, b = np.asarray(favoured, dtype=float), np.asarray(baseline, dtype=float)
+    if paired and len(a) != len(b):
+        raise ValueError(f"{name}: a paired test needs the same seeds in both arms, got {len(a)} and {len(b)} runs")
+    estimate = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+    if min(len(a), len(b)) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        why = "fewer than 2 runs in an arm" if min(len(a), len(b)) < 2 else "a non-finite value"
+        return TestResult(name, estimate, (-math.inf, math.inf), margin, "unclear", f"no interval: {why}",
+                          a.tolist(), b.tolist())  # fmt: skip
+    if paired:
+        diff = a - b
+        if np.ptp(diff) == 0:  # every seed gives the same difference: the interval is that point
+            low = high = float(diff[0])
+        else:
+            low, high = stats.ttest_rel(a, b).confidence_interval(CONFIDENCE)
+        method = "paired t"
+    else:
+        low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
+        method = "Welch t"
+    low, high = float(low), float(high)
+    return TestResult(name, estimate, (low, high), margin, outcome(low, high, margin), method, a.tolist(), b.tolist())
+
+
+def compare_steps(
+    name: str, favoured: Sequence[float], baseline: Sequence[float], budget: float, margin: float = 0.0, paired=True
+) -> TestResult:
+    """Steps-to-target, the paper's arm faster: baseline − favoured steps. A run that never reached the target
+    (math.inf) is censored at `budget`, its steps a lower bound. So the difference is a lower bound where only the
+    baseline arm has censored runs (a 'holds' stands, a 'contradicted' cannot be claimed), an upper bound where
+    only the favoured arm has (the reverse), and where both have, nothing can be claimed."""
+    a = [min(v, budget) for v in favoured]
+    b = [min(v, budget) for v in baseline]
+    result = compare(name, b, a, margin, paired)  # baseline − favoured: positive = the paper's arm is faster
+    censored_f, censored_b = any(math.isinf(v) for v in favoured), any(math.isinf(v) for v in baseline)
+    result = TestResult(**{**asdict(result), "favoured": a, "baseline": b})
+    keep = {(False, False): OUTCOMES, (False, True): ("holds", "unclear"), (True, False): ("contradicted", "unclear")}
+    allowed = keep.get((censored_f, censored_b), ("unclear",))
+    if result.outcome not in allowed:
+        result = TestResult(**{**asdict(result), "outcome": "unclear"})
+    if censored_f or censored_b:
+        arms = [arm for arm, c in (("the paper's arm", censored_f), ("the baseline", censored_b)) if c]
+        result = TestResult(**{**asdict(result), "note": f"{' and '.join(arms)}: runs that never reached the target, "
+                               f"counted as {budget:g} steps (a lower bound)"})  # fmt: skip
+    return result
+
+
+def verdict(tests: Sequence[TestResult]) -> str:
+    """reproduced if every test holds, not_reproduced if any is contradicted, inconclusive otherwise."""
+    outcomes = [t.outcome for t in tests]
+    if outcomes and all(o == "holds" for o in outcomes):
+        return "reproduced"
+    if "contradicted" in outcomes:
+        return "not_reproduced"
+    return "inconclusive"
+
+
+def endpoint(values: Sequence[float], k: int = 5) -> float:
+    """A run's endpoint: the mean of its last k evaluations (one evaluation moves by points between neighbours)."""
+    if not len(values):
+        return math.nan
+    return float(np.mean(values[-k:]))
+
+
+def steps_to_target(steps: Sequence[float], values: Sequence[float], target: float) -> float:
+    """The step at which a curve first reaches `target`, linearly interpolated between the evaluation before and
+    the one at which it is reached; math.inf if it never is (a censored run)."""
+    previous = (0.0, -math.inf)
+    for step, value in zip(steps, values, strict=True):
+        if value >= target:
+            s0, v0 = previous
+            if not math.isfinite(v0):
+                return float(step)
+            return float(s0 + (target - v0) / (value - v0) * (step - s0))
+        previous = (step, value)
+    return math.inf
