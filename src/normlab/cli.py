@@ -153,9 +153,9 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
 
 
 def hydra_record(cfg: DictConfig, hc):
-    """on_start for the trainer: write what Hydra would write to .hydra/ (the composed config, the Hydra config
-    and the overrides), but only for a run the trainer accepted, so that a refused command never rewrites the
-    record of a finished run (Hydra's own output_subdir is off: conf/hydra/normlab.yaml)."""
+    """on_start for the trainer: write the composed config and the overrides to .hydra/ (config.yaml,
+    overrides.yaml, as Hydra would), but only for a run the trainer accepted, so that a refused command never
+    rewrites the record of a finished run (Hydra's own output_subdir is off: conf/hydra/normlab.yaml)."""
 
     def write(run_dir: Path) -> None:
         record = run_dir / ".hydra"

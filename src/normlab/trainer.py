@@ -232,11 +232,12 @@ def train(
     second process gets RunLocked and changes nothing). `data` reuses already loaded datasets (benchmarks,
     notebooks); by default they are loaded from `cfg.data`. `on_start(run_dir)` runs on rank 0 once the run is
     accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there."""
-    with cudnn_algorithms(cfg.deterministic), run_lock(run_dir, env_world().is_main):
+    owner = env_world().is_main
+    with cudnn_algorithms(cfg.deterministic), run_lock(run_dir, owner):
         try:
             return _train(cfg, run_dir, data, on_start)
         except ConfigError:
-            if env_world().is_main:
+            if owner:
                 remove_if_empty(run_dir)  # a refused fresh run leaves no dir behind
             raise
 
@@ -247,8 +248,7 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     shard = (dist.rank, dist.world_size)
-    if dist.is_main:  # rank 0 decides what the run dir holds (and clears it for overwrite) before the others look
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:  # rank 0 (which made run_dir, holding its lock) decides what it holds before the others look
         action, previous = prepare_run_dir(cfg, run_dir)
     dist.barrier()
     if not dist.is_main:

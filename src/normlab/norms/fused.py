@@ -17,6 +17,7 @@ costs more than the full-size passes.
 """
 
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -37,7 +38,7 @@ def row_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return d, shift, torch.stack([m1 + shift.to(STATS), m2.sub_(m1 * m1).clamp_(min=0)])
 
 
-def pooled(rows: torch.Tensor, dim: int, total: torch.Tensor | None = None, count: int | None = None) -> torch.Tensor:
+def pooled(rows: torch.Tensor, dim: int, total: Callable | None = None, count: int | None = None) -> torch.Tensor:
     """(mean; variance) over `dim` of groups of rows (2, N, C), by the law of total variance -> (2, 1, C) or
     (2, N, 1). `total`: a function summing over ranks (BN under sync), with `count` rows in all."""
     total = total or (lambda t: t)

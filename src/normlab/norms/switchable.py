@@ -35,16 +35,13 @@ def unbias(count: int) -> float:
     return count / (count - 1) if count > 1 else 1.0
 
 
-def variance_factors(unbiased: bool, statistics: tuple[str, ...], n: int, c: int, m: int) -> dict[str, float]:
+def variance_factors(statistics: tuple[str, ...], n: int, c: int, m: int) -> dict[str, float]:
     """What the official code multiplies the biased variances by: on (N, C, H, W) input the IN (row) variances
     are unbiased, M / (M - 1), and LN's and BN's pooled from them; on (N, C) the LN and BN variances are unbiased
-    over C and N. All 1 for the paper's biased variances."""
-    factors = {"row": 1.0, "ln": 1.0, "bn": 1.0}
-    if unbiased and "in" in statistics:
-        factors["row"] = unbias(m)
-    elif unbiased:
-        factors["ln"], factors["bn"] = unbias(c), unbias(n)
-    return factors
+    over C and N."""
+    if "in" in statistics:
+        return {"row": unbias(m), "ln": 1.0, "bn": 1.0}
+    return {"row": 1.0, "ln": unbias(c), "bn": unbias(n)}
 
 
 class SwitchableNormFunction(torch.autograd.Function):
@@ -64,15 +61,17 @@ class SwitchableNormFunction(torch.autograd.Function):
     ):  # fmt: skip
         n, c, m = x.shape
         d, shift, rows = row_statistics(x)  # rows: (2, N, C) float64
-        factors = variance_factors(unbiased, statistics, n * world, c, m)
-        rows[1].mul_(factors["row"])  # the official variant's unbiased row variances
+        factors = variance_factors(statistics, n * world, c, m) if unbiased else None  # the official variant's
+        if factors:
+            rows[1].mul_(factors["row"])
         kinds = {
             "in": rows,
             "ln": pooled(rows, 1),
             "bn": bn_statistics(rows, running_mean, running_var, batch_stats, world),
         }
-        for k in ("ln", "bn") if batch_stats else ("ln",):
-            kinds[k][1].mul_(factors[k])
+        if factors:  # LN's and BN's (batch) variances; running ones are kept as they are
+            for k in ("ln", "bn") if batch_stats else ("ln",):
+                kinds[k][1].mul_(factors[k])
         stats = torch.stack([kinds[k].expand(2, n, c) for k in statistics], 1)  # (2, K, N, C)
         mixing = F.softmax(torch.stack([mean_logits, var_logits]).to(STATS), 1)  # (2, K): a; b
         mean, var = torch.bmm(mixing.unsqueeze(1), stats.reshape(2, len(statistics), -1)).view(2, n, c)
@@ -103,11 +102,13 @@ class SwitchableNormFunction(torch.autograd.Function):
         d_mixing = torch.bmm(stats.view(2, k, -1), d_mixed.view(2, -1, 1)).view(2, k)
         d_logits = mixing * (d_mixing - (mixing * d_mixing).sum(1, keepdim=True))  # softmax backward
         d_stats = mixing.view(2, k, 1, 1) * d_mixed.unsqueeze(1)
-        for q, kind in enumerate(ctx.statistics):
-            if kind != "in":
-                d_stats[1, q].mul_(ctx.factors[kind])
+        if ctx.factors:  # the official variant's variances: the same factors on their gradients
+            for q, kind in enumerate(ctx.statistics):
+                if kind != "in":
+                    d_stats[1, q].mul_(ctx.factors[kind])
         d_rows = statistics_backward(d_stats, stats, rows, ctx.statistics, ctx.batch_stats, ctx.world)
-        d_rows[1].mul_(ctx.factors["row"])
+        if ctx.factors:
+            d_rows[1].mul_(ctx.factors["row"])
         d_x = centred_input_grad(d, shift, rows, d_rows, grad, scale.to(d.dtype).unsqueeze(-1))
         dtype = d.dtype
         d_logits, d_weight, d_bias = d_logits.to(dtype), d_weight.to(dtype), d_bias.to(dtype)
