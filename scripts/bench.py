@@ -32,7 +32,7 @@ from normlab.data import build_data
 from normlab.models import build_model, compatible_norms
 from normlab.models.lstm import NormLSTM
 from normlab.norms import build_norm
-from normlab.norms.group import largest_divisor
+from normlab.norms.group import groups_for
 from normlab.norms.recurrent import build_sequence_norm
 from normlab.optim import build_optimizer
 from normlab.trainer import cudnn_algorithms, evaluate, train
@@ -211,7 +211,7 @@ NORM_NAMES = [n for n in compatible_norms("cnn") if n not in ("none", "weight")]
 # the torch module each of these normlab norms is (targets: within 1.1x of it)
 TORCH_TWINS = {
     "batch": ("torch BatchNorm2d", nn.BatchNorm2d),
-    "group": ("torch GroupNorm", lambda c: nn.GroupNorm(largest_divisor(c, 32), c)),
+    "group": ("torch GroupNorm", lambda c: nn.GroupNorm(groups_for(c), c)),
     "layer": ("torch GroupNorm(1)", lambda c: nn.GroupNorm(1, c)),
     "instance": ("torch InstanceNorm2d", lambda c: nn.InstanceNorm2d(c, affine=True)),
 }

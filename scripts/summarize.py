@@ -1,7 +1,8 @@
-"""One row per run under a runs/ or sweep directory: overrides, status, best/final test accuracy, steps, wall time.
+"""One row per run under a runs/ or sweep directory: overrides, status, best validation accuracy (model
+selection), final validation and test accuracy, steps, wall time.
 
     python scripts/summarize.py runs/default                 # aligned table, sorted by run name
-    python scripts/summarize.py runs --sort best_test_acc    # any column; --reverse for descending
+    python scripts/summarize.py runs --sort best_val_acc     # any column; --reverse for descending
     python scripts/summarize.py runs --csv > runs.csv        # or --markdown
 
 Runs without a summary.json (killed, or still running) are listed as `incomplete` with their checkpoint step.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-COLUMNS = ["run", "overrides", "status", "best_test_acc", "test_acc", "steps", "wall_s"]
+COLUMNS = ["run", "overrides", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
 
 
 def find_runs(root: Path) -> list[Path]:

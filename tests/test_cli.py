@@ -21,7 +21,7 @@ def test_single_run_prints_a_summary_line(tmp_path):
     result = run_cli(*TINY, "max_steps=20", "eval_every=10", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
-    assert line.startswith("normlab: completed · test_acc ") and "20 steps" in line
+    assert line.startswith("normlab: completed · val_acc ") and " · test_acc " in line and "20 steps" in line
     (run_dir,) = run_dirs(tmp_path)
     assert run_dir.parent.name == "default"
     assert run_dir.name.startswith("mnist-mlp-batch-bs60-lr0.1-s0,")
@@ -59,8 +59,8 @@ def test_sweep_goes_on_past_a_diverging_job(tmp_path):
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert table[0] == "run,overrides,status,best_test_acc,test_acc,steps,wall_s"
-    assert sorted(line.split(",")[-5] for line in table[1:]) == ["completed", "diverged"]
+    assert table[0] == "run,overrides,status,best_val_acc,val_acc,test_acc,steps,wall_s"
+    assert sorted(line.split(",")[-6] for line in table[1:]) == ["completed", "diverged"]
 
 
 def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path):

@@ -65,11 +65,13 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
         assert sorted(r.split("/")[1].split("-")[2] for r in runs) == ["batch", "none"]
         tags = get(f"{base}/data/plugin/scalars/tags")
         for run in runs:
-            assert {"train/loss", "train/acc", "test/loss", "test/acc", "lr", "samples_per_s"} <= set(tags[run])
+            assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr", "samples_per_s"} <= set(
+                tags[run]
+            )
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"norm.name", "batch_size", "lr", "seed", "model.name"} <= hparams
-        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"test/acc", "test/loss"}
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"val/acc", "test/acc", "test/loss"}
         groups = get(
             f"{base}/data/plugin/hparams/session_groups",
             {
@@ -98,10 +100,10 @@ def script(name, *args):
 
 
 def test_summarize_lists_sorts_and_exports(sweep):
-    table = script("summarize.py", sweep, "--sort", "best_test_acc", "--reverse")
+    table = script("summarize.py", sweep, "--sort", "best_val_acc", "--reverse")
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["run", "overrides", "status", "best_test_acc", "test_acc", "steps", "wall_s"]
+    assert lines[0].split() == ["run", "overrides", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
     assert "-batch-" in lines[1] and "-none-" in lines[2]  # BN first: higher accuracy after 10 steps
     markdown = script("summarize.py", sweep, "--markdown").stdout.splitlines()
     assert markdown[0].startswith("| run |") and len(markdown) == 4
@@ -145,5 +147,5 @@ def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path):
     best = yaml.safe_load((tmp_path / "runs" / "optimization_results.yaml").read_text())
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("summary.json")]
     assert len(summaries) == 3
-    assert best["best_value"] == max(s["best_test_acc"] for s in summaries)
+    assert best["best_value"] == max(s["best_val_acc"] for s in summaries)
     assert 0.001 <= best["best_params"]["lr"] <= 1.0

@@ -17,3 +17,59 @@ def test_crop_flip_is_a_per_image_padded_crop_then_flip():
         y, x = dy[i].item(), dx[i].item()
         crop = F.pad(images[i], (PAD, PAD, PAD, PAD))[:, y : y + 8, x : x + 10]
         torch.testing.assert_close(ours[i], crop.flip(-1) if flip[i] else crop, rtol=0, atol=0)
+
+
+def _data(**data):
+    from normlab.data import build_data
+
+    from conftest import compose_config
+
+    cfg = compose_config(*(f"data.{k}={v}" for k, v in data.items()))
+    return build_data("mnist", cfg.data, seed=0, device=torch.device("cpu"))
+
+
+def test_the_validation_split_is_held_out_of_training_and_the_same_for_every_seed():
+    import numpy as np
+
+    from normlab.data import TRAIN_SIZES, load_arrays, validation_indices
+
+    train, val = validation_indices(TRAIN_SIZES["mnist"], 5000)
+    assert len(val) == 5000 and len(train) == 55000 and not set(train) & set(val)
+    assert (np.diff(train) > 0).all()  # the rest keeps its order: train_subset takes its first N
+    again_train, again_val = validation_indices(TRAIN_SIZES["mnist"], 5000)
+    assert (again_val == val).all() and (again_train == train).all()
+
+    data = _data(val_size=5000, train_subset=1000, test_subset=100)
+    images, labels = load_arrays("mnist", data_config())["train"]
+    assert torch.equal(data.val.images, torch.from_numpy(images[val]))
+    assert torch.equal(data.val.labels, torch.from_numpy(labels[val].astype("int64")))
+    assert torch.equal(data.train.images, torch.from_numpy(images[train[:1000]]))
+    assert len(data.test.labels) == 100
+    # a training image never appears among the validation ones
+    flat_val = {bytes(v) for v in data.val.images.reshape(5000, -1).numpy()}
+    assert sum(bytes(t) in flat_val for t in data.train.images.reshape(1000, -1).numpy()) <= 2  # MNIST has duplicates
+    assert _data(val_size=0, train_subset=10, test_subset=10).val is None
+
+
+def data_config():
+    from conftest import compose_config
+
+    return compose_config().data
+
+
+def test_split_sizes_that_leave_no_training_images_are_refused_before_loading():
+    import pytest
+
+    from normlab.config import ConfigError
+
+    from conftest import compose_config
+
+    for bad, words in (
+        ("data.val_size=60000", "data.val_size=60000 is not allowed"),
+        ("data.train_subset=56000", "data.train_subset=56000 is not allowed: mnist has 55000 training images"),
+        ("data.test_subset=10001", "data.test_subset=10001 is not allowed"),
+        ("data.val_size=-1", "data.val_size=-1 is not allowed"),
+    ):
+        with pytest.raises(ConfigError, match=words):
+            compose_config("data.val_size=5000", bad)
+    assert compose_config("data.val_size=0", "data.train_subset=60000").data.train_subset == 60000

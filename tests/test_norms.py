@@ -19,7 +19,8 @@ from normlab.norms import (
     recompute_batch_average_,
 )
 from normlab.norms.fused import centred_input_grad, grad_sums, pooled, row_statistics, scale_shift
-from normlab.norms.group import largest_divisor
+from normlab.config import ConfigError
+from normlab.norms.group import groups_for
 
 from conftest import assert_native_matches_python
 
@@ -166,14 +167,30 @@ def test_group_norm_matches_formula(kind, mode):
 
 
 @pytest.mark.parametrize(
-    ("channels", "asked", "used"), [(64, 32, 32), (100, 32, 25), (48, 32, 24), (7, 32, 7), (3, 2, 1)]
+    ("channels", "options", "groups"),
+    [(64, {"num_groups": 32}, 32), (16, {}, 4), (100, {}, 25), (128, {"group_size": 16}, 8), (48, {"num_groups": 8}, 8)],
 )
-def test_group_norm_falls_back_to_largest_divisor_and_records_it(channels, asked, used):
-    assert largest_divisor(channels, asked) == used
-    layer = build_norm("group", channels, "2d", num_groups=asked)
-    assert layer.num_groups == used and layer.requested_groups == asked
+def test_group_norm_uses_the_groups_asked_for_and_records_them(channels, options, groups):
+    layer = build_norm("group", channels, "2d", **options)
+    assert layer.num_groups == groups == groups_for(channels, **options)
     model = nn.Sequential(layer)
-    assert norm_internals(model) == {"0": {"num_groups": used}}
+    assert norm_internals(model) == {"0": {"num_groups": groups, "channels_per_group": channels // groups}}
+
+
+@pytest.mark.parametrize(
+    ("channels", "options", "words"),
+    [
+        (16, {"num_groups": 32}, "norm.num_groups=32 is not allowed for a layer of 16 channels: it does not divide"),
+        (32, {"num_groups": 32}, "Instance Norm"),
+        (16, {"group_size": 16}, "Layer Norm"),
+        (48, {"num_groups": 32}, "does not divide"),
+        (100, {"group_size": 3}, "does not divide"),
+        (3, {"num_groups": 3}, "use another norm"),
+    ],
+)
+def test_group_norm_never_silently_becomes_instance_or_layer_norm(channels, options, words):
+    with pytest.raises(ConfigError, match=words):
+        build_norm("group", channels, "2d", **options)
 
 
 # ---------------------------------------------------------------- weight norm and mean-only BN
@@ -521,7 +538,7 @@ def test_fused_helpers_match_torch():
 def test_channels_last_gives_the_same_output_and_gradients(name, mode):
     """channels_last=true feeds NHWC tensors: every 2d norm must compute the same thing on them."""
     torch.manual_seed(3)
-    layer = build_norm(name, 6, "2d")
+    layer = build_norm(name, 6, "2d", **({"num_groups": 3} if name == "group" else {}))
     layer.train(mode == "train")
     x = torch.randn(4, 6, 5, 5) * 2 + 1
     grad = torch.randn(4, 6, 5, 5)

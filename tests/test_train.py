@@ -11,9 +11,10 @@ from normlab.trainer import train
 
 from conftest import compose_config
 
-METRIC_KEYS = {"step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "samples_per_s"}
-SUMMARY_KEYS = {"status", "steps", "epochs", "test_acc", "test_loss", "best_test_acc", "train_loss", "wall_s"}
-SUMMARY_KEYS |= {"samples_per_s", "config"}
+METRIC_KEYS = {"step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr"}
+METRIC_KEYS |= {"samples_per_s"}
+SUMMARY_KEYS = {"status", "steps", "epochs", "val_acc", "test_acc", "test_loss", "best_val_acc", "best_val_step"}
+SUMMARY_KEYS |= {"test_acc_at_best_val", "train_loss", "wall_s", "samples_per_s", "config"}
 
 
 def metrics(run_dir):
@@ -34,7 +35,10 @@ def test_thirty_steps_on_mnist_lower_the_loss_and_write_every_file(tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert set(on_disk) >= SUMMARY_KEYS and on_disk["status"] == "completed" and on_disk["steps"] == 30
     assert on_disk["config"]["norm"]["name"] == "batch" and on_disk == json.loads(json.dumps(summary))
-    assert on_disk["best_test_acc"] == max(r["test_acc"] for r in records)
+    # model selection on the validation split; the test accuracy is the one of the selected evaluation
+    best = max(records, key=lambda r: r["val_acc"])
+    assert on_disk["best_val_acc"] == best["val_acc"] and on_disk["best_val_step"] == best["step"]
+    assert on_disk["test_acc_at_best_val"] == best["test_acc"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -103,8 +107,8 @@ def _norm_model_pairs():
 @pytest.mark.parametrize(("model", "norm"), list(_norm_model_pairs()))
 def test_every_norm_learns_on_mnist(tmp_path, model, norm):
     overrides = [f"model={model}", f"norm={norm}", "eval_every=15", "max_steps=30", "model.activation=relu"]
-    if model == "cnn":
-        overrides += ["model.width=8"]
+    if model == "cnn":  # (instance norm's CNN is at 0.17 after 30 steps)
+        overrides += ["model.width=8", "max_steps=60", "eval_every=30"]
     cfg = compose_config(*overrides, "optimizer=adam", "lr=0.003")
     summary = train(cfg, tmp_path)
     records = metrics(tmp_path)

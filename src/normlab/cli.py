@@ -168,7 +168,8 @@ def hydra_record(cfg: DictConfig, hc):
 
 def run_job(cfg: DictConfig) -> float:
     """Hydra's task function: one run. Bad input exits 2; a crash in a sweep is recorded and the sweep goes on.
-    Returns the run's best test accuracy (0 for a diverged or failed run): the objective Optuna maximizes."""
+    Returns the run's best validation accuracy (0 for a diverged or failed run, or without a validation split):
+    the objective Optuna maximizes. Tuning never reads the test set."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -196,15 +197,15 @@ def run_job(cfg: DictConfig) -> float:
         return 0.0
     if is_main_process():
         print(summary_line(summary))
-    return summary.get("best_test_acc") or 0.0
+    return summary.get("best_val_acc") or 0.0
 
 
 def summary_line(s: dict) -> str:
     if s.get("skipped"):
         return f"normlab: skipped (already {s['status']}; overwrite=true reruns it) · logs: {s['run_dir']}"
-    acc = "n/a" if s["test_acc"] is None else f"{s['test_acc']:.4f}"
+    val, test = (("n/a" if s.get(k) is None else f"{s[k]:.4f}") for k in ("val_acc", "test_acc"))
     extra = f" at step {s['diverged_at_step']}" if s["status"] == "diverged" else ""
     return (
-        f"normlab: {s['status']}{extra} · test_acc {acc} · {s['steps']} steps · {s['wall_s']:.1f} s"
+        f"normlab: {s['status']}{extra} · val_acc {val} · test_acc {test} · {s['steps']} steps · {s['wall_s']:.1f} s"
         f" · logs: {s['run_dir']}"
     )

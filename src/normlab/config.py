@@ -28,6 +28,7 @@ class DataConfig:
     download: bool = True
     train_subset: int | None = None
     test_subset: int | None = None
+    val_size: int = 5000  # images held out of the training set for model selection (0 = none)
     augment: bool = False
 
 
@@ -48,7 +49,8 @@ class NormConfig:
     name: str = "batch"
     eps: float = 1e-5
     momentum: float = 0.1
-    num_groups: int = 32
+    num_groups: int | None = None  # group: a fixed number of groups per layer; null = group_size channels each
+    group_size: int = 4  # group: channels per group where num_groups is null
     gate_lr_mult: float = 10.0
     bn_stats: str = "moving"
     variant: str = "paper"  # switchable: the paper's statistics or the official code's (README, The norms)
@@ -180,8 +182,8 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range and compatibility checks that types alone cannot express."""
-    from normlab.data import DATASETS
-    from normlab.models import check_compatible
+    from normlab.data import DATASETS, NUM_CLASSES, SHAPES, check_sizes
+    from normlab.models import check_buildable, check_compatible
     from normlab.norms import BATCH_STAT_NORMS, NORMS
 
     _check(cfg.dataset.name in DATASETS, f"dataset={cfg.dataset.name!r} is not allowed; choose from {DATASETS}")
@@ -201,6 +203,8 @@ def validate(cfg: Config) -> None:
     for key in ("train_subset", "test_subset"):
         n = getattr(cfg.data, key)
         _check(n is None or n >= 1, f"data.{key}={n} is not allowed; it must be >= 1 or null")
+    _check(cfg.data.val_size >= 0, f"data.val_size={cfg.data.val_size} is not allowed; it must be >= 0")
+    check_sizes(cfg.dataset.name, cfg.data)
 
     m = cfg.model
     _check(
@@ -223,7 +227,11 @@ def validate(cfg: Config) -> None:
     _check(n.name in NORMS, f"norm={n.name!r} is not allowed; choose from {sorted(NORMS)}")
     _check(n.eps > 0, f"norm.eps={n.eps} is not allowed; it must be > 0")
     _check(0 < n.momentum <= 1, f"norm.momentum={n.momentum} is not allowed; it must be in (0, 1]")
-    _check(n.num_groups >= 1, f"norm.num_groups={n.num_groups} is not allowed; it must be >= 1")
+    _check(
+        n.num_groups is None or n.num_groups >= 2,
+        f"norm.num_groups={n.num_groups} is not allowed; it must be >= 2 or null (1 group is norm=layer)",
+    )
+    _check(n.group_size >= 2, f"norm.group_size={n.group_size} is not allowed; it must be >= 2 (1 is norm=instance)")
     _check(n.gate_lr_mult >= 0, f"norm.gate_lr_mult={n.gate_lr_mult} is not allowed; it must be >= 0")
     _check(
         n.bn_stats in ("moving", "batch_average"),
@@ -235,6 +243,7 @@ def validate(cfg: Config) -> None:
     )
     _check(n.init in ("default", "data"), f"norm.init={n.init!r} is not allowed; choose from default, data")
     check_compatible(m.name, n.name)
+    check_buildable(m, n, SHAPES[cfg.dataset.name], NUM_CLASSES)
     _check(
         not (cfg.batch_size == 1 and n.name in BATCH_STAT_NORMS),
         f"batch_size=1 is not allowed with norm={n.name}: its batch statistics need >= 2 samples per batch "

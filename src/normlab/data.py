@@ -26,6 +26,9 @@ STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+TRAIN_SIZES = {"mnist": 60_000, "cifar10": 50_000}  # images in the official training split
+TEST_SIZE = 10_000  # both
+VAL_SEED = 0  # the validation images are the same for every run seed: a fixed draw, not the run's
 NUM_CLASSES = 10
 # Test-set batch size. Not more: on a 2-core CPU the CIFAR-10 CNN evaluates 1.6x faster than in batches of 1000
 # (whose activations no longer fit the caches), inception_lite and the LSTM 1.1-1.4x; the MLP the same.
@@ -115,7 +118,9 @@ class Split:
 
 
 class InMemoryData:
-    """Train/test splits held as uint8 tensors on the device; batches are normalized (and augmented) on the fly.
+    """Train/validation/test splits held as uint8 tensors on the device; batches are normalized (and augmented)
+    on the fly. The validation split is held out of the official training set (`validation_indices`); model
+    selection reads it, the test set is only reported.
 
     The epoch order depends only on (seed, epoch) and the augmentation only on (seed, step), so a resumed run
     draws exactly the batches an uninterrupted one would.
@@ -130,6 +135,7 @@ class InMemoryData:
         seed: int,
         device: torch.device,
         channels_last: bool = False,
+        val: Split | None = None,
     ):
         self.name, self.train, self.test, self.augment, self.seed, self.device = (
             name,
@@ -139,6 +145,7 @@ class InMemoryData:
             seed,
             device,
         )
+        self.val = val if val is not None and len(val.labels) else None  # None: no validation split
         mean, std = STATS[name]
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -171,14 +178,18 @@ class InMemoryData:
             images = crop_flip(images, *(p[rank * local : (rank + 1) * local] for p in params))
         return self.normalize(images), labels
 
-    def test_batches(self, batch_size: int = EVAL_BATCH, shard=(0, 1)):
-        """The test split in batches; with shard = (rank, world_size), this rank's contiguous part of it."""
+    def eval_batches(self, split: str = "test", batch_size: int = EVAL_BATCH, shard=(0, 1)):
+        """The "test" or "val" split in batches; with shard = (rank, world_size), this rank's contiguous part."""
+        data = getattr(self, split)
         rank, world = shard
-        n = len(self.test.labels)
+        n = len(data.labels)
         start, stop = n * rank // world, n * (rank + 1) // world
         for i in range(start, stop, batch_size):
             j = min(i + batch_size, stop)
-            yield self.normalize(self.test.images[i:j]), self.test.labels[i:j]
+            yield self.normalize(data.images[i:j]), data.labels[i:j]
+
+    def test_batches(self, batch_size: int = EVAL_BATCH, shard=(0, 1)):
+        return self.eval_batches("test", batch_size, shard)
 
 
 PAD = 4
@@ -205,16 +216,55 @@ def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: to
     return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
+def validation_indices(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices into a training split of n images: `val_size` of them drawn once with VAL_SEED (the
+    same images for every run), the rest in their original order (so data.train_subset takes the first N)."""
+    held_out = np.random.default_rng(VAL_SEED).permutation(n)[:val_size]
+    keep = np.ones(n, dtype=bool)
+    keep[held_out] = False
+    return np.flatnonzero(keep), np.sort(held_out)
+
+
+def check_sizes(name: str, cfg: DataConfig) -> None:
+    """data.val_size and the subsets must fit the dataset: checked from its known sizes before anything runs
+    (every job of a sweep), and the training split again on the loaded arrays."""
+    check_split_sizes(name, cfg, TRAIN_SIZES[name])
+    if cfg.test_subset is not None and cfg.test_subset > TEST_SIZE:
+        raise ConfigError(f"data.test_subset={cfg.test_subset} is not allowed: {name} has {TEST_SIZE} test images; "
+                          f"use <= {TEST_SIZE} or null")  # fmt: skip
+
+
+def check_split_sizes(name: str, cfg: DataConfig, n: int) -> None:
+    if cfg.val_size >= n:
+        raise ConfigError(f"data.val_size={cfg.val_size} is not allowed: {name} has {n} training images; "
+                          "it must leave some for training (0 = no validation split)")  # fmt: skip
+    left = n - cfg.val_size
+    if cfg.train_subset is not None and cfg.train_subset > left:
+        raise ConfigError(f"data.train_subset={cfg.train_subset} is not allowed: {name} has {left} training images "
+                          f"besides the {cfg.val_size} validation ones (data.val_size); use <= {left} or null")  # fmt: skip
+
+
+def _tensors(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:
+    return Split(torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
+
+
 def build_data(
     name: str, cfg: DataConfig, seed: int, device: torch.device, channels_last: bool = False
 ) -> InMemoryData:
     arrays = load_arrays(name, cfg)
-    splits = {}
-    for split, subset in (("train", cfg.train_subset), ("test", cfg.test_subset)):
-        images, labels = arrays[split]
-        if subset is not None:
-            images, labels = images[:subset], labels[:subset]
-        splits[split] = Split(
-            torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels.astype(np.int64)).to(device)
-        )
-    return InMemoryData(name, splits["train"], splits["test"], cfg.augment, seed, device, channels_last)
+    images, labels = arrays["train"]
+    check_split_sizes(name, cfg, len(labels))
+    train_idx, val_idx = validation_indices(len(labels), cfg.val_size)
+    train_idx = train_idx[: cfg.train_subset]
+    test_images, test_labels = arrays["test"]
+    test = slice(None, cfg.test_subset)
+    return InMemoryData(
+        name,
+        _tensors(images[train_idx], labels[train_idx], device),
+        _tensors(test_images[test], test_labels[test], device),
+        cfg.augment,
+        seed,
+        device,
+        channels_last,
+        val=_tensors(images[val_idx], labels[val_idx], device),
+    )

@@ -18,6 +18,8 @@ import torch
 SCALAR_TAGS = {
     "train_loss": "train/loss",
     "train_acc": "train/acc",
+    "val_loss": "val/loss",
+    "val_acc": "val/acc",
     "test_loss": "test/loss",
     "test_acc": "test/acc",
     "lr": "lr",
@@ -94,11 +96,11 @@ def read_metrics(path: Path) -> list[dict]:
 # TensorBoard's CUSTOM SCALARS tab: train and test of each metric in one chart
 LAYOUT = {
     "normlab": {
-        "loss": ["Multiline", ["train/loss", "test/loss"]],
-        "accuracy": ["Multiline", ["train/acc", "test/acc"]],
+        "loss": ["Multiline", ["train/loss", "val/loss", "test/loss"]],
+        "accuracy": ["Multiline", ["train/acc", "val/acc", "test/acc"]],
     }
 }
-HPARAM_METRICS = ("test/acc", "test/loss", "train/loss", "train/acc")
+HPARAM_METRICS = ("val/acc", "test/acc", "val/loss", "test/loss", "train/loss", "train/acc")
 # operational keys that do not change what is learned: left out of the HPARAMS table
 HPARAM_SKIP = {
     "progress",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
 import random
 import shutil
 import subprocess
@@ -43,6 +44,8 @@ CHECKPOINT = "last.pt"
 SUMMARY = "summary.json"
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every")
+# keys added to normlab since runs were first saved, with the value that describes a run saved before them
+LEGACY_VALUES = {"data": {"val_size": 0}}
 WN_INIT_SAMPLES = 500
 SINGLE = Dist()  # one process  # the WN paper's data-dependent init uses a minibatch of this size
 
@@ -71,12 +74,26 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one): float results may differ on another one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: InMemoryData, dist: Dist = SINGLE) -> tuple[float, float]:
-    """Mean test loss and accuracy over the whole test split (each rank evaluates its part; sums all-reduced)."""
+def evaluate(
+    model: torch.nn.Module, data: InMemoryData, dist: Dist = SINGLE, split: str = "test"
+) -> tuple[float, float]:
+    """Mean loss and accuracy over a whole split, "test" or "val" (each rank evaluates its part; sums
+    all-reduced)."""
     model.eval()
     sums = torch.zeros(3, device=data.device)  # loss sum, correct, count
-    for x, y in data.test_batches(shard=(dist.rank, dist.world_size)):
+    for x, y in data.eval_batches(split, shard=(dist.rank, dist.world_size)):
         logits = model(x)
         sums[0] += F.cross_entropy(logits, y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
@@ -130,16 +147,26 @@ def comparable(config: dict) -> dict:
     return config
 
 
+def with_legacy_values(saved: dict) -> dict:
+    """A saved config with the LEGACY_VALUES of the keys it predates (a run saved before the validation split
+    trained on every training image: it is not the run data.val_size=5000 asks for)."""
+    saved = {**saved}
+    for group, values in LEGACY_VALUES.items():
+        if isinstance(saved.get(group), dict):
+            saved[group] = {**values, **saved[group]}
+    return saved
+
+
 def same_run(saved: dict, current: dict) -> bool:
     """Whether a saved config describes the run `current` asks for. Keys the saved one lacks (added to normlab
-    since) are not compared."""
+    since, without a LEGACY_VALUES entry: they do not change the run) are not compared."""
     if isinstance(saved, dict) and isinstance(current, dict):
         return all(same_run(v, current[k]) for k, v in saved.items() if k in current)
     return saved == current
 
 
 def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
-    if not same_run(comparable(saved), comparable(cfg.to_dict())):
+    if not same_run(comparable(with_legacy_values(saved)), comparable(cfg.to_dict())):
         raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
 
 
@@ -275,7 +302,9 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
 
-    step, best_test_acc, train_time, prior_wall = 0, 0.0, 0.0, 0.0
+    # model selection reads the validation split only: the best validation accuracy, and the test accuracy of
+    # the evaluation that reached it (reported, never selected on)
+    step, best, train_time, prior_wall = 0, {"val_acc": None, "step": None, "test_acc": None}, 0.0, 0.0
     # this rank's loss and number correct at each step since the last evaluation: written on the device every
     # step, read once per evaluation (no per-step sync)
     stats = torch.zeros(2, min(cfg.eval_every, max(total_steps, 1)), device=device)
@@ -284,7 +313,7 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
-        step, best_test_acc = ckpt["step"], ckpt["best_test_acc"]
+        step, best = ckpt["step"], ckpt.get("best", best)  # (a val_size=0 run saved before the split)
         train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
         stats.copy_(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -349,13 +378,17 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
                     data.train_batch(order, i, cfg.batch_size, step, shard)[0] for i in range(min(steps_per_epoch, 200))
                 )
                 recompute_batch_average_(model, batches)
-            test_loss, test_acc = evaluate(model, data, dist)
-            best_test_acc = max(best_test_acc, test_acc)
+            val_loss, val_acc = evaluate(model, data, dist, "val") if data.val is not None else (None, None)
+            test_loss, test_acc = evaluate(model, data, dist, "test")
+            if val_acc is not None and (best["val_acc"] is None or val_acc > best["val_acc"]):
+                best = {"val_acc": val_acc, "step": step, "test_acc": test_acc}
             record = {
                 "step": step,
                 "epoch": step / steps_per_epoch,
                 "train_loss": losses.mean().item(),
                 "train_acc": window[1].sum().item() / ((since_eval + 1) * cfg.batch_size),
+                "val_loss": val_loss,
+                "val_acc": val_acc,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -370,14 +403,14 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
                     record["norm_layers"] = internals
                 log.log_eval(record)
                 log.log_internals(step, internals, model)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{test_acc:.4f}")
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc:.4f}")
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
             every_rank_stats = gather(stats, dist)  # each rank's train statistics since the last evaluation
             if dist.is_main:
                 extra = {
-                    "best_test_acc": best_test_acc,
+                    "best": best,
                     "train_stats": every_rank_stats,
                     "train_time": train_time,
                     "wall_s": prior_wall + time.perf_counter() - start,
@@ -390,9 +423,13 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
         "status": status,
         "steps": step,
         "epochs": step / steps_per_epoch,
+        "val_acc": last.get("val_acc"),
+        "val_loss": last.get("val_loss"),
         "test_acc": last.get("test_acc"),
         "test_loss": last.get("test_loss"),
-        "best_test_acc": best_test_acc if record else None,
+        "best_val_acc": best["val_acc"],  # model selection: the validation split's best evaluation
+        "best_val_step": best["step"],
+        "test_acc_at_best_val": best["test_acc"],
         "train_loss": last.get("train_loss"),
         "train_acc": last.get("train_acc"),
         "wall_s": prior_wall + time.perf_counter() - start,
@@ -401,6 +438,8 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device),
         "world_size": dist.world_size,
+        "threads": torch.get_num_threads(),  # results depend on it (the order of float sums): same seed, same threads
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "git_commit": git_commit(),
         "run_dir": str(run_dir),

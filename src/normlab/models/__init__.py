@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import torch
 from torch import nn
 
 from normlab.config import ConfigError, ModelConfig, NormConfig
@@ -69,3 +70,10 @@ def compatibility_table() -> str:
     rule = "|---|" + "---|" * len(NORMS)
     rows = [f"| {m} | " + " | ".join("yes" if n in compatible_norms(m) else "—" for n in NORMS) + " |" for m in MODELS]
     return "\n".join([header, rule, *rows])
+
+
+def check_buildable(model: ModelConfig, norm: NormConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+    """Build the model on the meta device (no memory, no compute), so that what only a layer can check (e.g. GN's
+    groups in a layer of C channels) is refused for every job of a sweep before the first one starts."""
+    with torch.device("meta"):
+        build_model(model, norm, in_shape, num_classes)

@@ -56,7 +56,7 @@ NORMS: dict[str, NormSpec] = {
     "weight_meanbn": NormSpec(MeanOnlyBatchNorm, ("momentum",), BOTH, batch_stats=True, weight_norm=True),
     "layer": NormSpec(lambda c, kind, **o: LayerNorm(c, **o), ("eps",), BOTH),
     "instance": NormSpec(lambda c, kind, **o: InstanceNorm(c, **o), ("eps",), ("2d",)),
-    "group": NormSpec(lambda c, kind, **o: GroupNorm(c, **o), ("eps", "num_groups"), BOTH),
+    "group": NormSpec(lambda c, kind, **o: GroupNorm(c, **o), ("eps", "num_groups", "group_size"), BOTH),
     "batch_instance": NormSpec(
         lambda c, kind, **o: BatchInstanceNorm(c, **o),
         ("eps", "momentum", "gate_lr_mult"),
@@ -82,7 +82,7 @@ def build_norm(name: str, num_features: int, kind: str = "2d", **options) -> nn.
 
 
 def norm_options(cfg) -> dict:
-    """The options of a NormConfig that its layer takes, e.g. {'eps': 1e-5, 'num_groups': 32} for group."""
+    """The options of a NormConfig that its layer takes, e.g. {'eps': 1e-5, 'num_groups': None, 'group_size': 4} for group."""
     return {key: getattr(cfg, key) for key in NORMS[cfg.name].options}
 
 

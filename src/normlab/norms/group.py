@@ -10,10 +10,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.config import ConfigError
 
-def largest_divisor(n: int, at_most: int) -> int:
-    """The largest divisor of n that is <= at_most (GN needs C divisible by G)."""
-    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+GROUP_SIZE = 4  # default channels per group: several in every layer of normlab's models (16-channel layers: 4 groups)
+
+
+def groups_for(channels: int, num_groups: int | None = None, group_size: int | None = GROUP_SIZE) -> int:
+    """GN's number of groups in a layer of `channels`: `num_groups` where given, else channels / `group_size`.
+    Never silently another norm: a layer where that leaves one channel per group (Instance Norm), one group (Layer
+    Norm) or does not divide C is refused with a ConfigError that says what would fit."""
+    asked = f"norm.num_groups={num_groups}" if num_groups else f"norm.group_size={group_size}"
+    groups = num_groups if num_groups else channels // group_size
+    divides = channels % (num_groups or group_size) == 0
+    fits = [g for g in range(2, channels // 2 + 1) if channels % g == 0]
+    hint = f"num_groups from {fits} or a group_size dividing {channels}" if fits else "another norm"
+    if not divides or groups < 2 or channels // groups < 2:
+        what = ("does not divide its channels" if not divides
+                else "would make it Layer Norm (1 group)" if groups < 2
+                else "would make it Instance Norm (1 channel per group)")  # fmt: skip
+        raise ConfigError(f"{asked} is not allowed for a layer of {channels} channels: it {what}; GN needs >= 2 "
+                          f"groups of >= 2 channels (use {hint})")  # fmt: skip
+    return groups
 
 
 def shifted(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -24,21 +41,21 @@ def shifted(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class GroupNorm(nn.GroupNorm):
-    """GN, Eq. (1) with S_i = the C/G channels of i's group; falls back to the largest G' <= G dividing C.
+    """GN, Eq. (1) with S_i = the C/G channels of i's group: G = `num_groups` where given (the paper's G = 32 on
+    ResNet-50), else C / `group_size` channels per group (the paper's Table 3 alternative; normlab's small nets
+    have 16-128 channels). `num_groups` and channels per group are recorded in summaries (norm_layers)."""
 
-    `requested_groups` keeps what was asked for; `num_groups` is what the layer uses (recorded in summaries).
-    """
-
-    def __init__(self, num_features: int, num_groups: int = 32, eps: float = 1e-5):
+    def __init__(
+        self, num_features: int, num_groups: int | None = None, group_size: int | None = GROUP_SIZE, eps: float = 1e-5
+    ):
         # NOTE num_features first, like every normlab norm, so layers swap freely.
-        super().__init__(largest_divisor(num_features, num_groups), num_features, eps=eps)
-        self.requested_groups = num_groups
+        super().__init__(groups_for(num_features, num_groups, group_size), num_features, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.group_norm(shifted(x, self.num_groups), self.num_groups, self.weight, self.bias, self.eps)
 
     def internals(self) -> dict[str, float]:
-        return {"num_groups": self.num_groups}
+        return {"num_groups": self.num_groups, "channels_per_group": self.num_channels // self.num_groups}
 
 
 class LayerNorm(nn.GroupNorm):
