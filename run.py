@@ -22,4 +22,9 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     register_resolvers()
     precheck(sys.argv[1:], CONF)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; every finished run and checkpoint is kept
+        print("interrupted: finished runs and the last checkpoint are kept; re-run the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)

@@ -3,7 +3,8 @@ vs torchvision's per-sample DataLoader, every norm layer vs nn.BatchNorm2d, the 
 NCHW vs channels_last for the conv nets, and the cost/accuracy trade-off of every norm for the CIFAR-10 CNN.
 
     python scripts/bench.py                     # everything; writes results/bench/ and results/tradeoff/
-    python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | channels_last | tradeoff
+    python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | channels_last | sweep |
+                                                # tradeoff
     python scripts/bench.py --device cuda       # the same on a GPU; writes results/bench/cuda/, results/tradeoff/cuda/
 
 Timings alternate between the compared variants after a warm-up; medians of the repeats are reported with ratios.
@@ -17,6 +18,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab.claims import longest_summary
+from normlab.claims import reference_summary
 from normlab.claims.plots import new_figure, save
 from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig
 from normlab.data import build_data
@@ -329,7 +332,7 @@ def bench_channels_last(device, repeats: int) -> list[dict]:
 def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list[dict], str]:
     """ms per CNN training step on CIFAR-10 (batch 32, width 16 as in the small-batch study) per norm, beside
     that norm's test accuracy at batch 32 and batch 2 from results/bn_small_batch."""
-    small_batch = longest_summary(results, "bn_small_batch")[0] or {}
+    small_batch = reference_summary(results, "bn_small_batch")[0] or {}
     profile, errors = small_batch.get("profile"), small_batch.get("numbers", {})
     x = torch.randn(32, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (32,), device=device)
@@ -370,7 +373,57 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
     return rows, table
 
 
-PARTS = ["runner", "data", "norms", "lstm", "channels_last", "tradeoff"]
+PARTS = ["runner", "data", "norms", "lstm", "channels_last", "sweep", "tradeoff"]
+
+
+# ---------------------------------------------------------------- 6. whole sweeps: sequential vs parallel jobs
+
+SWEEP = [
+    *("dataset=cifar10", "model=cnn", "model.width=16", "norm=batch,group,layer,instance", "data.train_subset=4000"),
+    *("data.val_size=500", "data.test_subset=500", "eval_every=100000", "checkpoint_every=0", "progress=false"),
+]
+
+
+def run_sweep(jobs: int, batch_size: int, steps: int) -> float:
+    """Wall seconds of SWEEP (4 runs) in a fresh directory: `jobs` at a time, each on cores / jobs threads."""
+    cores = os.cpu_count() or 1
+    launcher = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, str(ROOT / "run.py"), "-m", *SWEEP, f"batch_size={batch_size}",
+                   f"max_steps={steps}", f"hydra.sweep.dir={tmp}", *launcher]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs)), "PYTHONWARNINGS": "ignore"}
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=env, cwd=tmp)
+        return time.perf_counter() - start
+
+
+def bench_sweep(repeats: int) -> list[dict]:
+    """The same 4-run sweep run one job at a time on every core vs one job per core on one thread each (Hydra's
+    joblib launcher, as reproduce.py runs them): images/s of the whole sweep, start-up included."""
+    cores = os.cpu_count() or 1
+    rows = []
+    for batch_size, steps in ((2, 1500), (32, 300)):
+        times = {"sequential": [], "parallel": []}
+        for _ in range(repeats):  # alternate, so that drifts of a noisy machine hit both
+            times["sequential"].append(run_sweep(1, batch_size, steps))
+            times["parallel"].append(run_sweep(cores, batch_size, steps))
+        seq, par = statistics.median(times["sequential"]), statistics.median(times["parallel"])
+        images = 4 * steps * batch_size
+        rows.append({"batch_size": batch_size, "runs": 4, "steps": steps, "jobs": cores,
+                     "sequential_s": seq, "parallel_s": par, "sequential_images_per_s": images / seq,
+                     "parallel_images_per_s": images / par, "speedup": seq / par})  # fmt: skip
+    return rows
+
+
+def sweep_table(rows: list[dict]) -> str:
+    return "\n".join([
+        "| batch | runs × steps | sequential s (1 job, all threads) | parallel s (1 job per core, 1 thread) | "
+        "images/s seq → par | speedup |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['batch_size']} | {r['runs']} × {r['steps']} | {r['sequential_s']:.1f} | {r['parallel_s']:.1f} | "
+          f"{r['sequential_images_per_s']:.0f} → {r['parallel_images_per_s']:.0f} | {r['speedup']:.2f}x |"
+          for r in rows],
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -401,6 +454,8 @@ def main() -> None:
         out["lstm"] = bench_lstm(device, args.repeats)
     if "channels_last" in parts:
         out["channels_last"] = bench_channels_last(device, args.repeats)
+    if "sweep" in parts:
+        out["sweep"] = bench_sweep(args.repeats)
     if "tradeoff" in parts:
         out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results, tradeoff)
         (tradeoff / "README.md").write_text(
@@ -414,6 +469,12 @@ def main() -> None:
     (bench / f"{name}.json").write_text(json.dumps(out, indent=2))
     if not args.only:
         (bench / "README.md").write_text(readme(out, args))
+    elif args.only == "sweep":
+        (bench / "sweep.md").write_text(
+            f"# Whole sweeps: sequential vs parallel jobs ({out['machine']})\n\nMade by `python scripts/bench.py "
+            f"--only sweep --repeats {args.repeats}`: the CIFAR-10 CNN (width 16), 4 norms, each a separate run; "
+            "medians, alternating. Target: >= 1.5x at batch 2.\n\n" + sweep_table(out["sweep"]) + "\n"
+        )
 
 
 def readme(out: dict, args) -> str:
@@ -477,6 +538,8 @@ def readme(out: dict, args) -> str:
         ],
         "\n## Trade-off\n\nSee [results/tradeoff](../tradeoff/README.md).\n",
     ]
+    if out.get("sweep"):
+        parts += ["\n## Whole sweeps (sequential vs parallel jobs)\n", sweep_table(out["sweep"])]
     return "\n".join(parts)
 
 

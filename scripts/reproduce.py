@@ -47,8 +47,13 @@ def run_sweep(claim: str, profile: str, extra: list[str], jobs: int) -> None:
     if wall > previous.get("wall_s", 0):  # keep the time of the run that did the work, not of a resume that skipped
         record.write_text(
             json.dumps(
-                {"wall_s": wall, "machine": machine(), "jobs": jobs, "threads_per_job": threads,
-                 "command": f"OMP_NUM_THREADS={threads} " + " ".join(command[1:])},
+                {
+                    "wall_s": wall,
+                    "machine": machine(),
+                    "jobs": jobs,
+                    "threads_per_job": threads,
+                    "command": f"OMP_NUM_THREADS={threads} " + " ".join(command[1:]),
+                },
                 indent=2,
             )
         )

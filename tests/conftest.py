@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DATA_ROOT = str(Path(os.environ.get("NORMLAB_DATA", ROOT.parent / "shared" / "data")).resolve())
 # tiny and fast: every test run shrinks the data and the steps
-TINY = ["data.train_subset=1000", "data.test_subset=500", "data.val_size=500", "progress=false", f"data.root={DATA_ROOT}"]
+TINY = [
+    "data.train_subset=1000",
+    "data.test_subset=500",
+    "data.val_size=500",
+    "progress=false",
+    f"data.root={DATA_ROOT}",
+]
 
 
 def assert_native_matches_python(module, x, upstream) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import DATA_ROOT, ROOT, TINY, run_cli
 
@@ -106,6 +107,23 @@ BAD_INPUTS = [
         ["data.train_subset=10", "batch_size=64"],
         "batch_size=64 is not allowed: the training set has only 10 images",
     ),
+    (["seed=-1"], "seed=-1 is not allowed"),
+    (["optimizer=adam", "optimizer.betas=[1.5,0.9]"], "optimizer.betas=[1.5, 0.9] is not allowed"),
+    (["lr=${oc.env:NORMLAB_SURELY_UNSET}"], "cannot resolve the config"),
+    (["lr=${no.such.key}"], "cannot resolve the config"),
+    (["batch_size=60,120"], "batch_size=60,120 is a sweep (several values) without -m"),
+    (["lr=inf"], "lr=inf is not allowed; expected a finite number"),
+    (["lr=nan"], "lr=nan is not allowed; expected a finite number"),
+    (["scheduler=cosine", "scheduler.final_fraction=-2"], "scheduler.final_fraction=-2.0 is not allowed"),
+    (["max_steps=0"], "max_steps=0 is not allowed"),
+    (["data.train_subset=70000"], "data.train_subset=70000 is not allowed: mnist has 59500 training images"),
+    (["scheduler.warmup_steps=10"], "scheduler.warmup_steps=10 is not allowed: the run has only 3 steps"),
+    (["optimizer.nesterov=true", "optimizer.momentum=0"], "optimizer.nesterov=true is not allowed"),
+    (["optimizer.momentum=1.5"], "optimizer.momentum=1.5 is not allowed"),
+    (["model=cnn", "norm=group", "norm.num_groups=32"], "norm.num_groups=32 is not allowed for a layer of 32"),
+    # a later job of a sweep is checked before the first one starts: nothing is created
+    (["-m", "batch_size=32,2000"], "batch_size=2000 is not allowed: the training set has only 1000 images"),
+    *([(["device=cuda"], "device=cuda is not allowed here")] if not torch.cuda.is_available() else []),
 ]
 
 

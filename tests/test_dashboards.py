@@ -65,9 +65,16 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
         assert sorted(r.split("/")[1].split("-")[2] for r in runs) == ["batch", "none"]
         tags = get(f"{base}/data/plugin/scalars/tags")
         for run in runs:
-            assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr", "samples_per_s"} <= set(
-                tags[run]
-            )
+            assert {
+                "train/loss",
+                "train/acc",
+                "val/loss",
+                "val/acc",
+                "test/loss",
+                "test/acc",
+                "lr",
+                "samples_per_s",
+            } <= set(tags[run])
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"norm.name", "batch_size", "lr", "seed", "model.name"} <= hparams

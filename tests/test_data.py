@@ -48,7 +48,7 @@ def test_the_validation_split_is_held_out_of_training_and_the_same_for_every_see
     # a training image never appears among the validation ones
     flat_val = {bytes(v) for v in data.val.images.reshape(5000, -1).numpy()}
     assert sum(bytes(t) in flat_val for t in data.train.images.reshape(1000, -1).numpy()) <= 2  # MNIST has duplicates
-    assert _data(val_size=0, train_subset=10, test_subset=10).val is None
+    assert _data(val_size=0, train_subset=100, test_subset=10).val is None
 
 
 def data_config():
@@ -73,3 +73,64 @@ def test_split_sizes_that_leave_no_training_images_are_refused_before_loading():
         with pytest.raises(ConfigError, match=words):
             compose_config("data.val_size=5000", bad)
     assert compose_config("data.val_size=0", "data.train_subset=60000").data.train_subset == 60000
+
+
+def _copy_dataset(tmp_path, name):
+    """A data root in tmp_path whose files link to the real ones (replace one to damage it)."""
+    import os
+
+    from conftest import DATA_ROOT
+
+    folder = {"mnist": ("MNIST", "raw"), "cifar10": ("cifar-10-batches-py",)}[name]
+    source, target = os.path.join(DATA_ROOT, *folder), tmp_path.joinpath(*folder)
+    target.mkdir(parents=True)
+    for file in os.listdir(source):
+        (target / file).symlink_to(os.path.join(source, file))
+    return target
+
+
+def _load(tmp_path, name):
+    from normlab.config import DataConfig
+    from normlab.data import load_arrays
+
+    return load_arrays(name, DataConfig(root=str(tmp_path), download=False))
+
+
+def test_damaged_data_files_are_named_before_training(tmp_path):
+    import pickle
+
+    import numpy as np
+    import pytest
+
+    from normlab.data import DataError
+
+    raw = _copy_dataset(tmp_path / "m", "mnist")
+    labels = (raw / "t10k-labels-idx1-ubyte").read_bytes()
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(labels[:8] + bytes([12]) + labels[9:])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte has label 12 at index 0, outside 0..9"):
+        _load(tmp_path / "m", "mnist")
+
+    folder = _copy_dataset(tmp_path / "c", "cifar10")
+    original = (folder / "test_batch").read_bytes()
+    batch = pickle.loads(original, encoding="latin1")
+    cases = {
+        "label 10": {**batch, "labels": [10] + list(batch["labels"][1:])},
+        "no 'data' array": {**batch, "data": batch["data"].tolist()[:2]},
+        "not uint8": {**batch, "data": batch["data"].astype(np.float32)},
+        "labels for": {**batch, "labels": batch["labels"][:-1]},
+    }
+    for words, damaged in cases.items():
+        (folder / "test_batch").unlink()
+        (folder / "test_batch").write_bytes(pickle.dumps(damaged))
+        with pytest.raises(DataError, match=words):
+            _load(tmp_path / "c", "cifar10")
+    for offset in (2, 40, 80):  # a flipped byte in the pickle's structure
+        flipped = bytearray(original)
+        flipped[offset] ^= 0xFF
+        (folder / "test_batch").unlink()
+        (folder / "test_batch").write_bytes(bytes(flipped))
+        try:
+            _load(tmp_path / "c", "cifar10")  # (a flip inside the pixels is a valid, if different, image)
+        except DataError as e:
+            assert "test_batch" in str(e)

@@ -17,7 +17,12 @@ from normlab.norms.recurrent import SequenceIdentity, StepwiseBatchNorm, build_s
 
 from conftest import TINY, assert_native_matches_python, run_cli
 
-SMALL = {"mlp": {}, "cnn": {"width": 8}, "inception_lite": {"width": 16}, "lstm": {"hidden_size": 16}}  # GN: >= 2 groups
+SMALL = {
+    "mlp": {},
+    "cnn": {"width": 8},
+    "inception_lite": {"width": 16},
+    "lstm": {"hidden_size": 16},
+}  # GN: >= 2 groups
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.config import ConfigError
 from normlab.norms import (
     NORMS,
     BatchInstanceNorm,
@@ -19,7 +20,6 @@ from normlab.norms import (
     recompute_batch_average_,
 )
 from normlab.norms.fused import centred_input_grad, grad_sums, pooled, row_statistics, scale_shift
-from normlab.config import ConfigError
 from normlab.norms.group import groups_for
 
 from conftest import assert_native_matches_python
@@ -168,7 +168,13 @@ def test_group_norm_matches_formula(kind, mode):
 
 @pytest.mark.parametrize(
     ("channels", "options", "groups"),
-    [(64, {"num_groups": 32}, 32), (16, {}, 4), (100, {}, 25), (128, {"group_size": 16}, 8), (48, {"num_groups": 8}, 8)],
+    [
+        (64, {"num_groups": 32}, 32),
+        (16, {}, 4),
+        (100, {}, 25),
+        (128, {"group_size": 16}, 8),
+        (48, {"num_groups": 8}, 8),
+    ],
 )
 def test_group_norm_uses_the_groups_asked_for_and_records_them(channels, options, groups):
     layer = build_norm("group", channels, "2d", **options)

@@ -101,3 +101,40 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_leaves_nothing_half_writ
         save_checkpoint(path, {"step": 10})
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_ctrl_c_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path):
+    args = [*TINY, "max_steps=100000", "eval_every=50", "checkpoint_every=50"]
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not list(tmp_path.rglob("last.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in stderr
+    assert list(tmp_path.rglob("last.pt"))  # the work so far is kept for the resume
+
+
+def test_an_empty_or_damaged_cached_kernel_library_is_rebuilt(tmp_path):
+    """Each case in a new process, as a user meets it (a process's dlopen keeps the library it loaded)."""
+    code = "from normlab.norms import native; print(native.library() is not None)"
+    env = {**os.environ, "NORMLAB_CACHE": str(tmp_path)}
+    where = "from normlab.norms import native; print(native.library_path())"
+    target = Path(subprocess.run([sys.executable, "-c", where], env=env, capture_output=True, text=True).stdout.strip())
+    for damage in (b"", b"not a shared library"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(damage)
+        loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert loaded.stdout.strip() == "True", loaded.stderr
+        assert target.stat().st_size > 1000  # rebuilt
+    target.unlink()
+    loaded = subprocess.run([sys.executable, "-c", code], env={**env, "CC": "true"}, capture_output=True, text=True)
+    assert (
+        loaded.stdout.strip() == "False" and "wrote an empty library" in loaded.stderr
+    )  # a "compiler" writing nothing
+    assert not list(tmp_path.glob("*.so"))  # and no empty library cached for the next process

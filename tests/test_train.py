@@ -170,3 +170,14 @@ def test_fused_optimizer_step_matches_the_foreach_one(optimizer):
     start = torch.cat([p.detach().flatten() for p in build_model(cfg.model, cfg.norm, (1, 28, 28), 10).parameters()])
     torch.testing.assert_close(final[True], final[False], rtol=1e-10, atol=1e-12)
     assert (final[True] - start.double()).abs().max() > 1e-2
+
+
+def test_a_diverged_bn_lstm_names_the_remedy(tmp_path):
+    """Pixel sequences, h_0 = 0: the leading blank pixels give the recurrent BN a zero batch variance."""
+    cfg = compose_config("model=lstm", "model.sequence=pixel", "model.hidden_size=16", "norm=batch", "max_steps=4",
+                         "eval_every=2", "batch_size=8", "lr=0.01")  # fmt: skip
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "diverged" and "model.h0_noise=0.1" in summary["hint"]
+    from normlab.trainer import divergence_hint
+
+    assert divergence_hint(compose_config("model=lstm", "norm=batch", "model.h0_noise=0.1")) is None

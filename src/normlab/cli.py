@@ -55,7 +55,12 @@ def config_groups(conf_dir: Path) -> dict[str, list[str]]:
 
 
 def typed_config(cfg: DictConfig, experiment: str) -> Config:
-    values = OmegaConf.to_container(cfg, resolve=True)
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:  # an interpolation typo (${oc.env:UNSET}, ${no.such.key}): user input
+        raise ConfigError(f"cannot resolve the config: {_one_line(e)}") from None
     values.pop("hydra", None)
     values["experiment"] = experiment
     return config_from_dict(values)
@@ -104,6 +109,11 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
     except Exception as e:  # noqa: BLE001 - Hydra's parse errors are user input errors
         fail(f"cannot parse the command line: {_one_line(e)}")
     check_writable(overrides)
+    sweeping = "-m" in argv or "--multirun" in argv
+    for o in overrides:
+        if o.is_sweep_override() and not sweeping and not o.key_or_group.startswith("hydra"):
+            fail(f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
+                 "value, or give one value")  # fmt: skip
     groups = config_groups(conf_dir)
     choices = []
     for o in overrides:
@@ -205,6 +215,7 @@ def summary_line(s: dict) -> str:
         return f"normlab: skipped (already {s['status']}; overwrite=true reruns it) · logs: {s['run_dir']}"
     val, test = (("n/a" if s.get(k) is None else f"{s[k]:.4f}") for k in ("val_acc", "test_acc"))
     extra = f" at step {s['diverged_at_step']}" if s["status"] == "diverged" else ""
+    extra += f" ({s['hint']})" if s.get("hint") else ""
     return (
         f"normlab: {s['status']}{extra} · val_acc {val} · test_acc {test} · {s['steps']} steps · {s['wall_s']:.1f} s"
         f" · logs: {s['run_dir']}"

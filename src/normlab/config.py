@@ -6,6 +6,7 @@ Everything downstream (`build_data`, `build_model`, `build_norm`, `train`) takes
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -135,9 +136,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}={value!r} is not allowed; expected an integer")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise ConfigError(f"{where}={value!r} is not allowed; expected a number")
+        raise ConfigError(f"{where}={value!r} is not allowed; expected a finite number")
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -182,7 +183,9 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range and compatibility checks that types alone cannot express."""
-    from normlab.data import DATASETS, NUM_CLASSES, SHAPES, check_sizes
+    import torch
+
+    from normlab.data import DATASETS, NUM_CLASSES, SHAPES, TRAIN_SIZES, check_sizes
     from normlab.models import check_buildable, check_compatible
     from normlab.norms import BATCH_STAT_NORMS, NORMS
 
@@ -191,15 +194,20 @@ def validate(cfg: Config) -> None:
     _check(cfg.lr > 0, f"lr={cfg.lr} is not allowed; it must be > 0")
     _check(cfg.epochs >= 1, f"epochs={cfg.epochs} is not allowed; it must be >= 1")
     _check(
-        cfg.max_steps is None or cfg.max_steps >= 0,
-        f"max_steps={cfg.max_steps} is not allowed; it must be >= 0 or null",
+        cfg.max_steps is None or cfg.max_steps >= 1,
+        f"max_steps={cfg.max_steps} is not allowed; it must be >= 1 or null (null = `epochs` full passes)",
     )
+    _check(0 <= cfg.seed < 2**32, f"seed={cfg.seed} is not allowed; it must be in [0, 2**32)")
     _check(
         cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip={cfg.grad_clip} is not allowed; it must be > 0 or null"
     )
     _check(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} is not allowed; it must be >= 1")
     _check(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")
     _check(cfg.device in DEVICES, f"device={cfg.device!r} is not allowed; choose from {DEVICES}")
+    _check(
+        cfg.device != "cuda" or torch.cuda.is_available(),
+        "device=cuda is not allowed here: no CUDA device is available; use device=auto or cpu",
+    )
     for key in ("train_subset", "test_subset"):
         n = getattr(cfg.data, key)
         _check(n is None or n >= 1, f"data.{key}={n} is not allowed; it must be >= 1 or null")
@@ -253,13 +261,38 @@ def validate(cfg: Config) -> None:
     o = cfg.optimizer
     _check(o.name in ("sgd", "adam"), f"optimizer={o.name!r} is not allowed; choose from sgd, adam")
     _check(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed; it must be >= 0")
-    _check(o.momentum >= 0, f"optimizer.momentum={o.momentum} is not allowed; it must be >= 0")
+    _check(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed; it must be in [0, 1)")
+    _check(
+        all(0 <= b < 1 for b in o.betas),
+        f"optimizer.betas={list(o.betas)} is not allowed; each must be in [0, 1)",
+    )
+    _check(
+        not (o.name == "sgd" and o.nesterov and o.momentum == 0),
+        "optimizer.nesterov=true is not allowed with optimizer.momentum=0 (Nesterov needs momentum); "
+        "set a momentum > 0 or nesterov=false",
+    )
     s = cfg.scheduler
     _check(
         s.name in ("constant", "step", "cosine"),
         f"scheduler={s.name!r} is not allowed; choose from constant, step, cosine",
     )
     _check(s.warmup_steps >= 0, f"scheduler.warmup_steps={s.warmup_steps} is not allowed; it must be >= 0")
+    _check(s.gamma > 0, f"scheduler.gamma={s.gamma} is not allowed; it must be > 0")
+    _check(
+        0 <= s.final_fraction <= 1,
+        f"scheduler.final_fraction={s.final_fraction} is not allowed; it must be in [0, 1]",
+    )
+    train_images = cfg.data.train_subset or TRAIN_SIZES[cfg.dataset.name] - cfg.data.val_size
+    _check(
+        cfg.batch_size <= train_images,
+        f"batch_size={cfg.batch_size} is not allowed: the training set has only {train_images} images",
+    )
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * (train_images // cfg.batch_size)
+    _check(
+        s.warmup_steps < total,
+        f"scheduler.warmup_steps={s.warmup_steps} is not allowed: the run has only {total} steps; warm up for "
+        "fewer, or train longer",
+    )
     _check(
         all(0 < f < 1 for f in s.milestones),
         f"scheduler.milestones={list(s.milestones)} is not allowed; each must be a fraction of training in (0, 1)",

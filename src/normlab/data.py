@@ -59,7 +59,16 @@ def _load_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     labels = _read_idx(raw / labels_file, 1)
     if images.shape[1:] != (1, 28, 28) or len(images) != len(labels):
         raise DataError(f"{raw} holds {images.shape} images and {len(labels)} labels, not MNIST's 28x28 (corrupt?)")
+    check_labels(raw / labels_file, labels)
     return images, labels
+
+
+def check_labels(path: Path, labels: np.ndarray) -> None:
+    """Every label a class index in [0, NUM_CLASSES): a damaged file is named before training starts."""
+    bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+    if len(bad):
+        raise DataError(f"{path} has label {int(labels[bad[0]])} at index {int(bad[0])}, outside 0..{NUM_CLASSES - 1} "
+                        "(corrupt file?)")  # fmt: skip
 
 
 def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +78,19 @@ def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         try:
             with open(path, "rb") as f:
                 batch = pickle.load(f, encoding="latin1")
-            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch["labels"], dtype=np.int64))
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+            if not isinstance(batch, dict) or not isinstance(batch.get("data"), np.ndarray):
+                raise TypeError("no 'data' array")
+            data, batch_labels = batch["data"], np.asarray(batch["labels"], dtype=np.int64)
+            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+                raise ValueError(f"'data' is {data.dtype} {data.shape}, not uint8 (N, 3072)")
+            if batch_labels.shape != (len(data),):
+                raise ValueError(f"{batch_labels.shape} labels for {len(data)} images")
+            check_labels(path, batch_labels)
+            images.append(data.reshape(-1, 3, 32, 32))
+            labels.append(batch_labels)
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever a damaged pickle raises, it is that file's error
             raise DataError(f"{path} is not a CIFAR-10 python batch (corrupt or wrong file: {e})") from None
     return np.concatenate(images), np.concatenate(labels)
 
@@ -240,8 +259,10 @@ def check_split_sizes(name: str, cfg: DataConfig, n: int) -> None:
                           "it must leave some for training (0 = no validation split)")  # fmt: skip
     left = n - cfg.val_size
     if cfg.train_subset is not None and cfg.train_subset > left:
-        raise ConfigError(f"data.train_subset={cfg.train_subset} is not allowed: {name} has {left} training images "
-                          f"besides the {cfg.val_size} validation ones (data.val_size); use <= {left} or null")  # fmt: skip
+        raise ConfigError(
+            f"data.train_subset={cfg.train_subset} is not allowed: {name} has {left} training images besides the "
+            f"{cfg.val_size} validation ones (data.val_size); use <= {left} or null"
+        )
 
 
 def _tensors(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:

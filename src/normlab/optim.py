@@ -42,8 +42,7 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     fused = o.fused and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in model.parameters())
     if o.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=o.betas, fused=fused or None)
-    nesterov = o.nesterov and o.momentum > 0
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=o.momentum, nesterov=nesterov, fused=fused or None)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov, fused=fused or None)
 
 
 def lr_factor(s: SchedulerConfig, step: int, total_steps: int) -> float:

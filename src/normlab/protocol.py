@@ -65,7 +65,8 @@ def compare(
                           a.tolist(), b.tolist())  # fmt: skip
     if paired:
         diff = a - b
-        if np.ptp(diff) == 0:  # every seed gives the same difference: the interval is that point
+        if np.ptp(diff) <= 1e-9 * max(1.0, float(np.abs(diff).max())):  # the same difference at every seed (up
+            # to rounding): the interval is that point (scipy's t interval would divide by a zero spread)
             low = high = float(diff[0])
         else:
             low, high = stats.ttest_rel(a, b).confidence_interval(CONFIDENCE)

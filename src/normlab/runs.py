@@ -1,5 +1,6 @@
-"""Reading finished runs back: a run directory's summary, metrics and config, grouped and summarized the way the
-reports need them (mean ± std over seeds, steps to reach an accuracy)."""
+"""Reading finished runs back: a run directory's summary, metrics and config, and the measures the claims test
+(endpoints, whole-curve means, steps to a target: in percentage points and steps), paired by seed across arms
+for the protocol (normlab.protocol)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from normlab import protocol
 from normlab.runlog import read_metrics
+
+CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
 
 
 @dataclass
@@ -27,12 +31,70 @@ class Run:
         return self.summary["status"]
 
     @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    @property
     def final_acc(self) -> float | None:
         return self.summary.get("test_acc")
 
-    def steps_to(self, target: float) -> float:
-        """First evaluated step with test accuracy >= target; inf when never reached."""
-        return next((r["step"] for r in self.metrics if r["test_acc"] >= target), math.inf)
+    def curve(self, key: str = "val_acc") -> tuple[list[float], list[float]]:
+        """(steps, values) of `key` at the evaluations (val_acc falls back to test_acc for runs made before the
+        validation split)."""
+        if key == "val_acc" and not any(r.get("val_acc") is not None for r in self.metrics):
+            key = "test_acc"
+        rows = [r for r in self.metrics if r.get(key) is not None]
+        return [r["step"] for r in rows], [r[key] for r in rows]
+
+    def endpoint(self, key: str = "test_acc", k: int = 5) -> float:
+        """The run's result in percentage points: the value after a decaying schedule ends, else the mean of the
+        last k evaluations (neighbouring evaluations of a constant-lr run differ by points); a diverged or
+        failed run counts as chance."""
+        if self.status != "completed":
+            return 100 * CHANCE
+        values = self.curve(key)[1]
+        decays = self.config.get("scheduler", {}).get("name", "constant") != "constant"
+        return 100 * (values[-1] if decays else protocol.endpoint(values, k))
+
+    def curve_mean(self, key: str = "val_acc", steps: list[float] | None = None) -> float:
+        """The mean of the curve over evaluations at `steps` (default: its own), in points: the area under the
+        accuracy curve over the run, normalized. Evaluations a diverged run never reached count as chance."""
+        own = dict(zip(*self.curve(key), strict=True))
+        steps = steps if steps is not None else list(own)
+        return 100 * mean(own.get(s, CHANCE) for s in steps)
+
+    def steps_to(self, target: float, key: str = "val_acc") -> float:
+        """Steps to reach `target` accuracy on the validation split, interpolated between evaluations; inf when
+        never reached (or the run diverged first)."""
+        return protocol.steps_to_target(*self.curve(key), target)
+
+
+def paired(favoured: list[Run], baseline: list[Run], measure) -> tuple[list[float], list[float], bool]:
+    """`measure(run)` for each arm, matched by seed where both arms ran the same seeds (paired), else every run
+    of each arm (independent). Returns (favoured values, baseline values, paired)."""
+    a, b = {r.seed: r for r in favoured}, {r.seed: r for r in baseline}
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        return [measure(a[s]) for s in common], [measure(b[s]) for s in common], True
+    return [measure(r) for r in favoured], [measure(r) for r in baseline], False
+
+
+def arm_test(name: str, favoured: list[Run], baseline: list[Run], measure, margin: float = 0.0):
+    """The protocol's test of favoured − baseline in `measure`, paired by seed where possible."""
+    a, b, is_paired = paired(favoured, baseline, measure)
+    return protocol.compare(name, a, b, margin, paired=is_paired)
+
+
+def steps_test(name: str, favoured: list[Run], baseline: list[Run], target: float, budget: float, margin=0.0):
+    """Steps to `target` (validation), the paper's arm faster by more than `margin` steps; censored runs as in
+    protocol.compare_steps."""
+    a, b, is_paired = paired(favoured, baseline, lambda r: r.steps_to(target))
+    return protocol.compare_steps(name, a, b, budget, margin, paired=is_paired)
+
+
+def common_steps(runs: list[Run], key: str = "val_acc") -> list[float]:
+    """The evaluation steps of the longest run among `runs` (the grid whole-curve measures are read on)."""
+    return max((run.curve(key)[0] for run in runs), key=len, default=[])
 
 
 def load_runs(root: Path) -> list[Run]:

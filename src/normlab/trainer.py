@@ -128,6 +128,17 @@ def last_hidden_percentiles(model: torch.nn.Module, data: InMemoryData) -> dict[
     return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}
 
 
+def divergence_hint(cfg: Config) -> str | None:
+    """What a user can do about a known cause of divergence, said where it happens."""
+    if cfg.model.name == "lstm" and cfg.norm.name == "batch" and cfg.model.h0_noise == 0:
+        return (
+            "BN-LSTM with h_0 = 0: while the leading inputs are blank the recurrent term is the same for every "
+            "sample, its batch variance is 0 and the backward multiplies by 1/sqrt(eps) per step; prime h_0 with "
+            "noise as Cooijmans et al. do: model.h0_noise=0.1"
+        )
+    return None
+
+
 def constrained_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Layers with a projection the papers apply after each optimizer step (BIN: gates clipped to [0, 1])."""
     return [m for m in model.modules() if isinstance(m, BatchInstanceNorm)]
@@ -403,7 +414,9 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
                     record["norm_layers"] = internals
                 log.log_eval(record)
                 log.log_internals(step, internals, model)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc:.4f}")
+            bar.set_postfix(
+                loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc:.4f}"
+            )
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
@@ -435,6 +448,7 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
         "wall_s": prior_wall + time.perf_counter() - start,
         "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
         "diverged_at_step": diverged_at,
+        "hint": divergence_hint(cfg) if status == "diverged" else None,
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device),
         "world_size": dist.world_size,

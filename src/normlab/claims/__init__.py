@@ -1,6 +1,7 @@
 """The papers' claims, one module each: what the paper reports, our setup, the criterion, and `analyze(runs, out)`
-which computes the table, the plots and the verdict from the runs. `write_report` turns that into
-results/<claim>/README.md and summary.json; `write_index` into results/README.md."""
+which computes the table, the plots and the protocol's tests (normlab.protocol) from the runs; the verdict
+follows from the tests. `write_report` turns that into results/<claim>/README.md and summary.json; `write_index`
+into results/README.md."""
 
 from __future__ import annotations
 
@@ -9,20 +10,57 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from normlab import protocol
+from normlab.protocol import VERDICTS, TestResult
 from normlab.runlog import write_json
 from normlab.runs import load_runs
-
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
 
 
 @dataclass
 class Analysis:
     table: str  # markdown
-    numbers: dict  # what the verdict was computed from
-    verdict: str
+    numbers: dict  # the measurements, per arm
+    tests: list[TestResult]  # the claim's tests: the verdict follows from them (protocol.verdict)
     reason: str  # one sentence: why this verdict, with the numbers
     plots: list[str] = field(default_factory=list)  # file names written into the output dir
     notes: str = ""
+    reported: list[TestResult] = field(default_factory=list)  # intervals shown beside, not part of the verdict
+
+    @property
+    def verdict(self) -> str:
+        return protocol.verdict(self.tests)
+
+
+def fmt_interval(ci95) -> str:
+    low, high = ci95
+    return "none" if not abs(low) < float("inf") else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def fmt_test(t: dict) -> str:
+    """A test of a summary.json: `name: estimate [low, high] (outcome)`, in the test's own units."""
+    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'])} ({t['outcome']})"
+
+
+def tests_table(tests: list[TestResult], reported: list[TestResult]) -> str:
+    """The tests as a markdown table: estimate, 95% interval, margin, outcome, method, runs per arm."""
+    rows = [
+        f"| {t.name} | {t.estimate:+.2f} | {fmt_interval(t.ci95)} | {t.margin:+g} | "
+        f"{t.outcome}{'' if t in tests else ' (reported)'} | {t.method} | {len(t.favoured)} / {len(t.baseline)} |"
+        for t in [*tests, *reported]
+    ]
+    header = "| test (paper's direction: positive) | estimate | 95% interval | margin | outcome | method | runs |"
+    notes = [f"- {t.name}: {t.note}" for t in [*tests, *reported] if t.note]
+    return "\n".join([header, "|---|---|---|---|---|---|---|", *rows, "", *notes])
+
+
+def arms(runs) -> dict[str, list]:
+    """Runs grouped by everything in their config but the seed (and where the data lives)."""
+    out: dict[str, list] = {}
+    for run in runs:
+        config = {k: v for k, v in run.config.items() if k not in ("seed", "progress", "device", "data")}
+        data = {k: v for k, v in run.config.get("data", {}).items() if k not in ("root", "download")}
+        out.setdefault(json.dumps({**config, "data": data}, sort_keys=True), []).append(run)
+    return out
 
 
 @dataclass(frozen=True)
@@ -70,9 +108,10 @@ def results_dir(results: Path, claim: str, profile: str) -> Path:
     return results / claim if profile == "quick" else results / claim / profile
 
 
-def longest_summary(results: Path, claim: str) -> tuple[dict | None, Path | None]:
-    """A claim's summary.json from the longest profile run on this machine (cpu, else quick), and its directory."""
-    for profile in ("cpu", "quick"):
+def reference_summary(results: Path, claim: str) -> tuple[dict | None, Path | None]:
+    """A claim's reference summary.json (quick, the profile run at 5 seeds under the protocol; else the longest
+    one there is), and its directory."""
+    for profile in ("quick", "cpu", "full"):
         path = results_dir(results, claim, profile) / "summary.json"
         if path.exists():
             return json.loads(path.read_text()), path.parent
@@ -103,6 +142,9 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
         "reason": analysis.reason,
         "criterion": claim.criterion,
         "numbers": analysis.numbers,
+        "seeds": min((len(rs) for rs in arms(runs).values()), default=0),  # the fewest of any arm
+        "tests": [t.to_dict() for t in analysis.tests],  # each with the per-seed values it was computed from
+        "reported": [t.to_dict() for t in analysis.reported],
         "runs": len(runs),
         "statuses": statuses,
         "wall_s": wall_s,
@@ -113,6 +155,7 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
     write_json(out / "summary.json", summary)
     command = f"python scripts/reproduce.py {claim.name} --profile {profile}"
     plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
+    index = "../README.md" if profile == "quick" else "../../README.md"
     text = f"""# {claim.title}
 
 **Verdict: {analysis.verdict.replace("_", " ")}** ({profile} profile). {analysis.reason}
@@ -139,7 +182,14 @@ wall time on {timing.get("machine", "this machine")}, commit {summary["commit"]}
 
 {claim.criterion}
 
-Numbers the verdict was computed from: `{json.dumps(analysis.numbers)}`
+The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)): each a difference in the
+paper's direction over seeds, with its 95% interval, against a margin stated before running. A test **holds** if
+the interval's low end is above the margin, is **contradicted** if its high end is below it, **unclear** otherwise;
+the claim is reproduced if all hold, not reproduced if any is contradicted, inconclusive otherwise (the table under
+Results; rows marked *reported* do not decide).
+
+Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
+`{json.dumps(analysis.numbers)}`
 {analysis.notes}
 """
     (out / "README.md").write_text(text)
@@ -153,9 +203,10 @@ def write_index(results: Path) -> None:
         for path in sorted((results / claim.name).glob("**/summary.json")):
             s = json.loads(path.read_text())
             link = path.parent.relative_to(results).as_posix() + "/README.md"
+            tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"
             rows.append(
-                f"| [{claim.name}]({link}) | {s['profile']} | **{s['verdict'].replace('_', ' ')}** | "
-                f"{s['reason']} | {s['wall_s'] / 60:.1f} |"
+                f"| [{claim.name}]({link}) | {s['profile']} | **{s['verdict'].replace('_', ' ')}** | {tests} | "
+                f"{s.get('seeds', '?')} | {s['wall_s'] / 60:.1f} |"
             )
     total = sum(
         json.loads(p.read_text())["wall_s"]
@@ -168,12 +219,34 @@ def write_index(results: Path) -> None:
     text = f"""# Reproductions
 
 Each row links to a report written by `scripts/report.py` from real runs (`python scripts/reproduce.py all`
-runs every quick profile; `make reproduce` does the same). Verdicts are computed by the criterion stated in each
+runs every quick profile; `make reproduce` does the same). Verdicts are computed from the tests stated in each
 report, never by hand. Our setting is small on purpose: CIFAR-10 / MNIST and small nets on a 2-core CPU in
-minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU time.
+minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU time. The **quick** profile is each
+claim's reference (the one this table cites first and results/<claim>/summary.json holds): it is the one run at
+5 seeds under the protocol below; `cpu` and `full` rows are longer variants, where present made earlier.
 
-| claim | profile | verdict | why | wall min |
-|---|---|---|---|---|
+## The protocol
+
+Written once in `src/normlab/protocol.py`, used by every claim:
+
+- Every arm of a reference profile runs the same seeds (0-4), so arms are compared **paired by seed**.
+- A run's result (its **endpoint**) is the value after a decaying schedule ends, else the mean of its last 5
+  evaluations; a diverged run counts as chance (10%). Curves are compared by their mean over the evaluations (the
+  normalized area under the validation curve). Steps-to-target are interpolated between evaluations; a run that
+  never reaches the target is **censored** at the run's length, and a difference with censored runs only counts
+  in the direction it bounds.
+- Model selection and steps-to-target read the **validation split** (5,000 training images held out, the same
+  for every seed, `data.val_size`); the test set is only reported.
+- Each test is a difference in the paper's direction (positive = as the paper says) with a **95% interval**: a
+  paired t interval over seeds (`scipy.stats.ttest_rel`), or Welch's (`ttest_ind`) for arms without shared
+  seeds. It is compared with a **margin stated in the claim's code before running** (0 for "better", a negative
+  margin for "not worse by more than"): it **holds** if the interval's low end is above the margin, is
+  **contradicted** if its high end is below the margin, and is **unclear** otherwise.
+- A claim is **reproduced** if all its tests hold, **not reproduced** if any is contradicted, **inconclusive**
+  otherwise. Intervals marked *reported* are shown beside a claim's tests without deciding it.
+
+| claim | profile | verdict | tests: estimate [95% interval] (outcome) | seeds | wall min |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 All quick profiles together took {total / 60:.1f} min of wall time here (2 CPU cores).

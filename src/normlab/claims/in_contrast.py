@@ -6,15 +6,16 @@ from pathlib import Path
 
 import torch
 
-from normlab.claims import Analysis, Claim
+from normlab.claims import Analysis, Claim, fmt_interval, tests_table
 from normlab.claims.plots import lines
 from normlab.config import config_from_dict
 from normlab.data import EVAL_BATCH, build_data
 from normlab.models import build_model
-from normlab.runs import group, mean, mean_std
+from normlab.runs import CHANCE, arm_test, group, mean, mean_std
 
 FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
 NORMS = ("batch", "instance", "layer", "batch_instance")
+MARGIN = 0.0  # points: IN's spread is smaller than BN's
 
 
 def with_contrast(images: torch.Tensor, factor: float) -> torch.Tensor:
@@ -48,27 +49,47 @@ def contrast_accuracies(run, data_cache: dict) -> list[float]:
 def analyze(runs, out):
     groups = group(runs, lambda r: r.config["norm"]["name"])
     cache, numbers, rows = {}, {}, []
+    per_run = {r.path: contrast_accuracies(r, cache) for r in runs}
+
+    def spread(run) -> float:
+        """Points between the best and the worst contrast factor. A diverged model predicts one class whatever
+        the input: invariant by being broken, so it counts as the widest spread (100), not as none."""
+        accs = per_run[run.path]
+        return 100 * (max(accs) - min(accs)) if run.status == "completed" else 100.0
+
+    def at_original(run) -> float:
+        return 100 * per_run[run.path][FACTORS.index(1.0)] if run.status == "completed" else 100 * CHANCE
+
+    tests = [arm_test("mechanism: accuracy spread across contrast, BN − IN (points)", groups.get("instance", []),
+                      groups.get("batch", []), lambda r: -spread(r), MARGIN)]  # fmt: skip
+    reported = [
+        arm_test("accuracy cost of IN at the original contrast: IN − BN (points)", groups.get("instance", []),
+                 groups.get("batch", []), at_original),
+        arm_test("accuracy spread across contrast: LN − IN (points)", groups.get("instance", []),
+                 groups.get("layer", []), lambda r: -spread(r)),
+    ]  # fmt: skip
     for norm in NORMS:
-        per_run = [contrast_accuracies(r, cache) for r in groups.get(norm, [])]
-        by_factor = list(zip(*per_run))
-        spread = mean(max(a) - min(a) for a in per_run)
-        numbers[norm] = {"acc": {str(f): mean(v) for f, v in zip(FACTORS, by_factor)}, "spread": spread}
-        rows.append(f"| {norm} | " + " | ".join(mean_std(v, 100, 1) for v in by_factor) + f" | {100 * spread:.1f} |")
+        accs = [per_run[r.path] for r in groups.get(norm, [])]
+        by_factor = list(zip(*accs))
+        spreads = [spread(r) for r in groups.get(norm, [])]
+        numbers[norm] = {"acc": {str(f): mean(v) for f, v in zip(FACTORS, by_factor)}, "spread": mean(spreads)}
+        rows.append(f"| {norm} | " + " | ".join(mean_std(v, 100, 1) for v in by_factor) + f" | {mean_std(spreads)} |")
     table = (
         "Test accuracy (%) with the test images' contrast scaled about each image's mean (clipped to [0, 1]):\n\n"
         "| norm | "
         + " | ".join(f"×{f}" for f in FACTORS)
-        + " | spread (max − min) |\n|---|"
+        + " | spread (max − min, points) |\n|---|"
         + "---|" * (len(FACTORS) + 1)
         + "\n"
         + "\n".join(rows)
+        + "\n\n"
+        + tests_table(tests, reported)
     )
-    least = min(NORMS, key=lambda n: numbers[n]["spread"])
-    numbers["least_spread"] = least
-    verdict = "reproduced" if least == "instance" else "not_reproduced"
+    numbers["least_spread"] = min(NORMS, key=lambda n: numbers[n]["spread"])
     reason = (
-        f"Smallest accuracy spread across contrast factors: {least} ({100 * numbers[least]['spread']:.1f} points); "
-        + (f"instance {100 * numbers['instance']['spread']:.1f}, batch {100 * numbers['batch']['spread']:.1f}.")
+        f"A mechanism check: IN's accuracy spread across contrast is {-tests[0].estimate:+.2f} points vs BN's "
+        f"({tests[0].outcome}); its accuracy at the original contrast costs {reported[0].estimate:+.2f} points "
+        f"{fmt_interval(reported[0].ci95)} against BN."
     )
     plot = lines(
         FACTORS,
@@ -78,12 +99,12 @@ def analyze(runs, out):
         "contrast factor",
         "test accuracy",
     )
-    return Analysis(table, numbers, verdict, reason, [plot])
+    return Analysis(table, numbers, tests, reason, [plot], reported=reported)
 
 
 CLAIM = Claim(
     name="in_contrast",
-    title="IN makes the network contrast-invariant (IN paper)",
+    title="IN makes the network contrast-invariant (IN paper): a mechanism check",
     paper=(
         'Ulyanov, Vedaldi & Lempitsky 2016 (https://arxiv.org/abs/1607.08022): "the result of stylization should '
         'not, in general, depend on the contrast of the content image"; IN ("contrast normalization") at train '
@@ -91,10 +112,16 @@ CLAIM = Claim(
     ),
     setup=(
         "Stylization is out of scope here; we test the mechanism instead. `cnn` (width 16) trained on CIFAR-10 "
-        "(crop+flip, SGD lr 0.05 momentum 0.9, batch 64, 2 epochs, 2 seeds in the quick profile) with batch, "
+        "(crop+flip, SGD lr 0.05 momentum 0.9 with cosine decay, batch 64, 2 epochs, 5 seeds in the quick profile) "
+        "with batch, "
         "instance, layer and batch_instance; each final model is evaluated on the 10k test images with their "
         "contrast scaled by 0.25, 0.5, 1, 1.5 and 2."
     ),
-    criterion="Reproduced when instance norm's accuracy varies least (max − min over the factors, mean over seeds).",
+    criterion=(
+        "A mechanism check, not the paper's (qualitative, stylization) claim: one test, paired by seed, margin 0: "
+        "IN's test accuracy varies less across the contrast factors (max − min) than BN's. IN cancels a per-image "
+        "contrast scale by construction, so this checks the implementation's invariance more than a finding; the "
+        "accuracy IN costs at the original contrast is reported beside it, with its interval."
+    ),
     analyze=analyze,
 )

@@ -1,52 +1,64 @@
 """Recurrent BN (Cooijmans et al. 2016) and LN (Ba et al. 2016): normalized LSTMs train faster on sequential MNIST."""
 
-import math
-
-from normlab.claims import Analysis, Claim
+from normlab.claims import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
-from normlab.runs import fmt_steps, group, mean, mean_std
+from normlab.runs import arm_test, common_steps, fmt_steps, group, mean, mean_std, steps_test
 
 TARGET = 0.90
+MARGIN = 0.0  # points: "trains faster" = a higher validation curve over the run
 PAPER = {"none": "98.9 / 90.2", "batch": "99.0 / 95.4", "layer": "— / —", "weight": "— / —"}
+NORMS = ("none", "layer", "batch", "weight")
 
 
 def analyze(runs, out):
     groups = group(runs, lambda r: r.config["norm"]["name"])
+    plain = groups.get("none", [])
+    grid = common_steps(runs)
+    budget = max(grid, default=0)
+
+    def curve_test(paper, name, norm):
+        return arm_test(f"{paper}: {name}-LSTM − LSTM, mean validation accuracy over the run (points)",
+                        groups.get(norm, []), plain, lambda r: r.curve_mean("val_acc", grid), MARGIN)  # fmt: skip
+
+    tests = [curve_test("LN paper", "LN", "layer"), curve_test("recurrent-BN paper", "BN", "batch")]
+    reported = [
+        *(arm_test(f"final test accuracy: {norm} − none (points)", groups.get(norm, []), plain,
+                   lambda r: r.endpoint("test_acc")) for norm in ("layer", "batch")),
+        *(steps_test(f"steps to {TARGET:.0%} validation accuracy: none − {norm}", groups.get(norm, []), plain, TARGET,
+                     budget) for norm in ("layer", "batch")),
+    ]  # fmt: skip
     numbers, rows = {}, []
-    for norm in ("none", "layer", "batch", "weight"):
+    for norm in NORMS:
         rs = groups.get(norm, [])
-        steps = mean(r.steps_to(TARGET) for r in rs)
+        steps = [r.steps_to(TARGET) for r in rs]
         numbers[norm] = {
-            "steps_to_target": None if math.isinf(steps) else steps,
-            "final_acc": mean(r.final_acc for r in rs),
+            "steps_to_target": [None if v == float("inf") else v for v in steps],
+            "curve_mean": mean(r.curve_mean("val_acc", grid) for r in rs),
+            "final_acc": mean(r.endpoint("test_acc") for r in rs),
         }
         rows.append(
-            f"| {norm} | {fmt_steps(steps)} | {mean_std([r.final_acc for r in rs], 100)} | {PAPER[norm]} | {len(rs)} |"
+            f"| {norm} | {fmt_steps(mean(steps))} | {mean_std([r.curve_mean('val_acc', grid) for r in rs])} | "
+            f"{mean_std([r.endpoint('test_acc') for r in rs])} | {PAPER[norm]} | {len(rs)} |"
         )
     table = (
-        f"| norm | steps to {TARGET:.0%} | final test acc % | paper: seq. MNIST / pMNIST | seeds |\n"
-        "|---|---|---|---|---|\n" + "\n".join(rows)
+        f"| norm | steps to {TARGET:.0%} (val) | mean val acc over the run % | final test acc % | "
+        "paper: seq. MNIST / pMNIST | seeds |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + tests_table(tests, reported)
     )
-
-    def steps(norm):
-        v = numbers[norm]["steps_to_target"]
-        return math.inf if v is None else v
-
-    faster = {n: steps(n) < steps("none") for n in ("layer", "batch")}
-    numbers["faster_than_none"] = faster
-    verdict = "reproduced" if all(faster.values()) else "not_reproduced"
-    reason = (
-        f"Steps to {TARGET:.0%}: none {fmt_steps(steps('none'))}, layer {fmt_steps(steps('layer'))}, "
-        f"batch {fmt_steps(steps('batch'))}, weight {fmt_steps(steps('weight'))}."
-    )
+    reason = "; ".join(f"{t.name.split(':')[1].split(',')[0].strip()} {t.estimate:+.2f} points ({t.outcome})"
+                       for t in tests) + "."  # fmt: skip
     plots = [
         curves(
-            {n: groups.get(n, []) for n in ("none", "layer", "batch", "weight")},
-            out / "test_accuracy.png",
-            "LSTM on MNIST rows: test accuracy",
+            {n: groups.get(n, []) for n in NORMS},
+            out / "val_accuracy.png",
+            "LSTM on MNIST rows: validation accuracy",
+            key="val_acc",
+            ylabel="validation accuracy",
         )
     ]
-    return Analysis(table, numbers, verdict, reason, plots)
+    return Analysis(table, numbers, tests, reason, plots, reported=reported)
 
 
 CLAIM = Claim(
@@ -60,7 +72,8 @@ CLAIM = Claim(
     setup=(
         "`lstm` with 100 hidden units on MNIST read as 28 rows of 28 pixels (quick; the full profile uses 784 "
         "permuted pixels as in pMNIST), batch 64, Adam lr 1e-3 (not RMSProp), gradient clipping at 1; quick: 800 "
-        "steps, evaluated every 100, 3 seeds; cpu: 1,600 steps, evaluated every 25, 5 seeds; norms none "
+        "steps, evaluated every 100, 5 seeds (the reference); cpu: 1,600 steps, evaluated every 25, 5 seeds; norms "
+        "none "
         "(nn.LSTM), layer (LN-LSTM), batch (BN-LSTM, γ=0.1), weight (WN on W_x, W_h). "
         "For every norm h_0 is primed with Gaussian noise (std 0.1) in training, as the paper does "
         "(`model.h0_noise=0.1`): without it, BN-LSTM's statistics for the first, nearly blank rows have "
@@ -68,7 +81,11 @@ CLAIM = Claim(
         "(89.5% in training) in an earlier run of this profile. "
         "Rows are an easier task than the paper's 784-step pixel sequences, so accuracies are not comparable."
     ),
-    criterion=f"Reproduced when both layer and batch reach {TARGET:.0%} test accuracy in fewer steps (mean over seeds) "
-    "than none.",
+    criterion=(
+        "Two papers, two tests, paired by seed, margin 0: the LN paper's (LN-LSTM trains faster than the LSTM) and "
+        "the recurrent-BN paper's (BN-LSTM does): each a higher mean validation accuracy over the run (the "
+        "normalized area under the curve). Final test accuracy and steps to 90% are reported beside them. On 28 "
+        "rows the recurrent-BN paper itself reports no gain (98.9 vs 99.0); its gain is on pixel sequences."
+    ),
     analyze=analyze,
 )

@@ -1,50 +1,56 @@
 """WN paper: WN + mean-only BN beats BN; WN alone speeds up early training over plain parameterization."""
 
-from normlab.claims import Analysis, Claim
+from normlab.claims import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
-from normlab.runs import group, mean, mean_std, std
+from normlab.runs import CHANCE, arm_test, group, mean, mean_std
 
 PAPER = {"none": 8.43, "weight": 8.46, "batch": 8.05, "weight_meanbn": 7.31}
 NORMS = ("none", "weight", "batch", "weight_meanbn")
+MARGIN = 0.0  # points: the paper claims superiority (7.31 vs 8.05% error), not "no worse"
+
+
+def early(run) -> float:
+    """Validation accuracy (points) at the first evaluation: WN's claim is a faster start."""
+    values = run.curve("val_acc")[1]
+    return 100 * (values[0] if values else CHANCE)
 
 
 def analyze(runs, out):
     groups = group(runs, lambda r: r.config["norm"]["name"])
+    tests = [
+        arm_test("WN + mean-only BN − BN, final test accuracy (points)", groups.get("weight_meanbn", []),
+                 groups.get("batch", []), lambda r: r.endpoint("test_acc"), MARGIN),
+        arm_test("WN − plain, validation accuracy at the first evaluation (points)", groups.get("weight", []),
+                 groups.get("none", []), early, MARGIN),
+    ]  # fmt: skip
+    reported = [
+        arm_test("BN − plain, final test accuracy (points)", groups.get("batch", []), groups.get("none", []),
+                 lambda r: r.endpoint("test_acc")),
+    ]  # fmt: skip
     numbers, rows = {}, []
+    first_step = next((r.curve("val_acc")[0][0] for r in runs if r.metrics), None)
     for norm in NORMS:
         rs = groups.get(norm, [])
-        errs = [100 * (1 - r.final_acc) for r in rs]
-        early = mean(r.metrics[0]["test_acc"] for r in rs)
-        numbers[norm] = {
-            "err": mean(errs),
-            "err_std": std(errs),
-            "early_acc": early,
-            "early_step": rs[0].metrics[0]["step"],
-        }
-        rows.append(f"| {norm} | {mean_std(errs)} | {PAPER[norm]} | {100 * early:.1f} | {len(rs)} |")
+        errs = [100 - r.endpoint("test_acc") for r in rs]
+        numbers[norm] = {"err": mean(errs), "early_acc": mean(early(r) for r in rs)}
+        rows.append(f"| {norm} | {mean_std(errs)} | {PAPER[norm]} | {mean_std([early(r) for r in rs], digits=1)} | "
+                    f"{len(rs)} |")  # fmt: skip
     order = sorted(NORMS, key=lambda n: numbers[n]["err"])
     table = (
-        "| norm | test error % | paper's test error % (S) | "
-        f"test acc % at step {numbers['none']['early_step']} | seeds |\n"
+        f"| norm | test error % | paper's test error % (S) | val acc % at step {first_step} | seeds |\n"
         "|---|---|---|---|---|\n"
         + "\n".join(rows)
-        + f"\n\nOrdering here (best first): {' < '.join(order)}. Paper: weight_meanbn < batch < none < weight."
+        + f"\n\nOrdering here (best first): {' < '.join(order)}. Paper: weight_meanbn < batch < none < weight.\n\n"
+        + tests_table(tests, reported)
     )
-    noise = max(1.0, numbers["batch"]["err_std"], numbers["weight_meanbn"]["err_std"])
-    meanbn_ok = numbers["weight_meanbn"]["err"] <= numbers["batch"]["err"] + noise
-    wn_early = numbers["weight"]["early_acc"] > numbers["none"]["early_acc"]
-    numbers["parts"] = {"meanbn_within_noise_of_or_better_than_bn": meanbn_ok, "wn_faster_early": wn_early}
-    numbers["noise_points"] = noise
-    verdict = "reproduced" if meanbn_ok and wn_early else "not_reproduced"
     reason = (
-        f"Test error: WN+mean-only BN {numbers['weight_meanbn']['err']:.2f}% vs BN {numbers['batch']['err']:.2f}% "
-        f"(noise {noise:.1f}); early accuracy WN {100 * numbers['weight']['early_acc']:.1f}% vs plain "
-        f"{100 * numbers['none']['early_acc']:.1f}%."
+        f"WN+mean-only BN − BN: {tests[0].estimate:+.2f} points of test accuracy ({tests[0].outcome}); WN − plain "
+        f"at step {first_step}: {tests[1].estimate:+.2f} ({tests[1].outcome})."
     )
     plots = [
         curves({n: groups.get(n, []) for n in NORMS}, out / "test_accuracy.png", "CIFAR-10 CNN, Adam: test accuracy")
     ]
-    return Analysis(table, numbers, verdict, reason, plots)
+    return Analysis(table, numbers, tests, reason, plots, reported=reported)
 
 
 CLAIM = Claim(
@@ -58,12 +64,13 @@ CLAIM = Claim(
     setup=(
         "`cnn` (width 16) on CIFAR-10 with crop+flip (the paper: ZCA, no augmentation, Gaussian input noise, "
         "dropout), Adam lr 1e-3, batch 100, data-dependent init for the WN variants (500 images), none / weight / "
-        "batch / weight_meanbn; 2 epochs and 2 seeds (quick) — the paper trains 200 epochs."
+        "batch / weight_meanbn; 2 epochs and 5 seeds (quick, the reference) — the paper trains 200 epochs of a "
+        "deeper net (ConvPool-CNN-C, 9 conv layers, dropout) at a decaying lr."
     ),
     criterion=(
-        "Reproduced when both hold: WN + mean-only BN's test error is at most BN's plus the noise (the larger of 1 "
-        "point and the two seeds' standard deviations), and WN's test accuracy at the first evaluation exceeds the "
-        "plain network's."
+        "Two tests, paired by seed, margin 0: WN + mean-only BN ends with a higher test accuracy than BN (the "
+        "paper's superiority claim, 7.31 vs 8.05% error), and WN alone has a higher validation accuracy than the "
+        "plain parameterization at the first evaluation (its faster start)."
     ),
     analyze=analyze,
 )

@@ -82,7 +82,8 @@ def build_norm(name: str, num_features: int, kind: str = "2d", **options) -> nn.
 
 
 def norm_options(cfg) -> dict:
-    """The options of a NormConfig that its layer takes, e.g. {'eps': 1e-5, 'num_groups': None, 'group_size': 4} for group."""
+    """The options of a NormConfig that its layer takes, e.g. {'eps': 1e-5, 'num_groups': None, 'group_size': 4}
+    for group."""
     return {key: getattr(cfg, key) for key in NORMS[cfg.name].options}
 
 

@@ -71,6 +71,8 @@ def build(target: Path) -> None:
             command = [*compiler(), *FLAGS, *extra, "-o", tmp, str(SOURCES[0])]
             try:
                 subprocess.run(command, check=True, capture_output=True, text=True)
+                if os.path.getsize(tmp) == 0:  # e.g. CC=true: "succeeds" without writing anything
+                    raise OSError(f"{' '.join(compiler())} wrote an empty library")
                 break
             except (OSError, subprocess.CalledProcessError):
                 if i == len(OPTIONAL_FLAGS) - 1:
@@ -80,17 +82,26 @@ def build(target: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def library_path() -> Path:
+    """The cached library's path: named by a hash of the sources and of the CPU."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + cpu_signature()).hexdigest()
+    return cache_dir() / f"native-{digest[:16]}.so"
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, built on first use; None (with one warning) where they cannot be built."""
     if os.environ.get("NORMLAB_NATIVE", "1") == "0":
         return None
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + cpu_signature()).hexdigest()
-    target = cache_dir() / f"native-{digest[:16]}.so"
+    target = library_path()
     try:
-        if not target.exists():
+        if not target.exists() or target.stat().st_size == 0:
             build(target)
-        lib = ctypes.CDLL(str(target))
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError:  # a damaged cached library (truncated, another machine's): build it again, once
+            build(target)
+            lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", None) or e
         warnings.warn(f"normlab: compiled BIN/SN kernels unavailable, using the Python path: {detail}", stacklevel=2)

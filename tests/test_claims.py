@@ -1,0 +1,171 @@
+"""Each claim's analyze() on synthetic runs built here, whose right verdict is known: a clear win for the paper's
+arm, a clear loss, a tie within noise, a diverged run, and targets never reached. A wrong criterion fails here,
+not in a review."""
+
+import json
+import math
+import zlib
+
+import pytest
+
+from normlab.claims import arms, in_contrast, registry, write_report
+from normlab.runs import Run
+
+STEPS = list(range(100, 1100, 100))
+SEEDS = range(5)
+EFFECT = 3.0  # points: a clear difference (the noise is 0.3 points)
+NOISE = (-1.0, 1.0, 0.0, 0.5, -0.5)
+LAYERS = ("features.0", "features.1")
+
+
+def config(norm="batch", batch_size=32, lr=0.1, activation="relu", seed=0, scheduler="constant"):
+    return {"norm": {"name": norm}, "batch_size": batch_size, "lr": lr, "model": {"activation": activation},
+            "seed": seed, "scheduler": {"name": scheduler}, "data": {}}  # fmt: skip
+
+
+def make_run(path, cfg, quality, seed, status="completed", drift=1.0, layers=None, contrast_spread=None):
+    """A run whose validation and test curves rise over STEPS, shifted by `quality` points (+ seeded noise)."""
+    # seed-to-seed noise of mean 0 over the 5 seeds, its sign fixed per arm: a tie stays a tie in every test
+    noise = 0.3 * NOISE[seed] * (1 if zlib.crc32(json.dumps(cfg, sort_keys=True).encode()) % 2 else -1)
+    metrics = []
+    steps = STEPS if status == "completed" else STEPS[:3]
+    for i, step in enumerate(steps):
+        acc = 0.80 + 0.10 * (1 - math.exp(-step / 300)) + (quality + noise) / 100
+        record = {"step": step, "val_acc": acc, "test_acc": acc + 0.002, "train_loss": 1.0}
+        # a sigmoid input's percentiles travelling `drift` spreads (p85 - p15 = 2) over the run
+        centre = 2 * drift * i / (len(STEPS) - 1)
+        record["last_hidden_input"] = {p: [centre + o] * 3 for p, o in (("p15", -1), ("p50", 0), ("p85", 1))}
+        if layers:
+            record["norm_layers"] = layers
+        metrics.append(record)
+    summary = {"status": status, "config": {**cfg, "seed": seed}, "test_acc": metrics[-1]["test_acc"]}
+    summary["norm_layers"] = layers or {}
+    if contrast_spread is not None:  # accuracy at the 5 contrast factors: the original one highest
+        top = metrics[-1]["test_acc"]
+        summary["contrast"] = [top - contrast_spread / 100, top - contrast_spread / 200, top, top - 0.001, top - 0.002]
+    run_dir = path / f"{json.dumps(cfg, sort_keys=True)}-{seed}"
+    return Run(run_dir, summary, metrics)
+
+
+def sn_layers(bn_mean: float, bn_var: float) -> dict:
+    rest_mean, rest_var = (1 - bn_mean) / 2, (1 - bn_var) / 2
+    values = {"mean_in": rest_mean, "mean_ln": rest_mean, "mean_bn": bn_mean, "var_in": rest_var,
+              "var_ln": rest_var, "var_bn": bn_var}  # fmt: skip
+    return {layer: values for layer in LAYERS}
+
+
+def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> list[Run]:
+    """Runs for `claim` where the paper's arm is better by `effect` points (negative: worse); `diverge`="baseline"
+    or "favoured" makes every seed of that arm diverge in the claim's main comparison."""
+    e, runs = effect, []
+
+    def add(cfg, quality, role=None, **kw):
+        for seed in SEEDS:
+            status = "diverged" if diverge is not None and role == diverge else "completed"
+            runs.append(make_run(tmp_path, cfg, quality, seed, status, **kw))
+
+    if claim == "bn_convergence":
+        add(config("none"), 0, "baseline", drift=1.0)
+        add(config("batch"), e, "favoured", drift=1.0 - e / 10)
+    elif claim == "ln_rnn":
+        add(config("none"), 0, "baseline")
+        for norm in ("layer", "batch"):
+            add(config(norm), e, "favoured")
+        add(config("weight"), 0)
+    elif claim == "wn_meanbn":
+        add(config("none"), 0, "baseline")
+        add(config("weight"), e)
+        add(config("batch"), 0, "baseline")
+        add(config("weight_meanbn"), e, "favoured")
+    elif claim == "in_contrast":
+        for norm in ("batch", "layer", "batch_instance"):
+            add(config(norm), 0, "baseline" if norm == "batch" else None, contrast_spread=20.0)
+        add(config("instance"), -10, "favoured", contrast_spread=20.0 - e)
+    elif claim == "sn_switches":
+        for bs in (32, 8):
+            add(config("switchable", bs), 0, layers=sn_layers(0.5, 0.5))
+        add(config("switchable", 2), 0, layers=sn_layers(0.5 - e / 100, 0.5 - 2 * e / 100))
+    elif claim == "bn_small_batch":
+        for norm in ("batch", "group", "layer", "instance", "switchable"):
+            for bs in (32, 8, 2):
+                bad = norm == "batch" and bs == 2
+                add(config(norm, bs), -e if bad else 0, "baseline" if bad else "favoured" if bs == 2 else None)
+    elif claim == "ln_small_batch":
+        for bs in (128, 4):
+            add(config("batch", bs), -max(e, 0) if bs == 4 else 0, "baseline" if bs == 4 else None)
+            add(config("layer", bs), min(e, 0) if bs == 4 else 0, "favoured" if bs == 4 else None)
+    elif claim == "bin_gates":
+        add(config("batch"), 0, "baseline")
+        add(config("instance"), -5)
+        gates = {layer: {"gate_mean": 0.9} for layer in LAYERS}
+        add(config("batch_instance"), e, "favoured", layers=gates)
+    elif claim == "bn_learning_rate":
+        for act in ("relu", "sigmoid"):
+            for mult in (1, 5, 30):
+                add(config("none", lr=0.01 * mult, activation=act), 0, "baseline" if mult == 1 else None)
+                add(config("batch", lr=0.01 * mult, activation=act), e, "favoured" if mult == 5 else None)
+    else:
+        raise AssertionError(f"no synthetic runs for {claim}: add them here")
+    return runs
+
+
+@pytest.fixture(autouse=True)
+def fake_contrast(monkeypatch):
+    """in_contrast evaluates checkpoints on real images; here each synthetic run carries its accuracies."""
+    monkeypatch.setattr(in_contrast, "contrast_accuracies", lambda run, cache: run.summary["contrast"])
+
+
+CLAIMS = sorted(registry())
+
+
+def test_every_claim_has_synthetic_runs(tmp_path):
+    for claim in CLAIMS:
+        assert build(claim, EFFECT, tmp_path)
+
+
+@pytest.mark.parametrize("claim", CLAIMS)
+@pytest.mark.parametrize(
+    ("effect", "verdict"), [(EFFECT, "reproduced"), (-EFFECT, "not_reproduced"), (0.0, "inconclusive")]
+)
+def test_a_clear_win_loss_or_tie_gives_the_right_verdict(tmp_path, claim, effect, verdict):
+    analysis = registry()[claim].analyze(build(claim, effect, tmp_path), tmp_path)
+    assert analysis.verdict == verdict, [(t.name, t.estimate, t.ci95, t.outcome) for t in analysis.tests]
+    for test in analysis.tests:  # every test is computed over the 5 seeds of each arm, paired
+        assert len(test.favoured) == len(test.baseline) == 5 and test.method == "paired t"
+
+
+# sn_switches compares the weights one norm learned at two batch sizes: there is no baseline arm to diverge
+@pytest.mark.parametrize("claim", [c for c in CLAIMS if c != "sn_switches"])
+def test_a_diverged_baseline_counts_against_it_and_a_diverged_paper_arm_against_the_paper(tmp_path, claim):
+    analyze = registry()[claim].analyze
+    assert analyze(build(claim, EFFECT, tmp_path, diverge="baseline"), tmp_path).verdict == "reproduced"
+    assert analyze(build(claim, EFFECT, tmp_path, diverge="favoured"), tmp_path).verdict != "reproduced"
+
+
+def test_targets_never_reached_are_censored_not_compared_as_equal(tmp_path):
+    """bn_convergence reports steps to 95% / 97%: where neither arm reaches 97%, that row is unclear (never <
+    never is neither true nor false), and it does not decide the verdict."""
+    runs = build("bn_convergence", EFFECT, tmp_path)
+    analysis = registry()["bn_convergence"].analyze(runs, tmp_path)
+    never = next(t for t in analysis.reported if "97%" in t.name)
+    assert all(math.isinf(r.steps_to(0.97)) for r in runs)
+    assert never.outcome == "unclear" and "never reached" in never.note
+    assert analysis.verdict == "reproduced"
+
+
+def test_the_summary_follows_the_contract(tmp_path):
+    """write_report's summary.json: today's keys plus seeds, and tests with their intervals and per-seed values."""
+    runs_root = tmp_path / "runs"
+    runs = build("bn_convergence", EFFECT, runs_root / "bn_convergence")
+    for run in runs:
+        run.path.mkdir(parents=True)
+        (run.path / "summary.json").write_text(json.dumps(run.summary))
+        (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.metrics))
+    summary = write_report(registry()["bn_convergence"], "quick", runs_root, tmp_path / "results")
+    assert {"claim", "verdict", "reason", "criterion", "numbers", "runs", "wall_s", "commit"} <= set(summary)
+    assert summary["seeds"] == 5 and summary["verdict"] == "reproduced"
+    for test in summary["tests"]:
+        assert set(test) >= {"name", "estimate", "ci95", "margin", "outcome", "favoured", "baseline"}
+        low, high = test["ci95"]
+        assert low <= test["estimate"] <= high and len(test["favoured"]) == 5
+    assert len(arms(runs)) == 2
