@@ -3,15 +3,27 @@ summary.json) and refresh the index results/README.md.
 
     python scripts/report.py bn_small_batch [--profile quick|cpu|full] [--runs runs] [--results results]
     python scripts/report.py all
+    python scripts/report.py bn_convergence max_steps=1000    # runs made with overrides: a report under runs/
+
+A report counts exactly the runs of its profile's sweep (every job composed as `run.py -m` would, overrides
+included); other runs under runs/<experiment>/ are left out and counted. A report of overridden runs never
+rewrites the committed results: it goes to runs/<experiment>/report/ unless --results is given.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from normlab.claims import registry, write_index, write_report
+from normlab.claims import experiment_name, registry, write_index, write_report
+from normlab.cli import precheck
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def profile_jobs(claim: str, profile: str, overrides: list[str]) -> list[dict]:
+    """The configs of every job of the profile's sweep, as dicts (what matching runs must have)."""
+    jobs = precheck(["-m", f"experiment={experiment_name(claim, profile)}", *overrides], ROOT / "conf")
+    return [config.to_dict() for _, config in jobs]
 
 
 def main(argv=None) -> int:
@@ -20,13 +32,20 @@ def main(argv=None) -> int:
     parser.add_argument("claim", choices=[*claims, "all"])
     parser.add_argument("--profile", default="quick", choices=["quick", "cpu", "full"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--results", type=Path, default=ROOT / "results")
-    args = parser.parse_args(argv)
+    parser.add_argument("--results", type=Path, default=None, help="default: results/ (runs/<experiment>/report/ "
+                        "for runs made with overrides)")  # fmt: skip
+    parser.add_argument("overrides", nargs="*", help="the Hydra overrides the runs were made with, if any")
+    args = parser.parse_intermixed_args(argv)
     names = list(claims) if args.claim == "all" else [args.claim]
     for name in names:
-        summary = write_report(claims[name], args.profile, args.runs, args.results)
+        results = args.results or (
+            args.runs / experiment_name(name, args.profile) / "report" if args.overrides else ROOT / "results"
+        )
+        jobs = profile_jobs(name, args.profile, args.overrides)
+        summary = write_report(claims[name], args.profile, args.runs, results, jobs, tuple(args.overrides))
         print(f"{name} ({args.profile}): {summary['verdict']} — {summary['reason']}")
-    write_index(args.results)
+        if not args.overrides or args.results:
+            write_index(results)
     return 0
 
 

@@ -3,6 +3,7 @@
     python scripts/reproduce.py bn_convergence                 # quick profile (this CPU)
     python scripts/reproduce.py all --profile quick            # every claim (= make reproduce)
     python scripts/reproduce.py bn_small_batch --profile cpu   # longer CPU run; --profile full for a GPU
+    python scripts/reproduce.py bn_small_batch --tune          # + each arm at its own tuned learning rate
 
 Finished runs are skipped, so an interrupted reproduction resumes where it stopped. Sweeps run --jobs runs at
 once (default: one per CPU core) through Hydra's joblib launcher, each with cores / jobs threads (one thread per
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from normlab.claims import experiment_name, registry
+from normlab.claims import experiment_name, registry, write_index, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
-def run_sweep(claim: str, profile: str, extra: list[str], jobs: int) -> None:
+def run_sweep(claim: str, profile: str, extra: list[str], jobs: int, work: Path, record: bool = True) -> float:
     experiment = experiment_name(claim, profile)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
@@ -38,14 +39,14 @@ def run_sweep(claim: str, profile: str, extra: list[str], jobs: int) -> None:
     command += extra
     print(f"+ OMP_NUM_THREADS={threads}", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    result = subprocess.run(command, cwd=work, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"error: the sweep for {claim} exited with {result.returncode}")
-    record = ROOT / "runs" / experiment / "reproduce.json"
-    previous = json.loads(record.read_text()) if record.exists() else {}
-    if wall > previous.get("wall_s", 0):  # keep the time of the run that did the work, not of a resume that skipped
-        record.write_text(
+    path = work / "runs" / experiment / "reproduce.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if record and wall > previous.get("wall_s", 0):  # the time of the run that did the work, not of a resume
+        path.write_text(
             json.dumps(
                 {
                     "wall_s": wall,
@@ -57,6 +58,77 @@ def run_sweep(claim: str, profile: str, extra: list[str], jobs: int) -> None:
                 indent=2,
             )
         )
+    return wall
+
+
+TUNE_GRID = (1 / 3, 1.0, 3.0)  # multiples of the profile's lr: log-spaced, the same budget for every arm
+
+
+def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path) -> tuple[list[dict], str]:
+    """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
+    runs TUNE_GRID × its lr at the first seed; the lr with the best validation endpoint is selected, then run with
+    every seed. Returns the configs of the tuned runs and a markdown note (selection table, sensitivity plot).
+    Runs at the profile's own lr are the fixed-lr runs: found, not run again."""
+    from normlab.claims import experiment_name, matching, results_dir
+    from normlab.claims.plots import new_figure, save
+    from normlab.cli import precheck
+    from normlab.runs import load_runs
+
+    experiment = experiment_name(claim, profile)
+    base = precheck(["-m", f"experiment={experiment}", *extra], ROOT / "conf")
+    if len({cfg.lr for _, cfg in base}) > len({json.dumps({**cfg.to_dict(), "lr": 0, "seed": 0}) for _, cfg in base}):
+        raise SystemExit(f"error: {claim} sweeps the learning rate itself; --tune is for claims that do not")
+    arms: dict[tuple[str, ...], object] = {}
+    for job, cfg in base:
+        arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=")))
+        arms.setdefault(arm, cfg)  # the arm's first seed
+    first_seed = min(cfg.seed for _, cfg in base)
+    rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
+    start, selected, record = time.perf_counter(), {}, {}
+    for arm, cfg in arms.items():
+        grid = ",".join(repr(cfg.lr * m) for m in TUNE_GRID)
+        command = [*arm, f"seed={first_seed}", f"lr={grid}", *rest]
+        run_sweep(claim, profile, command, jobs, work, record=False)
+        tuning_jobs = [c.to_dict() for _, c in precheck(["-m", f"experiment={experiment}", *command], ROOT / "conf")]
+        runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
+        scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
+        selected[arm] = max(scores, key=scores.get)
+        record[" ".join(arm) or "(one arm)"] = {
+            "fixed_lr": cfg.lr,
+            "val_endpoint_by_lr": scores,
+            "selected": selected[arm],
+        }
+    tuned_jobs = []
+    for arm, lr in selected.items():
+        command = [*arm, f"lr={lr!r}", *extra]
+        run_sweep(claim, profile, command, jobs, work, record=False)
+        tuned_jobs += [c.to_dict() for _, c in precheck(["-m", f"experiment={experiment}", *command], ROOT / "conf")]
+    wall = time.perf_counter() - start
+    (work / "runs" / experiment / "tuned.json").write_text(json.dumps({"wall_s": wall, "arms": record}, indent=2))
+    out = results_dir(results, claim, profile) / "tuned"
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = new_figure(figsize=(6, 4))
+    for name, r in record.items():
+        lrs = sorted(r["val_endpoint_by_lr"])
+        ax.plot(lrs, [r["val_endpoint_by_lr"][lr] for lr in lrs], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="validation accuracy % (endpoint, seed 0)", title="lr sensitivity per arm")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    plot = save(fig, out / "lr_sensitivity.png")
+    rows = []
+    for name, r in record.items():
+        grid = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
+        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {grid} | **{r['selected']:.4g}** |")
+    note = (
+        f"\n**Tuning** ({wall / 60:.1f} min): every arm ran its fixed lr × {', '.join(f'{m:.3g}' for m in TUNE_GRID)} "
+        f"at seed {first_seed}; the lr with the best validation endpoint was run with every seed (the test set "
+        "was not read). The fixed-lr report is the profile's own (one directory up).\n\n"
+        "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\n![{plot}]({plot})\n"
+    )
+    return tuned_jobs, note
 
 
 def main(argv=None) -> int:
@@ -66,16 +138,29 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="quick", choices=["quick", "cpu", "full"])
     parser.add_argument("--report-only", action="store_true", help="skip the sweeps, rebuild the reports")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)")
+    parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (TUNE_GRID)")
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ and results/ go (default: the repo)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweeps, e.g. device=cuda")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     names = list(claims) if args.claim == "all" else [args.claim]
     failed = []
+    work = args.workdir.resolve()
     for name in names:
+        # a report of overridden runs never rewrites the committed results (report.py puts it beside the runs)
+        experiment = experiment_name(name, args.profile)
+        results = work / "runs" / experiment / "report" if args.overrides else work / "results"
         if not args.report_only:
-            run_sweep(name, args.profile, args.overrides, max(1, args.jobs))
+            run_sweep(name, args.profile, args.overrides, max(1, args.jobs), work)
         report = [sys.executable, str(ROOT / "scripts" / "report.py"), name, "--profile", args.profile]
-        if subprocess.run(report, cwd=ROOT).returncode != 0:
+        report += ["--runs", str(work / "runs"), "--results", str(results), *args.overrides]
+        if subprocess.run(report, cwd=work).returncode != 0:
             failed.append(name)  # the runs are kept: fix the report, then --report-only
+        if args.tune:
+            jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results)
+            summary = write_report(claims[name], args.profile, work / "runs", results, jobs, tuple(args.overrides),
+                                   variant="tuned", notes=note)  # fmt: skip
+            print(f"{name} ({args.profile}, tuned): {summary['verdict']} — {summary['reason']}")
+            write_index(results)
     if failed:
         print(f"error: the report failed for {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -58,3 +58,40 @@ def test_every_claim_end_to_end_on_tiny_data(tmp_path, claim):
     assert result.returncode == 0, result.stderr
     summary = write_report(registry()[claim], "quick", tmp_path / "runs", tmp_path / "results")
     assert summary["verdict"] in VERDICTS
+
+
+def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_one(tmp_path):
+    """reproduce.py --tune on tiny data: each arm runs its lr × 1/3, 1, 3 at the first seed, the best validation
+    endpoint is run with every seed, and the tuned report sits beside the fixed-lr one. Overridden runs never
+    touch results/: both reports go beside the runs."""
+    import subprocess
+    import sys
+
+    from conftest import DATA_ROOT, ROOT
+
+    overrides = [*TINY, "max_steps=40", "eval_every=20", "seed=0,1"]
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--jobs", "1",
+               "--workdir", str(tmp_path), *overrides]  # fmt: skip
+    env = {**__import__("os").environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = tmp_path / "runs" / "bn_convergence" / "report" / "bn_convergence"
+    fixed, tuned = (json.loads((report / d / "summary.json").read_text()) for d in (".", "tuned"))
+    assert fixed["runs"] == 4 and fixed["variant"] == "fixed lr" and fixed["overrides"] == overrides
+    assert tuned["variant"] == "tuned" and tuned["runs"] == 4 and tuned["seeds"] == 2
+    record = json.loads((tmp_path / "runs" / "bn_convergence" / "tuned.json").read_text())["arms"]
+    assert len(record) == 2
+    for arm in record.values():
+        scores = {float(lr): v for lr, v in arm["val_endpoint_by_lr"].items()}
+        assert len(scores) == 3 and arm["selected"] == max(scores, key=scores.get)
+        assert sorted(scores) == pytest.approx([arm["fixed_lr"] / 3, arm["fixed_lr"], 3 * arm["fixed_lr"]])
+    assert (report / "tuned" / "lr_sensitivity.png").stat().st_size > 1000
+    assert not (tmp_path / "results").exists()
+    # the fixed-lr report made again counts exactly its 4 runs and leaves out the 4 tuning runs at other lrs and
+    # the seed-1 runs of arms whose selected lr is not the fixed one
+    again = [sys.executable, str(ROOT / "scripts" / "report.py"), "bn_convergence", "--runs", str(tmp_path / "runs"),
+             "--results", str(tmp_path / "again"), *overrides]  # fmt: skip
+    assert subprocess.run(again, capture_output=True, text=True, env=env).returncode == 0
+    summary = json.loads((tmp_path / "again" / "bn_convergence" / "summary.json").read_text())
+    moved = sum(arm["selected"] != arm["fixed_lr"] for arm in record.values())
+    assert summary["runs"] == 4 and summary["left_out"] == 4 + moved

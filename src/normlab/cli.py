@@ -94,10 +94,11 @@ def check_writable(overrides) -> None:
             fail(f"cannot write run directories under {path}: {ancestor} is not a writable directory")
 
 
-def precheck(argv: list[str], conf_dir: Path) -> None:
-    """Compose and validate every job the command line asks for; exit 2 with one line at the first bad one."""
+def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Config]]:
+    """Compose and validate every job the command line asks for; exit 2 with one line at the first bad one.
+    Returns each job's overrides and typed config (what the reports match runs against)."""
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
-        return  # Hydra's own flags (--help, --cfg, ...): let Hydra handle the command
+        return []  # Hydra's own flags (--help, --cfg, ...): let Hydra handle the command
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -142,6 +143,7 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
                     if _values(o) is not None:
                         choices.append([f"{key}={v}" for v in _values(o)])
         jobs = list(itertools.islice(itertools.product(*choices), MAX_PRECHECK_JOBS))
+        checked = []
         for job in jobs:
             experiment = next((j.split("=", 1)[1] for j in job if j.startswith("experiment=")), "default")
             where = f" (in the job {' '.join(job)})" if len(jobs) > 1 else ""
@@ -156,10 +158,11 @@ def precheck(argv: list[str], conf_dir: Path) -> None:
                     )
                 fail(message + where)
             try:
-                typed_config(cfg, experiment)
+                checked.append((job, typed_config(cfg, experiment)))
             except ConfigError as e:
                 fail(f"{e}{where}")
     GlobalHydra.instance().clear()
+    return checked
 
 
 def hydra_record(cfg: DictConfig, hc):

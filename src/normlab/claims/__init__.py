@@ -118,14 +118,40 @@ def reference_summary(results: Path, claim: str) -> tuple[dict | None, Path | No
     return None, None
 
 
-def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> dict:
-    """Analyze runs/<experiment>/ and write results/<claim>[/<profile>]/{README.md, summary.json, *.png}."""
+def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
+    """The runs whose config is one of `jobs` (the configs a profile's sweep runs), and the others (runs of
+    another profile, another override, another version of normlab): a report describes exactly its profile."""
+    from normlab.trainer import comparable, with_legacy_values
+
+    def key(config: dict) -> str:
+        return json.dumps(comparable(config), sort_keys=True)
+
+    wanted = {key(job) for job in jobs}
+    keep = [r for r in runs if key(with_legacy_values(r.config)) in wanted]
+    return keep, [r for r in runs if r not in keep]
+
+
+def write_report(
+    claim: Claim,
+    profile: str,
+    runs_root: Path,
+    results: Path,
+    jobs: list[dict] | None = None,
+    overrides: tuple[str, ...] = (),
+    variant: str = "",
+    notes: str = "",
+) -> dict:
+    """Analyze runs/<experiment>/ and write results/<claim>[/<profile>][/<variant>]/{README.md, summary.json,
+    *.png}. With `jobs` (the configs of the profile's sweep, `overrides` included) only the runs of those configs
+    count; the others are left out and counted. `variant` "tuned": the per-arm tuned learning rates."""
     experiment = experiment_name(claim.name, profile)
     run_dir = runs_root / experiment
-    runs = load_runs(run_dir)
+    runs, left_out = load_runs(run_dir), []
+    if jobs is not None:
+        runs, left_out = matching(runs, jobs)
     if not runs:
         raise SystemExit(f"error: no finished runs under {run_dir}; run `python scripts/reproduce.py {claim.name}`")
-    out = results_dir(results, claim.name, profile)
+    out = results_dir(results, claim.name, profile) / variant
     out.mkdir(parents=True, exist_ok=True)
     analysis = claim.analyze(runs, out)
     assert analysis.verdict in VERDICTS, analysis.verdict
@@ -138,6 +164,8 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
         "claim": claim.name,
         "title": claim.title,
         "profile": profile,
+        "variant": variant or "fixed lr",
+        "overrides": list(overrides),  # anything but the profile as configured
         "verdict": analysis.verdict,
         "reason": analysis.reason,
         "criterion": claim.criterion,
@@ -146,6 +174,7 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
         "tests": [t.to_dict() for t in analysis.tests],  # each with the per-seed values it was computed from
         "reported": [t.to_dict() for t in analysis.reported],
         "runs": len(runs),
+        "left_out": len(left_out),  # runs under runs/<experiment>/ of other configs
         "statuses": statuses,
         "wall_s": wall_s,
         # the code the runs were made with (each run records it), not the code writing this report
@@ -153,12 +182,14 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
         "date": datetime.date.today().isoformat(),
     }
     write_json(out / "summary.json", summary)
-    command = f"python scripts/reproduce.py {claim.name} --profile {profile}"
+    extra = "".join(f" {o}" for o in overrides) + (" --tune" if variant == "tuned" else "")
+    command = f"python scripts/reproduce.py {claim.name} --profile {profile}{extra}"
     plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
-    index = "../README.md" if profile == "quick" else "../../README.md"
+    index = "../" * (len(out.relative_to(results).parts)) + "README.md"
+    others = f" {len(left_out)} runs of other configs under runs/{experiment}/ were left out." if left_out else ""
     text = f"""# {claim.title}
 
-**Verdict: {analysis.verdict.replace("_", " ")}** ({profile} profile). {analysis.reason}
+**Verdict: {analysis.verdict.replace("_", " ")}** ({profile} profile, {summary["variant"]}). {analysis.reason}
 
 ## The paper
 
@@ -170,7 +201,8 @@ def write_report(claim: Claim, profile: str, runs_root: Path, results: Path) -> 
 
 Made by `{command}` (it runs `python run.py -m experiment={experiment}` and then
 `python scripts/report.py {claim.name} --profile {profile}`), {len(runs)} runs ({statuses}), {wall_s / 60:.1f} min of
-wall time on {timing.get("machine", "this machine")}, commit {summary["commit"]}, {summary["date"]}.
+wall time on {timing.get("machine", "this machine")}, commit {summary["commit"]}, {summary["date"]}.{others}
+{notes}
 
 ## Results
 
@@ -204,8 +236,9 @@ def write_index(results: Path) -> None:
             s = json.loads(path.read_text())
             link = path.parent.relative_to(results).as_posix() + "/README.md"
             tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"
+            profile = s["profile"] + (f", {s['variant']}" if s.get("variant", "fixed lr") != "fixed lr" else "")
             rows.append(
-                f"| [{claim.name}]({link}) | {s['profile']} | **{s['verdict'].replace('_', ' ')}** | {tests} | "
+                f"| [{claim.name}]({link}) | {profile} | **{s['verdict'].replace('_', ' ')}** | {tests} | "
                 f"{s.get('seeds', '?')} | {s['wall_s'] / 60:.1f} |"
             )
     total = sum(
