@@ -55,7 +55,8 @@ def compare(
 ) -> TestResult:
     """favoured − baseline over seeds, with its 95% interval: paired (seed i of one arm with seed i of the other,
     both arms having run the same seeds, in the same order) or Welch's for independent arms."""
-    a, b = np.asarray(favoured, dtype=float), np.asarray(baseline, dtype=float)
+    # to 1e-9: float rounding (a measure computed two ways) is not a difference
+    a, b = np.round(np.asarray(favoured, dtype=float), 9), np.round(np.asarray(baseline, dtype=float), 9)
     if paired and len(a) != len(b):
         raise ValueError(f"{name}: a paired test needs the same seeds in both arms, got {len(a)} and {len(b)} runs")
     estimate = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
