@@ -156,3 +156,40 @@ def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path):
     assert len(summaries) == 3
     assert best["best_value"] == max(s["best_val_acc"] for s in summaries)
     assert 0.001 <= best["best_params"]["lr"] <= 1.0
+
+
+def _fake_run(root, norm, batch_size, seed, acc):
+    """A finished run on disk: its summary and a metrics.jsonl whose validation curve ends at `acc`."""
+    config = {
+        "norm": {"name": norm},
+        "batch_size": batch_size,
+        "seed": seed,
+        "lr": 0.1,
+        "scheduler": {"name": "cosine"},
+    }
+    run = root / f"{norm}-bs{batch_size}-s{seed}"
+    run.mkdir(parents=True)
+    summary = {"status": "completed", "config": config, "samples_per_s": 1000.0 * batch_size, "test_acc": acc}
+    (run / "summary.json").write_text(json.dumps(summary))
+    records = [
+        {"step": s, "val_acc": acc - 0.1 + 0.05 * i, "test_acc": acc - 0.1 + 0.05 * i}
+        for i, s in enumerate((10, 20, 30))
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_compare_ranks_norms_per_batch_size_and_says_how_sure(tmp_path):
+    noise = (0.0, 0.004, -0.004)
+    for seed in range(3):
+        for norm, bs, acc in (("batch", 32, 0.80), ("group", 32, 0.80), ("batch", 2, 0.60), ("group", 2, 0.78)):
+            _fake_run(tmp_path / "sweep", norm, bs, seed, acc + noise[seed] * (norm == "group"))
+    out = tmp_path / "plot.png"
+    result = script("compare.py", tmp_path / "sweep", "--out", out)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    bs2, bs32 = text.split("### batch_size=32")[0], text.split("### batch_size=32")[1]
+    assert "### batch_size=2" in bs2 and bs2.index("| 1 | group |") < bs2.index("| 2 | batch |")
+    assert "**Recommendation: group** — ahead of batch" in bs2  # 18 points, every seed: sure
+    assert "**Recommendation: " in bs32 and " or " in bs32 and "not separable" in bs32  # a tie: says so
+    assert out.stat().st_size > 1000
+    assert script("compare.py", tmp_path / "sweep", "--by", "no.such.key").returncode == 2

@@ -102,6 +102,17 @@ def compare_steps(
     return result
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """The mean over seeds and its 95% t interval (scipy.stats); an infinite interval for fewer than 2 values."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else math.nan), -math.inf, math.inf
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0]), float(v[0])
+    low, high = stats.t.interval(CONFIDENCE, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    return float(v.mean()), float(low), float(high)
+
+
 def verdict(tests: Sequence[TestResult]) -> str:
     """reproduced if every test holds, not_reproduced if any is contradicted, inconclusive otherwise."""
     outcomes = [t.outcome for t in tests]
