@@ -181,3 +181,14 @@ def test_a_diverged_bn_lstm_names_the_remedy(tmp_path):
     from normlab.trainer import divergence_hint
 
     assert divergence_hint(compose_config("model=lstm", "norm=batch", "model.h0_noise=0.1")) is None
+
+
+def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path):
+    from conftest import TINY, run_cli
+
+    result = run_cli(*[a for a in TINY if a != "progress=false"], "max_steps=20", "eval_every=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (log,) = tmp_path.rglob("train.log")
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("step 10 · epoch ") and " · val_acc " in lines[0]
+    assert "\r" not in result.stderr and sum(" · step " in line for line in result.stderr.splitlines()) == 2

@@ -132,6 +132,13 @@ def flat_hparams(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def eval_line(record: dict) -> str:
+    """One plain line per evaluation (train.log, and stdout where it is not a terminal)."""
+    parts = [f"step {record['step']}", f"epoch {record['epoch']:.2f}", f"train_loss {record['train_loss']:.4f}"]
+    parts += [f"{k} {record[k]:.4f}" for k in ("train_acc", "val_acc", "test_acc") if record.get(k) is not None]
+    return " · ".join(parts)
+
+
 class RunLog:
     """TensorBoard + metrics.jsonl for one run. On resume from `start_step`, later records are dropped from both."""
 
@@ -141,6 +148,7 @@ class RunLog:
         self.metrics_path = run_dir / "metrics.jsonl"
         kept = [r for r in read_metrics(self.metrics_path) if r["step"] <= start_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        atomic_write_bytes(run_dir / "train.log", "".join(eval_line(r) + "\n" for r in kept).encode())
         self.records = kept
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if start_step > 0 else None)
 
@@ -167,6 +175,8 @@ class RunLog:
         self.records.append(record)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        with open(self.metrics_path.parent / "train.log", "a") as f:  # the same, for people: plain text
+            f.write(eval_line(record) + "\n")
 
     def log_internals(self, step: int, internals: dict[str, dict[str, float]], model: torch.nn.Module) -> None:
         """Per-layer norm parameters: scalars `norm/<layer>/<name>` and a histogram of each BIN gate."""

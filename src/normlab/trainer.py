@@ -14,6 +14,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from normlab.norms import (
     recompute_batch_average_,
 )
 from normlab.optim import build_optimizer, build_scheduler
-from normlab.runlog import RunLog, read_json, save_checkpoint, write_json
+from normlab.runlog import RunLog, eval_line, read_json, save_checkpoint, write_json
 
 CHECKPOINT = "last.pt"
 SUMMARY = "summary.json"
@@ -345,7 +346,10 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
     status, record, diverged_at = "completed", (log.records[-1] if log and log.records else None), None
     start = time.perf_counter()
     show = cfg.progress and dist.is_main
-    bar = tqdm(total=total_steps, initial=step, disable=not show, desc=run_dir.name, dynamic_ncols=True)
+    # a bar on a terminal; elsewhere (a log file, a parallel sweep's jobs) a plain line per evaluation instead of
+    # hundreds of carriage-return updates
+    plain = show and not sys.stderr.isatty()
+    bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
     constrained = constrained_layers(model)
     tick = time.perf_counter()
@@ -414,6 +418,8 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
                     record["norm_layers"] = internals
                 log.log_eval(record)
                 log.log_internals(step, internals, model)
+                if plain:
+                    print(f"{run_dir.name} · {eval_line(record)}", file=sys.stderr, flush=True)
             bar.set_postfix(
                 loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc:.4f}"
             )
