@@ -84,6 +84,7 @@ def test_only_rank_zero_writes_and_resume_skips(tmp_path):
         "last.pt",
         "metrics.jsonl",
         "summary.json",
+        "train.log",
     ]
     assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
     again = torchrun(*COMMON, "norm=group", cwd=tmp_path)
