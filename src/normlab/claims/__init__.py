@@ -232,7 +232,8 @@ def write_index(results: Path) -> None:
     """results/README.md: every claim's verdict per profile, from the summaries on disk."""
     rows = []
     for claim in registry().values():
-        for path in sorted((results / claim.name).glob("**/summary.json")):
+        # the reference (quick) first, then its tuned variant and the longer profiles
+        for path in sorted((results / claim.name).glob("**/summary.json"), key=lambda p: (len(p.parts), str(p))):
             s = json.loads(path.read_text())
             link = path.parent.relative_to(results).as_posix() + "/README.md"
             tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"
