@@ -87,9 +87,9 @@ def analyze(runs, out):
     )
     numbers["least_spread"] = min(NORMS, key=lambda n: numbers[n]["spread"])
     reason = (
-        f"A mechanism check: IN's accuracy spread across contrast is {-tests[0].estimate:+.2f} points vs BN's "
-        f"({tests[0].outcome}); its accuracy at the original contrast costs {reported[0].estimate:+.2f} points "
-        f"{fmt_interval(reported[0].ci95)} against BN."
+        f"A mechanism check: IN's accuracy varies {tests[0].estimate:.2f} points less across contrast than BN's "
+        f"({tests[0].outcome}); at the original contrast IN − BN is {reported[0].estimate:+.2f} points "
+        f"{fmt_interval(reported[0].ci95)}."
     )
     plot = lines(
         FACTORS,
