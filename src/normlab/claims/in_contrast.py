@@ -11,6 +11,7 @@ from normlab.claims.plots import lines
 from normlab.config import config_from_dict
 from normlab.data import EVAL_BATCH, build_data
 from normlab.models import build_model
+from normlab.runlog import read_json, write_json
 from normlab.runs import CHANCE, arm_test, group, mean, mean_std
 
 FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
@@ -27,6 +28,18 @@ def with_contrast(images: torch.Tensor, factor: float) -> torch.Tensor:
 
 @torch.inference_mode()
 def contrast_accuracies(run, data_cache: dict) -> list[float]:
+    """The run's final model's test accuracy at each of FACTORS, cached in the run dir (contrast.json: a report
+    made again does not evaluate 5 x 10k images per run again)."""
+    cache = run.path / "contrast.json"
+    saved = read_json(cache)
+    if saved and saved.get("factors") == list(FACTORS) and saved.get("steps") == run.summary.get("steps"):
+        return saved["accuracies"]
+    accs = _contrast_accuracies(run, data_cache)
+    write_json(cache, {"factors": list(FACTORS), "steps": run.summary.get("steps"), "accuracies": accs})
+    return accs
+
+
+def _contrast_accuracies(run, data_cache: dict) -> list[float]:
     cfg = config_from_dict(run.config)
     root = cfg.data.root if Path(cfg.data.root).exists() else os.environ.get("NORMLAB_DATA", cfg.data.root)
     if root not in data_cache:
