@@ -64,6 +64,13 @@ def run_sweep(claim: str, profile: str, extra: list[str], jobs: int, work: Path,
 TUNE_GRID = (1 / 3, 1.0, 3.0)  # multiples of the profile's lr: log-spaced, the same budget for every arm
 
 
+def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], object]]:
+    """Every job of `run.py -m experiment=<experiment> <overrides>`: its overrides and typed config."""
+    from normlab.cli import precheck
+
+    return precheck(["-m", f"experiment={experiment}", *overrides], ROOT / "conf")
+
+
 def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path) -> tuple[list[dict], str]:
     """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
     runs TUNE_GRID × its lr at the first seed; the lr with the best validation endpoint is selected, then run with
@@ -71,12 +78,11 @@ def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, resu
     Runs at the profile's own lr are the fixed-lr runs: found, not run again."""
     from normlab.claims import experiment_name, matching, results_dir
     from normlab.claims.plots import new_figure, save
-    from normlab.cli import precheck
     from normlab.runs import load_runs
 
     experiment = experiment_name(claim, profile)
-    base = precheck(["-m", f"experiment={experiment}", *extra], ROOT / "conf")
-    if len({cfg.lr for _, cfg in base}) > len({json.dumps({**cfg.to_dict(), "lr": 0, "seed": 0}) for _, cfg in base}):
+    base = sweep_jobs(experiment, extra)
+    if any(o.startswith("lr=") and o not in extra for job, _ in base for o in job):  # the sweep varies lr itself
         raise SystemExit(f"error: {claim} sweeps the learning rate itself; --tune is for claims that do not")
     arms: dict[tuple[str, ...], object] = {}
     for job, cfg in base:
@@ -89,7 +95,7 @@ def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, resu
         grid = ",".join(repr(cfg.lr * m) for m in TUNE_GRID)
         command = [*arm, f"seed={first_seed}", f"lr={grid}", *rest]
         run_sweep(claim, profile, command, jobs, work, record=False)
-        tuning_jobs = [c.to_dict() for _, c in precheck(["-m", f"experiment={experiment}", *command], ROOT / "conf")]
+        tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
         runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
         scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
         selected[arm] = max(scores, key=scores.get)
@@ -102,7 +108,7 @@ def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, resu
     for arm, lr in selected.items():
         command = [*arm, f"lr={lr!r}", *extra]
         run_sweep(claim, profile, command, jobs, work, record=False)
-        tuned_jobs += [c.to_dict() for _, c in precheck(["-m", f"experiment={experiment}", *command], ROOT / "conf")]
+        tuned_jobs += [c.to_dict() for _, c in sweep_jobs(experiment, command)]
     wall = time.perf_counter() - start
     (work / "runs" / experiment / "tuned.json").write_text(json.dumps({"wall_s": wall, "arms": record}, indent=2))
     out = results_dir(results, claim, profile) / "tuned"
