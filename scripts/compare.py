@@ -19,8 +19,10 @@ from normlab import protocol
 from normlab.claims.plots import new_figure, save
 from normlab.runlog import flat_hparams
 from normlab.runs import load_runs, paired
+from normlab.trainer import RESUMABLE_KEYS
 
-IGNORED = ("seed", "progress", "device", "resume", "overwrite", "checkpoint_every", "data.root", "data.download")
+# what never makes two runs different arms: the seed, and what a resumed run may change (trainer.RESUMABLE_KEYS)
+IGNORED = ("seed", *RESUMABLE_KEYS, "data.root", "data.download")
 
 
 def swept_keys(runs) -> list[str]:

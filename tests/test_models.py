@@ -52,7 +52,7 @@ def test_every_compatible_combination_trains_five_steps(datasets, model, norm, d
         assert math.isfinite(loss.item())
     net.eval()
     with torch.no_grad():
-        assert torch.isfinite(net(next(data.test_batches(16))[0])).all()
+        assert torch.isfinite(net(next(data.eval_batches("test", 16))[0])).all()
 
 
 INCOMPATIBLE = [(m, n) for m in MODELS for n in NORMS if n not in compatible_norms(m)]

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from normlab.claims import VERDICTS, registry, write_index, write_report
+from normlab.claims import registry, write_index, write_report
 from normlab.cli import precheck
+from normlab.protocol import VERDICTS
 
 from conftest import CONF, TINY, run_cli
 

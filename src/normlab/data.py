@@ -207,9 +207,6 @@ class InMemoryData:
             j = min(i + batch_size, stop)
             yield self.normalize(data.images[i:j]), data.labels[i:j]
 
-    def test_batches(self, batch_size: int = EVAL_BATCH, shard=(0, 1)):
-        return self.eval_batches("test", batch_size, shard)
-
 
 PAD = 4
 

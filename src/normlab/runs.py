@@ -79,6 +79,13 @@ def paired(favoured: list[Run], baseline: list[Run], measure) -> tuple[list[floa
     return [measure(r) for r in favoured], [measure(r) for r in baseline], False
 
 
+def seed_differences(first: list[Run], second: list[Run], measure) -> dict[int, float]:
+    """measure(run of `first`) − measure(run of `second`) for each seed both ran (e.g. one norm at two batch
+    sizes: how much the batch size moves it, seed by seed)."""
+    other = {r.seed: r for r in second}
+    return {r.seed: measure(r) - measure(other[r.seed]) for r in first if r.seed in other}
+
+
 def arm_test(name: str, favoured: list[Run], baseline: list[Run], measure, margin: float = 0.0):
     """The protocol's test of favoured − baseline in `measure`, paired by seed where possible."""
     a, b, is_paired = paired(favoured, baseline, measure)

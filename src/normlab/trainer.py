@@ -123,7 +123,7 @@ def last_hidden_percentiles(model: torch.nn.Module, data: InMemoryData) -> dict[
     if not hasattr(model, "last_hidden_input"):
         return None
     model.eval()
-    x, _ = next(data.test_batches(1000))
+    x, _ = next(data.eval_batches("test", 1000))
     z = model.last_hidden_input(x)[:, :PROBE_UNITS].float()
     q = torch.quantile(z, torch.tensor(PERCENTILES, device=z.device), dim=0)
     return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}

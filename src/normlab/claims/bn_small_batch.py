@@ -3,7 +3,7 @@
 from normlab import protocol
 from normlab.claims import Analysis, Claim, tests_table
 from normlab.claims.plots import lines
-from normlab.runs import arm_test, group, mean, mean_std
+from normlab.runs import arm_test, group, mean, mean_std, seed_differences
 
 BATCHES = (32, 8, 2)
 NORMS = ("batch", "group", "layer", "instance", "switchable")
@@ -19,8 +19,7 @@ def analyze(runs, out):
 
     def drop(norm) -> dict[int, float]:
         """Per seed: test error at batch 2 − at batch 32 (points)."""
-        big = {r.seed: err(r) for r in groups.get((norm, 32), [])}
-        return {r.seed: err(r) - big[r.seed] for r in groups.get((norm, 2), []) if r.seed in big}
+        return seed_differences(groups.get((norm, 2), []), groups.get((norm, 32), []), err)
 
     bn_drop, gn_drop = drop("batch"), drop("group")
     seeds = sorted(set(bn_drop) & set(gn_drop))

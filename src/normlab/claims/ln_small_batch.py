@@ -3,7 +3,7 @@
 from normlab import protocol
 from normlab.claims import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
-from normlab.runs import arm_test, group, mean, mean_std, paired
+from normlab.runs import arm_test, group, mean, mean_std, seed_differences
 
 MARGIN = 0.0  # points
 
@@ -13,10 +13,10 @@ def analyze(runs, out):
 
     def changes(norm) -> dict[int, float]:
         """|accuracy at batch 128 − at batch 4| per seed (points): how much the batch size moves this norm."""
-        big, small = groups.get((norm, 128), []), groups.get((norm, 4), [])
-        a, b, _ = paired(big, small, lambda r: r.endpoint("test_acc"))
-        seeds = sorted({r.seed for r in big} & {r.seed for r in small})
-        return {s: abs(x - y) for s, x, y in zip(seeds, a, b)}
+        moved = seed_differences(
+            groups.get((norm, 128), []), groups.get((norm, 4), []), lambda r: r.endpoint("test_acc")
+        )
+        return {seed: abs(d) for seed, d in moved.items()}
 
     bn_change, ln_change = changes("batch"), changes("layer")
     seeds = sorted(set(bn_change) & set(ln_change))
