@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from normlab.cli import precheck, register_resolvers, run_job
+from normlab.cli import precheck, register_groups, register_resolvers, run_job
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -21,6 +21,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     register_resolvers()
+    register_groups(CONF)
     precheck(sys.argv[1:], CONF)
     try:
         main()

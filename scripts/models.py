@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import yaml
 
 from normlab.config import ModelConfig, NormConfig
-from normlab.data import NUM_CLASSES, SHAPES
+from normlab.datasets import DATASETS
 from normlab.models import MODELS, build_model, compatibility_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def images_per_s(model: torch.nn.Module, shape, batch_size: int, steps: int, war
     """Training throughput: forward, backward and an SGD step on random data, median of `steps` timings."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch_size, *shape)
-    y = torch.randint(0, NUM_CLASSES, (batch_size,))
+    y = torch.randint(0, 10, (batch_size,))
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -48,15 +48,16 @@ def model_table(batch_size: int, steps: int) -> str:
         "| model | norm | params (MNIST) | params (CIFAR-10) | images/s MNIST | images/s CIFAR-10 |",
         "|---|---|---|---|---|---|",
     ]
-    for name in MODELS:
+    for name in [m for m, spec in MODELS.items() if spec.own_norms]:  # not model=custom: it is yours
         cfg = default_model_config(name)
         norm = NormConfig(name="batch")
         cells = []
         for dataset in ("mnist", "cifar10"):
             torch.manual_seed(0)
-            model = build_model(cfg, norm, SHAPES[dataset], NUM_CLASSES)
+            spec = DATASETS[dataset]
+            model = build_model(cfg, norm, spec.shape, spec.num_classes)
             params = sum(p.numel() for p in model.parameters())
-            cells.append((params, images_per_s(model, SHAPES[dataset], batch_size, steps)))
+            cells.append((params, images_per_s(model, spec.shape, batch_size, steps)))
         lines.append(
             f"| {name} | batch | {cells[0][0]:,} | {cells[1][0]:,} | {cells[0][1]:,.0f} | {cells[1][1]:,.0f} |"
         )

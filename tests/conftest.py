@@ -54,9 +54,9 @@ def compose_config(*overrides: str):
     return typed_config(cfg, experiment)
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python run.py ARGS` in `cwd` (so runs/ lands there), with the test data root."""
-    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in `cwd` (so runs/ lands there), with the test data root (and `env` added)."""
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,

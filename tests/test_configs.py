@@ -12,6 +12,10 @@ from conftest import CONF, compose_config
 GROUPS = config_groups(CONF)
 # a model that accepts each norm, so that every norm option composes
 MODEL_FOR = {norm: next(m for m in FEATURE_KINDS if norm in compatible_norms(m)) for norm in NORMS}
+CUSTOM_TARGETS = {
+    "model": "factories.small_net",
+    "dataset": "examples.resnet18_group_norm.make_data",
+}
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
@@ -19,6 +23,9 @@ def test_every_group_option_composes(group, option):
     extra = [f"model={MODEL_FOR[option]}"] if group == "norm" else []
     if group == "model":
         extra = [f"norm={compatible_norms(option)[0]}"]
+    if option == "custom":  # your own factory, named by its import path
+        extra.append(f"{group}._target_={CUSTOM_TARGETS[group]}")
+        extra += ["data.train_subset=null", "data.test_subset=null"] if group == "dataset" else []
     cfg = compose_config(f"{group}={option}", *extra)
     if group == "hparams_search":  # it configures Hydra's sweeper, not the run (test_dashboards runs it)
         return
@@ -29,7 +36,7 @@ def test_every_group_option_composes(group, option):
 def test_groups_cover_the_registries():
     assert set(GROUPS["norm"]) == set(NORMS)
     assert set(GROUPS["model"]) == set(FEATURE_KINDS)
-    assert set(GROUPS["dataset"]) == {"mnist", "cifar10"}
+    assert set(GROUPS["dataset"]) == {"mnist", "cifar10", "custom"}
     assert set(GROUPS["optimizer"]) == {"sgd", "adam"}
     assert set(GROUPS["scheduler"]) == {"constant", "step", "cosine"}
 
@@ -45,9 +52,10 @@ def test_defaults_are_the_bn_paper_mlp_on_mnist():
 @pytest.mark.parametrize("model", sorted(FEATURE_KINDS))
 @pytest.mark.parametrize("norm", sorted(NORMS))
 def test_model_norm_matrix(model, norm):
+    target = [f"model._target_={CUSTOM_TARGETS['model']}"] if model == "custom" else []
     if norm in compatible_norms(model):
         check_compatible(model, norm)
-        assert compose_config(f"model={model}", f"norm={norm}").norm.name == norm
+        assert compose_config(f"model={model}", f"norm={norm}", *target).norm.name == norm
     else:
         with pytest.raises(ConfigError, match=f"norm={norm} is not defined for model={model}"):
             compose_config(f"model={model}", f"norm={norm}")
@@ -66,7 +74,7 @@ def test_model_norm_matrix(model, norm):
         ("model.activation=gelu", "model.activation='gelu' is not allowed"),
         ("norm.momentum=0", "norm.momentum=0.0 is not allowed"),
         ("scheduler=step scheduler.milestones=[2]", "scheduler.milestones=[2.0] is not allowed"),
-        ("+model.depth=3", "unknown config key 'model.depth'"),
+        ("+model.dept=3", "unknown config key 'model.dept'"),
     ],
 )
 def test_bad_values_raise_config_errors(override, message):

@@ -31,12 +31,13 @@ def _data(**data):
 def test_the_validation_split_is_held_out_of_training_and_the_same_for_every_seed():
     import numpy as np
 
-    from normlab.data import TRAIN_SIZES, load_arrays, validation_indices
+    from normlab.data import load_arrays, validation_indices
+    from normlab.datasets import DATASETS
 
-    train, val = validation_indices(TRAIN_SIZES["mnist"], 5000)
+    train, val = validation_indices(DATASETS["mnist"].train_size, 5000)
     assert len(val) == 5000 and len(train) == 55000 and not set(train) & set(val)
     assert (np.diff(train) > 0).all()  # the rest keeps its order: train_subset takes its first N
-    again_train, again_val = validation_indices(TRAIN_SIZES["mnist"], 5000)
+    again_train, again_val = validation_indices(DATASETS["mnist"].train_size, 5000)
     assert (again_val == val).all() and (again_train == train).all()
 
     data = _data(val_size=5000, train_subset=1000, test_subset=100)

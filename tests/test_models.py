@@ -21,7 +21,9 @@ SMALL = {
     "mlp": {},
     "cnn": {"width": 8},
     "inception_lite": {"width": 16},
+    "resnet": {"depth": 8},
     "lstm": {"hidden_size": 16},
+    "custom": {"target": "factories.small_net"},
 }  # GN: >= 2 groups
 
 

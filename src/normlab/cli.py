@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from normlab.config import Config, ConfigError, config_from_dict
+from normlab.checks import load_config
+from normlab.config import Config, ConfigError
 
 MAX_PRECHECK_JOBS = 2000
 
@@ -46,15 +47,45 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def registered() -> dict[str, list[str]]:
+    """The names the registries hold, per config group."""
+    from normlab.datasets import CUSTOM, DATASETS
+    from normlab.models import MODELS
+    from normlab.norms import NORMS
+
+    return {"dataset": [*DATASETS, CUSTOM], "model": list(MODELS), "norm": list(NORMS)}
+
+
+def register_groups(conf_dir: Path) -> None:
+    """A dataset, model or norm registered in code without a conf/<group>/<name>.yaml gets a config {name: <name>}
+    in Hydra's ConfigStore, so that `norm=<name>` works with nothing but the registration."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, names in registered().items():
+        for name in names:
+            if not (conf_dir / group / f"{name}.yaml").exists():
+                store.store(group=group, name=name, node={"name": name})
+
+
 def config_groups(conf_dir: Path) -> dict[str, list[str]]:
-    return {
+    groups = {
         d.name: sorted(p.stem for p in d.glob("*.yaml"))
         for d in sorted(conf_dir.iterdir())
         if d.is_dir() and d.name != "hydra"
     }
+    for group, names in registered().items():
+        groups[group] = sorted({*groups.get(group, []), *names})
+    return groups
 
 
 def typed_config(cfg: DictConfig, experiment: str) -> Config:
+    """The composed config as a checked Config (`checks.load_config`)."""
+    return load_config(plain_config(cfg, experiment))
+
+
+def plain_config(cfg: DictConfig, experiment: str) -> dict:
+    """The composed config resolved to plain values, without Hydra's own keys."""
     from omegaconf.errors import OmegaConfBaseException
 
     try:
@@ -63,7 +94,7 @@ def typed_config(cfg: DictConfig, experiment: str) -> Config:
         raise ConfigError(f"cannot resolve the config: {_one_line(e)}") from None
     values.pop("hydra", None)
     values["experiment"] = experiment
-    return config_from_dict(values)
+    return values
 
 
 def _one_line(error: Exception) -> str:
@@ -104,6 +135,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     register_resolvers()
+    register_groups(conf_dir)
     args = [a for a in argv if not a.startswith("-")]
     try:
         overrides = OverridesParser.create().parse_overrides(args)

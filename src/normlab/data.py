@@ -1,133 +1,51 @@
-"""In-memory datasets: MNIST and CIFAR-10 read straight from torchvision's download layouts into uint8 tensors
-on the training device; normalization and augmentation happen per batch with tensor ops (no per-sample
-DataLoader). torchvision is used only to download missing files when `data.download=true`."""
+"""In-memory data: a registered dataset's files (`normlab.datasets`: MNIST, CIFAR-10) or your own tensors, held
+as tensors on the training device; normalization and augmentation happen per batch with tensor ops (no
+per-sample DataLoader). torchvision is used only to download missing files when `data.download=true`."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from normlab.config import ConfigError, DataConfig
+from normlab.config import Config, ConfigError, DataConfig
+from normlab.datasets import DataError, DatasetSpec, dataset_spec
 
-DATASETS = ("mnist", "cifar10")
-
-MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-# per-channel mean and std of the training images, in [0, 1] units
-STATS = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
-SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-TRAIN_SIZES = {"mnist": 60_000, "cifar10": 50_000}  # images in the official training split
-TEST_SIZE = 10_000  # both
 VAL_SEED = 0  # the validation images are the same for every run seed: a fixed draw, not the run's
-NUM_CLASSES = 10
 # Test-set batch size. Not more: on a 2-core CPU the CIFAR-10 CNN evaluates 1.6x faster than in batches of 1000
 # (whose activations no longer fit the caches), inception_lite and the LSTM 1.1-1.4x; the MLP the same.
 EVAL_BATCH = 500
 
 
-class DataError(ConfigError):
-    """Missing or unreadable dataset files: a user problem, reported in one line."""
-
-
-def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
-    """An idx file (MNIST's format): magic (0, 0, 0x08 for uint8, ndim), big-endian int32 dims, data."""
-    raw = path.read_bytes()
-    header = 4 + 4 * expected_dims
-    if len(raw) < header or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != expected_dims:
-        raise DataError(f"{path} is not an idx file of uint8 with {expected_dims} dims (corrupt or wrong file)")
-    dims = np.frombuffer(raw, dtype=">i4", count=expected_dims, offset=4)
-    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path} holds {data.size} values, its header says {tuple(dims)} (truncated or corrupt)")
-    return data.reshape(tuple(int(d) for d in dims))
-
-
-def _load_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    images_file, labels_file = MNIST_FILES[split]
-    raw = root / "MNIST" / "raw"
-    images = _read_idx(raw / images_file, 3)[:, None]  # (N, 1, 28, 28)
-    labels = _read_idx(raw / labels_file, 1)
-    if images.shape[1:] != (1, 28, 28) or len(images) != len(labels):
-        raise DataError(f"{raw} holds {images.shape} images and {len(labels)} labels, not MNIST's 28x28 (corrupt?)")
-    check_labels(raw / labels_file, labels)
-    return images, labels
-
-
-def check_labels(path: Path, labels: np.ndarray) -> None:
-    """Every label a class index in [0, NUM_CLASSES): a damaged file is named before training starts."""
-    bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
-    if len(bad):
-        raise DataError(f"{path} has label {int(labels[bad[0]])} at index {int(bad[0])}, outside 0..{NUM_CLASSES - 1} "
-                        "(corrupt file?)")  # fmt: skip
-
-
-def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for name in CIFAR_FILES[split]:
-        path = root / "cifar-10-batches-py" / name
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
-            if not isinstance(batch, dict) or not isinstance(batch.get("data"), np.ndarray):
-                raise TypeError("no 'data' array")
-            data, batch_labels = batch["data"], np.asarray(batch["labels"], dtype=np.int64)
-            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-                raise ValueError(f"'data' is {data.dtype} {data.shape}, not uint8 (N, 3072)")
-            if batch_labels.shape != (len(data),):
-                raise ValueError(f"{batch_labels.shape} labels for {len(data)} images")
-            check_labels(path, batch_labels)
-            images.append(data.reshape(-1, 3, 32, 32))
-            labels.append(batch_labels)
-        except DataError:
-            raise
-        except Exception as e:  # noqa: BLE001 - whatever a damaged pickle raises, it is that file's error
-            raise DataError(f"{path} is not a CIFAR-10 python batch (corrupt or wrong file: {e})") from None
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def _expected_files(name: str, root: Path) -> list[Path]:
-    if name == "mnist":
-        return [root / "MNIST" / "raw" / f for pair in MNIST_FILES.values() for f in pair]
-    return [root / "cifar-10-batches-py" / f for files in CIFAR_FILES.values() for f in files]
-
-
-def _download(name: str, root: Path) -> None:
+def _download(spec: DatasetSpec, root: Path) -> None:
     """Fetch missing files with torchvision; failures (no network) fall through to the missing-file error."""
     import torchvision
 
-    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
     try:
         for train in (True, False):
-            cls(root=str(root), train=train, download=True)
+            getattr(torchvision.datasets, spec.torchvision)(root=str(root), train=train, download=True)
     except Exception:  # noqa: BLE001 - any failure here is reported as the missing files below
         pass
 
 
-def load_arrays(name: str, cfg: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Both splits of dataset `name` as uint8 images (N, C, H, W) and int64 labels."""
+def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Both splits of a dataset (a registered name or a spec) as images (N, C, H, W) and int64 labels."""
+    spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
     root = Path(cfg.root).expanduser()
-    missing = [p for p in _expected_files(name, root) if not p.is_file()]
-    if missing and cfg.download:
-        _download(name, root)
-        missing = [p for p in _expected_files(name, root) if not p.is_file()]
+    missing = [f for f in spec.files if not (root / f).is_file()]
+    if missing and cfg.download and spec.torchvision:
+        _download(spec, root)
+        missing = [f for f in spec.files if not (root / f).is_file()]
     if missing:
-        looked_for = ", ".join(p.name for p in missing)
+        name, first = spec.name, root / missing[0]
         raise DataError(
-            f"{name} not found: missing {looked_for} under {missing[0].parent}; set data.root (or NORMLAB_DATA) "
-            f"to a folder holding torchvision's {name} layout, or run with data.download=true and a network"
+            f"{name} not found: missing {', '.join(Path(f).name for f in missing)} under {first.parent}; set "
+            f"data.root (or NORMLAB_DATA) to a folder holding torchvision's {name} layout, or run with "
+            "data.download=true and a network"
         )
-    load = _load_mnist if name == "mnist" else _load_cifar10
-    return {split: load(root, split) for split in ("train", "test")}
+    return {split: spec.load(root, split) for split in ("train", "test")}
 
 
 @dataclass
@@ -147,7 +65,7 @@ class InMemoryData:
 
     def __init__(
         self,
-        name: str,
+        spec: DatasetSpec,
         train: Split,
         test: Split,
         augment: bool,
@@ -156,25 +74,20 @@ class InMemoryData:
         channels_last: bool = False,
         val: Split | None = None,
     ):
-        self.name, self.train, self.test, self.augment, self.seed, self.device = (
-            name,
-            train,
-            test,
-            augment,
-            seed,
-            device,
-        )
+        self.train, self.test, self.augment, self.seed, self.device = train, test, augment, seed, device
         self.val = val if val is not None and len(val.labels) else None  # None: no validation split
-        mean, std = STATS[name]
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.shape = SHAPES[name]
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.num_classes = NUM_CLASSES
+        per_channel = (1, -1) + (1,) * (len(spec.shape) - 1)
+        self.mean = None if spec.mean is None else torch.tensor(spec.mean, device=device).view(per_channel)
+        self.std = None if spec.std is None else torch.tensor(spec.std, device=device).view(per_channel)
+        self.shape, self.num_classes = spec.shape, spec.num_classes
+        self.channels_last = channels_last and len(spec.shape) == 3
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.float().div_(255.0) - self.mean) / self.std
-        return x.contiguous(memory_format=self.memory_format)
+        """uint8 images to [0, 1], then standardized with the dataset's per-channel statistics where it has them."""
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train.labels) // batch_size  # the last incomplete batch is dropped
@@ -241,13 +154,24 @@ def validation_indices(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(keep), np.sort(held_out)
 
 
-def check_sizes(name: str, cfg: DataConfig) -> None:
-    """data.val_size and the subsets must fit the dataset: checked from its known sizes before anything runs
-    (every job of a sweep), and the training split again on the loaded arrays."""
-    check_split_sizes(name, cfg, TRAIN_SIZES[name])
-    if cfg.test_subset is not None and cfg.test_subset > TEST_SIZE:
-        raise ConfigError(f"data.test_subset={cfg.test_subset} is not allowed: {name} has {TEST_SIZE} test images; "
-                          f"use <= {TEST_SIZE} or null")  # fmt: skip
+def check_config(cfg: Config, spec: DatasetSpec) -> None:
+    """What needs the dataset's sizes, checked before anything runs (every job of a sweep): the validation split
+    and subsets fit, the batch fits the training images, warm-up is shorter than the run."""
+    name, data = cfg.dataset.name, cfg.data
+    check_split_sizes(name, data, spec.train_size)
+    if data.test_subset is not None and data.test_subset > spec.test_size:
+        raise ConfigError(f"data.test_subset={data.test_subset} is not allowed: {name} has {spec.test_size} test "
+                          f"images; use <= {spec.test_size} or null")  # fmt: skip
+    if data.augment and len(spec.shape) != 3:
+        raise ConfigError(f"data.augment=true is not allowed: {name}'s samples are {spec.shape}, not (C, H, W) images")
+    train_images = data.train_subset or spec.train_size - data.val_size
+    if cfg.batch_size > train_images:
+        raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: the training set has only {train_images} "
+                          "images")  # fmt: skip
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * (train_images // cfg.batch_size)
+    if cfg.scheduler.warmup_steps >= total:
+        raise ConfigError(f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} is not allowed: the run has only "
+                          f"{total} steps; warm up for fewer, or train longer")  # fmt: skip
 
 
 def check_split_sizes(name: str, cfg: DataConfig, n: int) -> None:
@@ -267,17 +191,19 @@ def _tensors(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Sp
 
 
 def build_data(
-    name: str, cfg: DataConfig, seed: int, device: torch.device, channels_last: bool = False
+    dataset: str | DatasetSpec, cfg: DataConfig, seed: int, device: torch.device, channels_last: bool = False
 ) -> InMemoryData:
-    arrays = load_arrays(name, cfg)
+    """The train/validation/test splits of a dataset (a registered name, or a spec: dataset=custom's) on `device`."""
+    spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
+    arrays = load_arrays(spec, cfg)
     images, labels = arrays["train"]
-    check_split_sizes(name, cfg, len(labels))
+    check_split_sizes(spec.name, cfg, len(labels))
     train_idx, val_idx = validation_indices(len(labels), cfg.val_size)
     train_idx = train_idx[: cfg.train_subset]
     test_images, test_labels = arrays["test"]
     test = slice(None, cfg.test_subset)
     return InMemoryData(
-        name,
+        spec,
         _tensors(images[train_idx], labels[train_idx], device),
         _tensors(test_images[test], test_labels[test], device),
         cfg.augment,

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from normlab.config import ConfigError
+from normlab.norms.batch import SyncedBatchNorm
 
 
 @dataclass(frozen=True)
@@ -79,54 +80,10 @@ def setup(batch_size: int, device: torch.device) -> Dist:
     return d
 
 
-def sync_world(sync: bool) -> int:
-    """How many ranks a synchronized norm averages over: the world size under torchrun with `sync`, else 1."""
-    if sync and dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def sum_over_ranks_(tensor: torch.Tensor, world: int) -> torch.Tensor:
-    """In-place sum over ranks when `world` > 1 (inside the hand-written backwards of the synchronized norms)."""
-    if world > 1:
-        dist.all_reduce(tensor)
-    return tensor
-
-
-def batch_sums(sums: torch.Tensor, count: int, sync: bool) -> tuple[torch.Tensor, int]:
-    """Per-channel sums over `count` values each -> over every rank's batch when `sync` (a differentiable
-    all-reduce, so gradients flow across ranks as in SyncBatchNorm), and the count they are over."""
-    if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(sums), count * dist.get_world_size()
-    return sums, count
-
-
-def batch_mean(x: torch.Tensor, dims: list[int], sync: bool) -> torch.Tensor:
-    """Per-channel mean over `dims`, over every rank's batch when `sync`."""
-    sums, count = batch_sums(x.sum(dims), x.numel() // x.shape[1], sync)
-    return sums / count
-
-
-def batch_moments(x: torch.Tensor, dims: list[int], sync: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel mean and biased variance over `dims`, and the sample count, over every rank's batch when
-    `sync`. The sums are of x minus a shift common to every rank (the batch mean of the detached input: one more
-    small all-reduce), so that a large mean cancels in none of them."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    shift = batch_mean(x.detach(), dims, sync)
-    centred = x - shift.view(shape)
-    sums, count = batch_sums(torch.cat([centred.sum(dims), centred.square().sum(dims)]), x.numel() // x.shape[1], sync)
-    mean, second = (sums / count).chunk(2)
-    return shift + mean, (second - mean * mean).clamp_min(0), count
-
-
 def sync_norms(model: nn.Module, device: torch.device) -> nn.Module:
     """norm.sync=true: BN statistics over the global batch. nn.SyncBatchNorm for BN on CUDA (it is GPU-only);
     on CPU, and for the BN statistics inside batch_instance, switchable and mean-only BN, an all-reduce of the
-    batch moments (`batch_moments`)."""
-    from normlab.norms.batch import SyncedBatchNorm
-
+    batch moments (`collectives.batch_moments`)."""
     convert = nn.SyncBatchNorm.convert_sync_batchnorm if device.type == "cuda" else SyncedBatchNorm.convert
     model = convert(model)
     for m in model.modules():

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from normlab.config import Config, ConfigError
 from normlab.data import InMemoryData, build_data
+from normlab.datasets import DatasetSpec, dataset_spec
 from normlab.distributed import Dist, env_world, sync_norms
 from normlab.distributed import setup as setup_distributed
 from normlab.models import build_model
@@ -46,7 +47,11 @@ SUMMARY = "summary.json"
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every")
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
-LEGACY_VALUES = {"data": {"val_size": 0}}
+LEGACY_VALUES = {
+    "data": {"val_size": 0},  # before the validation split: every training image trained
+    "model": {"depth": 20, "target": None},  # before model=resnet and model=custom (unused by the other models)
+    "dataset": {"target": None},  # before dataset=custom
+}
 WN_INIT_SAMPLES = 500
 SINGLE = Dist()  # one process  # the WN paper's data-dependent init uses a minibatch of this size
 
@@ -264,24 +269,29 @@ def remove_if_empty(run_dir: Path) -> None:
 
 
 def train(
-    cfg: Config, run_dir: Path, data: InMemoryData | None = None, on_start: Callable[[Path], None] | None = None
+    cfg: Config,
+    run_dir: Path,
+    data: InMemoryData | DatasetSpec | None = None,
+    on_start: Callable[[Path], None] | None = None,
+    model: torch.nn.Module | Callable[..., torch.nn.Module] | None = None,
 ) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary.
     Under torchrun every rank calls this; only rank 0 writes files, holding the run dir's lock throughout (a
     second process gets RunLocked and changes nothing). `data` reuses already loaded datasets (benchmarks,
-    notebooks); by default they are loaded from `cfg.data`. `on_start(run_dir)` runs on rank 0 once the run is
-    accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there."""
+    notebooks) or gives dataset=custom's spec; by default they are loaded from `cfg.dataset` and `cfg.data`.
+    `model`: model=custom's module or factory (else model._target_). `on_start(run_dir)` runs on rank 0 once the
+    run is accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there."""
     owner = env_world().is_main
     with cudnn_algorithms(cfg.deterministic), run_lock(run_dir, owner):
         try:
-            return _train(cfg, run_dir, data, on_start)
+            return _train(cfg, run_dir, data, on_start, model)
         except ConfigError:
             if owner:
                 remove_if_empty(run_dir)  # a refused fresh run leaves no dir behind
             raise
 
 
-def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> dict:
+def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
     if device.type == "cuda":
@@ -300,15 +310,16 @@ def _train(cfg: Config, run_dir: Path, data: InMemoryData | None, on_start) -> d
         on_start(run_dir)
 
     seed_everything(cfg.seed)
-    if data is None:
-        data = build_data(cfg.dataset.name, cfg.data, cfg.seed, device, channels_last=cfg.channels_last)
+    if not isinstance(data, InMemoryData):
+        spec = data or dataset_spec(cfg.dataset.name, cfg.dataset.target)
+        data = build_data(spec, cfg.data, cfg.seed, device, channels_last=cfg.channels_last)
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     if steps_per_epoch < 1:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is not allowed: the training set has only {len(data.train.labels)} images"
         )
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(device)
+    model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed, module).to(device)
     if cfg.norm.sync and dist.enabled:
         model = sync_norms(model, device)
     optimizer = build_optimizer(model, cfg)

@@ -1,91 +1,57 @@
 """The papers' claims, one module each: what the paper reports, our setup, the criterion, and `analyze(runs, out)`
 which computes the table, the plots and the protocol's tests (normlab.protocol) from the runs; the verdict
-follows from the tests. `write_report` turns that into results/<claim>/README.md and summary.json; `write_index`
-into results/README.md."""
+follows from the tests. `write_report` (claims.base) turns that into results/<claim>/README.md and summary.json;
+`write_index` into results/README.md."""
 
 from __future__ import annotations
 
-import datetime
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from normlab import protocol
-from normlab.protocol import TestResult
-from normlab.runlog import write_json
-from normlab.runs import load_runs
+from normlab.claims import (
+    bin_gates,
+    bn_convergence,
+    bn_learning_rate,
+    bn_small_batch,
+    in_contrast,
+    ln_rnn,
+    ln_small_batch,
+    sn_switches,
+    wn_meanbn,
+)
+from normlab.claims.answers import answers
+from normlab.claims.base import (
+    Analysis,
+    Claim,
+    arms,
+    experiment_name,
+    fmt_interval,
+    fmt_test,
+    matching,
+    reference_summary,
+    results_dir,
+    tests_table,
+    write_report,
+)
 
-
-@dataclass
-class Analysis:
-    table: str  # markdown
-    numbers: dict  # the measurements, per arm
-    tests: list[TestResult]  # the claim's tests: the verdict follows from them (protocol.verdict)
-    reason: str  # one sentence: why this verdict, with the numbers
-    plots: list[str] = field(default_factory=list)  # file names written into the output dir
-    notes: str = ""
-    reported: list[TestResult] = field(default_factory=list)  # intervals shown beside, not part of the verdict
-
-    @property
-    def verdict(self) -> str:
-        return protocol.verdict(self.tests)
-
-
-def fmt_interval(ci95) -> str:
-    low, high = ci95
-    return "none" if not abs(low) < float("inf") else f"[{low:+.2f}, {high:+.2f}]"
-
-
-def fmt_test(t: dict) -> str:
-    """A test of a summary.json: `name: estimate [low, high] (outcome)`, in the test's own units."""
-    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'])} ({t['outcome']})"
-
-
-def tests_table(tests: list[TestResult], reported: list[TestResult]) -> str:
-    """The tests as a markdown table: estimate, 95% interval, margin, outcome, method, runs per arm."""
-    rows = [
-        f"| {t.name} | {t.estimate:+.2f} | {fmt_interval(t.ci95)} | {t.margin:+g} | "
-        f"{t.outcome}{'' if t in tests else ' (reported)'} | {t.method} | {len(t.favoured)} / {len(t.baseline)} |"
-        for t in [*tests, *reported]
-    ]
-    header = "| test (paper's direction: positive) | estimate | 95% interval | margin | outcome | method | runs |"
-    notes = [f"- {t.name}: {t.note}" for t in [*tests, *reported] if t.note]
-    return "\n".join([header, "|---|---|---|---|---|---|---|", *rows, "", *notes])
-
-
-def arms(runs) -> dict[str, list]:
-    """Runs grouped by everything in their config that makes a run (trainer.comparable) but the seed."""
-    from normlab.trainer import comparable
-
-    out: dict[str, list] = {}
-    for run in runs:
-        out.setdefault(json.dumps({**comparable(run.config), "seed": None}, sort_keys=True), []).append(run)
-    return out
-
-
-@dataclass(frozen=True)
-class Claim:
-    name: str
-    title: str
-    paper: str  # markdown: the paper's figure/table for the same quantity
-    setup: str  # markdown: our setting and how it differs
-    criterion: str
-    analyze: object  # (runs, out_dir) -> Analysis
+__all__ = [
+    "Analysis",
+    "Claim",
+    "arms",
+    "experiment_name",
+    "fmt_interval",
+    "fmt_test",
+    "matching",
+    "reference_summary",
+    "results_dir",
+    "tests_table",
+    "write_report",
+    "registry",
+    "write_index",
+]
 
 
 def registry() -> dict[str, Claim]:
-    from normlab.claims import (
-        bin_gates,
-        bn_convergence,
-        bn_learning_rate,
-        bn_small_batch,
-        in_contrast,
-        ln_rnn,
-        ln_small_batch,
-        sn_switches,
-        wn_meanbn,
-    )
-
     modules = [
         bn_convergence,
         bn_learning_rate,
@@ -98,133 +64,6 @@ def registry() -> dict[str, Claim]:
         sn_switches,
     ]
     return {m.CLAIM.name: m.CLAIM for m in modules}
-
-
-def experiment_name(claim: str, profile: str) -> str:
-    return claim if profile == "quick" else f"{claim}_{profile}"
-
-
-def results_dir(results: Path, claim: str, profile: str) -> Path:
-    return results / claim if profile == "quick" else results / claim / profile
-
-
-def reference_summary(results: Path, claim: str) -> tuple[dict | None, Path | None]:
-    """A claim's reference summary.json (quick, the profile run at 5 seeds under the protocol; else the longest
-    one there is), and its directory."""
-    for profile in ("quick", "cpu", "full"):
-        path = results_dir(results, claim, profile) / "summary.json"
-        if path.exists():
-            return json.loads(path.read_text()), path.parent
-    return None, None
-
-
-def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
-    """The runs whose config is one of `jobs` (the configs a profile's sweep runs), and the others (runs of
-    another profile, another override, another version of normlab): a report describes exactly its profile."""
-    from normlab.trainer import comparable, with_legacy_values
-
-    def key(config: dict) -> str:
-        return json.dumps(comparable(config), sort_keys=True)
-
-    wanted = {key(job) for job in jobs}
-    keep = [r for r in runs if key(with_legacy_values(r.config)) in wanted]
-    return keep, [r for r in runs if r not in keep]
-
-
-def write_report(
-    claim: Claim,
-    profile: str,
-    runs_root: Path,
-    results: Path,
-    jobs: list[dict] | None = None,
-    overrides: tuple[str, ...] = (),
-    variant: str = "",
-    notes: str = "",
-) -> dict:
-    """Analyze runs/<experiment>/ and write results/<claim>[/<profile>][/<variant>]/{README.md, summary.json,
-    *.png}. With `jobs` (the configs of the profile's sweep, `overrides` included) only the runs of those configs
-    count; the others are left out and counted. `variant` "tuned": the per-arm tuned learning rates."""
-    experiment = experiment_name(claim.name, profile)
-    run_dir = runs_root / experiment
-    runs, left_out = load_runs(run_dir), []
-    if jobs is not None:
-        runs, left_out = matching(runs, jobs)
-    if not runs:
-        raise SystemExit(f"error: no finished runs under {run_dir}; run `python scripts/reproduce.py {claim.name}`")
-    out = results_dir(results, claim.name, profile) / variant
-    out.mkdir(parents=True, exist_ok=True)
-    analysis = claim.analyze(runs, out)
-    timing = json.loads((run_dir / "reproduce.json").read_text()) if (run_dir / "reproduce.json").exists() else {}
-    wall_s = timing.get("wall_s", sum(r.summary.get("wall_s") or 0 for r in runs))
-    statuses = {}
-    for r in runs:
-        statuses[r.status] = statuses.get(r.status, 0) + 1
-    summary = {
-        "claim": claim.name,
-        "title": claim.title,
-        "profile": profile,
-        "variant": variant or "fixed lr",
-        "overrides": list(overrides),  # anything but the profile as configured
-        "verdict": analysis.verdict,
-        "reason": analysis.reason,
-        "criterion": claim.criterion,
-        "numbers": analysis.numbers,
-        "seeds": min((len(rs) for rs in arms(runs).values()), default=0),  # the fewest of any arm
-        "tests": [t.to_dict() for t in analysis.tests],  # each with the per-seed values it was computed from
-        "reported": [t.to_dict() for t in analysis.reported],
-        "runs": len(runs),
-        "left_out": len(left_out),  # runs under runs/<experiment>/ of other configs
-        "statuses": statuses,
-        "wall_s": wall_s,
-        # the code the runs were made with (each run records it), not the code writing this report
-        "commit": ",".join(sorted({(r.summary.get("git_commit") or "unknown")[:7] for r in runs})) or "unknown",
-        "date": datetime.date.today().isoformat(),
-    }
-    write_json(out / "summary.json", summary)
-    extra = "".join(f" {o}" for o in overrides) + (" --tune" if variant == "tuned" else "")
-    command = f"python scripts/reproduce.py {claim.name} --profile {profile}{extra}"
-    plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
-    index = "../" * (len(out.relative_to(results).parts)) + "README.md"
-    others = f" {len(left_out)} runs of other configs under runs/{experiment}/ were left out." if left_out else ""
-    text = f"""# {claim.title}
-
-**Verdict: {analysis.verdict.replace("_", " ")}** ({profile} profile, {summary["variant"]}). {analysis.reason}
-
-## The paper
-
-{claim.paper}
-
-## Our setup
-
-{claim.setup}
-
-Made by `{command}` (it runs `python run.py -m experiment={experiment}` and then
-`python scripts/report.py {claim.name} --profile {profile}`), {len(runs)} runs ({statuses}), {wall_s / 60:.1f} min of
-wall time on {timing.get("machine", "this machine")}, commit {summary["commit"]}, {summary["date"]}.{others}
-{notes}
-
-## Results
-
-{analysis.table}
-
-{plots}
-
-## Criterion
-
-{claim.criterion}
-
-The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)): each a difference in the
-paper's direction over seeds, with its 95% interval, against a margin stated before running. A test **holds** if
-the interval's low end is above the margin, is **contradicted** if its high end is below it, **unclear** otherwise;
-the claim is reproduced if all hold, not reproduced if any is contradicted, inconclusive otherwise (the table under
-Results; rows marked *reported* do not decide).
-
-Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
-`{json.dumps(analysis.numbers)}`
-{analysis.notes}
-"""
-    (out / "README.md").write_text(text)
-    return summary
 
 
 def write_index(results: Path) -> None:
@@ -247,8 +86,6 @@ def write_index(results: Path) -> None:
         for p in [results / claim / "summary.json"]
         if p.exists()
     )
-    from normlab.claims.answers import answers
-
     text = f"""# Reproductions
 
 Each row links to a report written by `scripts/report.py` from real runs (`python scripts/reproduce.py all`
@@ -282,7 +119,8 @@ Written once in `src/normlab/protocol.py`, used by every claim:
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-All quick profiles together took {total / 60:.1f} min of wall time here (2 CPU cores).
+All quick profiles together took {total / 60:.1f} min here (2 CPU cores): the wall time of `reproduce.py`, or for a
+sweep it did not time, its runs' training time summed (each report says which).
 
 {answers(results)}
 """

@@ -5,7 +5,7 @@ in them comes from a run; each answer says what the evidence does not show."""
 import json
 from pathlib import Path
 
-from normlab.claims import fmt_test, reference_summary, results_dir
+from normlab.claims.base import fmt_test, reference_summary, results_dir
 
 
 def _load(path: Path):

@@ -1,6 +1,6 @@
 """BIN paper: learned gates mix BN and IN per channel; BIN beats BN on CIFAR-10 classification."""
 
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import new_figure, save
 from normlab.runs import arm_test, group, mean, mean_std
 

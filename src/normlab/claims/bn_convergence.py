@@ -1,7 +1,7 @@
 """BN paper Sec. 4.1, Fig. 1: with BN the MNIST MLP reaches higher test accuracy sooner, and the inputs to its
 sigmoids keep a stable distribution."""
 
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves, new_figure, save
 from normlab.runs import arm_test, common_steps, fmt_steps, group, mean, mean_std, steps_test
 

@@ -1,6 +1,6 @@
 """BN paper Sec. 4.2, Fig. 3: BN allows 5-30x higher learning rates, and trains sigmoid nets that fail without it."""
 
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
 from normlab.runs import arm_test, common_steps, group, mean, mean_std
 

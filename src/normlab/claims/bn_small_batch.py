@@ -1,7 +1,7 @@
 """GN paper Tables 1-2: BN's error rises sharply at small batches; GN's (and LN's, IN's) does not."""
 
 from normlab import protocol
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import lines
 from normlab.runs import arm_test, group, mean, mean_std, seed_differences
 

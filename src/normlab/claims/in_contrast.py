@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from normlab.claims import Analysis, Claim, fmt_interval, tests_table
+from normlab.claims.base import Analysis, Claim, fmt_interval, tests_table
 from normlab.claims.plots import lines
 from normlab.config import config_from_dict
 from normlab.data import EVAL_BATCH, build_data

@@ -1,6 +1,6 @@
 """Recurrent BN (Cooijmans et al. 2016) and LN (Ba et al. 2016): normalized LSTMs train faster on sequential MNIST."""
 
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
 from normlab.runs import arm_test, common_steps, fmt_steps, group, mean, mean_std, steps_test
 

@@ -1,7 +1,7 @@
 """LN paper Sec. 6.6, Fig. 6: LN is robust to the batch size; BN is not (permutation-invariant MNIST)."""
 
 from normlab import protocol
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
 from normlab.runs import arm_test, group, mean, mean_std, seed_differences
 

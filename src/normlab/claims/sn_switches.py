@@ -1,7 +1,7 @@
 """SN paper: with smaller batches, the learned importance moves from BN to IN and LN."""
 
 from normlab import protocol
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import new_figure, save
 from normlab.runs import arm_test, group, mean, mean_std
 

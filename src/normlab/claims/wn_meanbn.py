@@ -1,6 +1,6 @@
 """WN paper: WN + mean-only BN beats BN; WN alone speeds up early training over plain parameterization."""
 
-from normlab.claims import Analysis, Claim, tests_table
+from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
 from normlab.runs import CHANCE, arm_test, group, mean, mean_std
 

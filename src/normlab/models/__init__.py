@@ -1,32 +1,38 @@
-"""Architectures, `build_model`, and the one place that says which norm fits which model (`compatible_norms`)."""
+"""Architectures, one file each registering its builder (`models.registry`), `build_model`, and the one place
+that says which norm fits which model (`compatible_norms`)."""
 
-from functools import partial
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from normlab.config import ConfigError, ModelConfig, NormConfig
-from normlab.models.cnn import CNN
-from normlab.models.inception_lite import InceptionLite
-from normlab.models.lstm import LSTMClassifier
-from normlab.models.mlp import MLP
-from normlab.norms import NORMS, apply_weight_norm, build_norm, norm_options
+from normlab.config import Config, ConfigError, ModelConfig, NormConfig
+
+# the registry first, then the files that register into it, in the order tables list them
+# isort: off
+from normlab.models.registry import MODELS, ModelSpec, register_model
+from normlab.models import mlp, cnn, inception_lite, resnet, lstm, custom  # noqa: F401 - they register
+
+# isort: on
+from normlab.models.custom import call_factory
+from normlab.norms import NORMS, apply_weight_norm, norm_options, swap_norms
 from normlab.norms.recurrent import SEQUENCE_NORMS
 
+__all__ = ["MODELS", "ModelSpec", "build_model", "check_compatible", "compatible_norms", "register_model"]
+
 # model -> the kind of features its norms see: "1d" (N, C), "2d" (N, C, H, W), "seq" (recurrent cell terms)
-FEATURE_KINDS = {"mlp": "1d", "cnn": "2d", "inception_lite": "2d", "lstm": "seq"}
-MODELS = tuple(FEATURE_KINDS)
+FEATURE_KINDS = {name: spec.features for name, spec in MODELS.items()}
 
 
 def compatible_norms(model: str) -> list[str]:
-    kind = FEATURE_KINDS[model]
+    kind = MODELS[model].features
     if kind == "seq":
         return [name for name in NORMS if name in SEQUENCE_NORMS]
-    return [name for name, spec in NORMS.items() if kind in spec.kinds]
+    return [name for name, spec in NORMS.items() if kind == "any" or kind in spec.kinds]
 
 
 def check_compatible(model: str, norm: str) -> None:
-    if model not in FEATURE_KINDS:
+    if model not in MODELS:
         raise ConfigError(f"model={model!r} is not allowed; choose from {list(MODELS)}")
     allowed = compatible_norms(model)
     if norm not in allowed:
@@ -34,31 +40,28 @@ def check_compatible(model: str, norm: str) -> None:
 
 
 def build_model(
-    model: ModelConfig, norm: NormConfig, in_shape: tuple[int, ...], num_classes: int, seed: int = 0
+    model: ModelConfig,
+    norm: NormConfig,
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int = 0,
+    module: nn.Module | Callable[..., nn.Module] | None = None,
 ) -> nn.Module:
-    """Build `model` with `norm` in every norm slot (and weight norm on its layers where the norm asks)."""
+    """Build `model` with `norm` in every norm slot (and weight norm on its layers where the norm asks). `module`
+    (model=custom only): your model, or a factory called with num_classes=, instead of model._target_."""
     check_compatible(model.name, norm.name)
-    options = norm_options(norm)
-    make_norm = partial(build_norm, norm.name, **options)
-    bias = norm.name in ("none", "weight")  # other norms end in their own shift
-    if model.name == "mlp":
-        net = MLP(in_shape, num_classes, model.hidden, model.activation, make_norm, bias)
-    elif model.name == "cnn":
-        net = CNN(in_shape, num_classes, model.width, model.activation, make_norm, bias)
-    elif model.name == "inception_lite":
-        net = InceptionLite(in_shape, num_classes, model.width, model.activation, make_norm, bias)
+    spec = MODELS[model.name]
+    if module is not None and spec.own_norms:
+        raise ConfigError(f"a model object is only taken with model=custom, not model={model.name}")
+    if module is None:
+        net = spec.build(model, norm, in_shape, num_classes, seed)
     else:
-        net = LSTMClassifier(
-            in_shape,
-            num_classes,
-            model.hidden_size,
-            model.sequence,
-            model.permute,
-            seed,
-            norm.name,
-            options,
-            model.h0_noise,
-        )
+        net = module if isinstance(module, nn.Module) else call_factory(module, in_shape, num_classes)
+    if not spec.own_norms:
+        try:
+            return swap_norms(net, norm.name, **norm_options(norm))
+        except ValueError as e:
+            raise ConfigError(f"norm={norm.name} does not fit this model: {e}") from None
     if NORMS[norm.name].weight_norm:
         apply_weight_norm(net)
     return net
@@ -72,8 +75,29 @@ def compatibility_table() -> str:
     return "\n".join([header, rule, *rows])
 
 
-def check_buildable(model: ModelConfig, norm: NormConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+def check_buildable(
+    model: ModelConfig, norm: NormConfig, in_shape: tuple[int, ...], num_classes: int, module=None
+) -> None:
     """Build the model on the meta device (no memory, no compute), so that what only a layer can check (e.g. GN's
-    groups in a layer of C channels) is refused for every job of a sweep before the first one starts."""
+    groups in a layer of C channels) is refused for every job of a sweep before the first one starts. A model
+    object (not a factory) cannot be built again: it is checked when the run swaps its norms."""
+    if isinstance(module, nn.Module):
+        return
     with torch.device("meta"):
-        build_model(model, norm, in_shape, num_classes)
+        build_model(model, norm, in_shape, num_classes, module=module)
+
+
+def check_config(cfg: Config, in_shape: tuple[int, ...], num_classes: int, module=None) -> None:
+    """What needs the model and norm registries: the names, that the norm fits the model and the batch, that the
+    model builds."""
+    norm = cfg.norm.name
+    if norm not in NORMS:
+        raise ConfigError(f"norm={norm!r} is not allowed; choose from {sorted(NORMS)}")
+    check_compatible(cfg.model.name, norm)
+    if MODELS[cfg.model.name].features in ("2d", "seq") and len(in_shape) != 3:
+        raise ConfigError(f"model={cfg.model.name} takes (C, H, W) images; dataset={cfg.dataset.name} gives samples "
+                          f"of shape {tuple(in_shape)}")  # fmt: skip
+    if cfg.batch_size == 1 and NORMS[norm].batch_stats:
+        raise ConfigError(f"batch_size=1 is not allowed with norm={norm}: its batch statistics need >= 2 samples "
+                          "per batch (use batch_size >= 2, or a per-sample norm such as group or layer)")  # fmt: skip
+    check_buildable(cfg.model, cfg.norm, in_shape, num_classes, module)

@@ -4,6 +4,7 @@ global average pooling and a linear classifier; about 0.24 M parameters at the d
 from torch import nn
 
 from normlab.models.blocks import conv_norm_act
+from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
 class CNN(nn.Module):
@@ -28,3 +29,8 @@ class CNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+@register_model("cnn", features="2d")
+def build(cfg, norm, in_shape, num_classes, seed):
+    return CNN(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

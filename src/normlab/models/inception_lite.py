@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from normlab.models.blocks import conv_norm_act
+from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
 class InceptionModule(nn.Module):
@@ -45,3 +46,8 @@ class InceptionLite(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+@register_model("inception_lite", features="2d")
+def build(cfg, norm, in_shape, num_classes, seed):
+    return InceptionLite(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

@@ -11,7 +11,8 @@ import math
 import torch
 from torch import nn
 
-from normlab.norms import native
+from normlab.models.registry import register_model
+from normlab.norms import native, norm_options
 from normlab.norms.recurrent import build_sequence_norm
 
 
@@ -127,3 +128,18 @@ class LSTMClassifier(nn.Module):
         if self.order is not None:
             seq = seq[:, self.order]
         return self.classifier(self.core(seq))
+
+
+@register_model("lstm", features="seq")
+def build(cfg, norm, in_shape, num_classes, seed):
+    return LSTMClassifier(
+        in_shape,
+        num_classes,
+        cfg.hidden_size,
+        cfg.sequence,
+        cfg.permute,
+        seed,
+        norm.name,
+        norm_options(norm),
+        cfg.h0_noise,
+    )

@@ -6,6 +6,7 @@ import math
 from torch import nn
 
 from normlab.models.blocks import ACTIVATIONS
+from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
 class MLP(nn.Module):
@@ -24,3 +25,8 @@ class MLP(nn.Module):
     def last_hidden_input(self, x):
         """The inputs to the last hidden layer's nonlinearity (what the BN paper's Fig. 1(b, c) follows)."""
         return self.features[:-1](x)
+
+
+@register_model("mlp", features="1d")
+def build(cfg, norm, in_shape, num_classes, seed):
+    return MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm))

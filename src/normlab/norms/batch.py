@@ -6,7 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normlab.collectives import batch_moments
+from normlab.norms.registry import register_norm
 
+
+@register_norm("batch", options=("eps", "momentum"), batch_stats=True)
 def batch_norm(num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
     """Batch statistics in training; running mean and unbiased running variance at eval, as torch does."""
     cls = nn.BatchNorm2d if kind == "2d" else nn.BatchNorm1d
@@ -25,8 +29,6 @@ def update_running_stats_(layer: _BatchNorm, mean: torch.Tensor, var: torch.Tens
 def normalize_with_batch_stats(layer: _BatchNorm, x: torch.Tensor, sync: bool) -> torch.Tensor:
     """x_hat = (x - mu_B) / sqrt(var_B + eps) with the statistics of the whole (global, when `sync`) batch,
     updating the layer's running mean and unbiased running variance as F.batch_norm does."""
-    from normlab.distributed import batch_moments
-
     mean, var, count = batch_moments(x, [0, *range(2, x.dim())], sync)
     update_running_stats_(layer, mean, var, count)
     shape = (1, -1) + (1,) * (x.dim() - 2)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from normlab.distributed import sync_world
+from normlab.collectives import sync_world
 from normlab.norms import native
 from normlab.norms.batch import update_running_stats_
 from normlab.norms.fused import (
@@ -30,6 +30,7 @@ from normlab.norms.fused import (
     scale_shift,
     statistics_backward,
 )
+from normlab.norms.registry import register_norm
 
 
 class BatchInstanceNormFunction(torch.autograd.Function):
@@ -80,6 +81,7 @@ class BatchInstanceNormFunction(torch.autograd.Function):
         return d_x, d_gate.to(dtype), d_weight.to(dtype), d_bias.to(dtype), *[None] * 5
 
 
+@register_norm("batch_instance", options=("eps", "momentum", "gate_lr_mult"), kinds=("2d",), batch_stats=True)
 class BatchInstanceNorm(_BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, gate_lr_mult: float = 10.0):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=True)

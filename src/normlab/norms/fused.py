@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from normlab.distributed import sum_over_ranks_
+from normlab.collectives import sum_over_ranks_
 
 STATS = torch.float64  # dtype of the (N, C) statistics and coefficients
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab.config import ConfigError
+from normlab.norms.registry import register_norm
 
 GROUP_SIZE = 4  # default channels per group: several in every layer of normlab's models (16-channel layers: 4 groups)
 
@@ -40,6 +41,18 @@ def shifted(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x - first.repeat_interleave(per_group, dim=1)
 
 
+@register_norm("layer", options=("eps",))
+class LayerNorm(nn.GroupNorm):
+    """LN: statistics over all of (C, H, W) per sample, per-channel gain and bias (GN with one group)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__(1, num_features, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(shifted(x, 1), 1, self.weight, self.bias, self.eps)
+
+
+@register_norm("group", options=("eps", "num_groups", "group_size"))
 class GroupNorm(nn.GroupNorm):
     """GN, Eq. (1) with S_i = the C/G channels of i's group: G = `num_groups` where given (the paper's G = 32 on
     ResNet-50), else C / `group_size` channels per group (the paper's Table 3 alternative; normlab's small nets
@@ -56,13 +69,3 @@ class GroupNorm(nn.GroupNorm):
 
     def internals(self) -> dict[str, float]:
         return {"num_groups": self.num_groups, "channels_per_group": self.num_channels // self.num_groups}
-
-
-class LayerNorm(nn.GroupNorm):
-    """LN: statistics over all of (C, H, W) per sample, per-channel gain and bias (GN with one group)."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5):
-        super().__init__(1, num_features, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(shifted(x, 1), 1, self.weight, self.bias, self.eps)

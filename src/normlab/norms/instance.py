@@ -2,7 +2,10 @@
 
 from torch import nn
 
+from normlab.norms.registry import register_norm
 
+
+@register_norm("instance", options=("eps",), kinds=("2d",))
 class InstanceNorm(nn.InstanceNorm2d):
     """torch's InstanceNorm2d with a learned affine and no running statistics (instance stats at eval too)."""
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab.distributed import sync_world
+from normlab.collectives import sync_world
 from normlab.norms import native
 from normlab.norms.fused import (
     STATS,
@@ -26,6 +26,7 @@ from normlab.norms.fused import (
     scale_shift,
     statistics_backward,
 )
+from normlab.norms.registry import register_norm
 
 STATISTICS = {"2d": ("in", "ln", "bn"), "1d": ("ln", "bn")}
 VARIANTS = ("paper", "official")
@@ -115,6 +116,7 @@ class SwitchableNormFunction(torch.autograd.Function):
         return d_x, d_logits[0], d_logits[1], d_weight, d_bias, *[None] * 7
 
 
+@register_norm("switchable", options=("eps", "momentum", "bn_stats", "variant"), batch_stats=True)
 class SwitchableNorm(nn.Module):
     def __init__(
         self,

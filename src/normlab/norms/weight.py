@@ -9,7 +9,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from normlab.distributed import batch_mean
+from normlab.collectives import batch_mean
+from normlab.norms.registry import register_norm
+
+register_norm("weight", weight_norm=True)(nn.Identity)  # weight norm on the layers, nothing in the norm slot
 
 WEIGHT_NORMED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -60,6 +63,7 @@ def init_weight_norm_(model: nn.Module, x: torch.Tensor, eps: float = 1e-6) -> N
         model.train(was_training)
 
 
+@register_norm("weight_meanbn", options=("momentum",), batch_stats=True, weight_norm=True)
 class MeanOnlyBatchNorm(nn.Module):
     """y = x - mu_B + b: subtract the batch mean (running mean at eval), no division, learned bias (Sec. 3).
 
@@ -68,7 +72,7 @@ class MeanOnlyBatchNorm(nn.Module):
 
     def __init__(self, num_features: int, kind: str = "2d", momentum: float = 0.1):
         super().__init__()
-        self.num_features, self.momentum = num_features, momentum
+        self.num_features, self.kind, self.momentum = num_features, kind, momentum
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.sync = False  # the batch mean over every rank's batch (norm.sync=true under torchrun)

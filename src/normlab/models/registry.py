@@ -1,0 +1,44 @@
+"""The model registry: a name maps to a builder and the kind of features its norm slots see. A model registers
+itself in its own file with `@register_model(...)`; `model=<name>`, the config checks, the model x norm matrix
+and the models table read this table."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from normlab.norms import build_norm, norm_options
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[..., nn.Module]  # build(cfg: ModelConfig, norm: NormConfig, in_shape, num_classes, seed)
+    features: str  # what its norms see: "1d" (N, C), "2d" (N, C, H, W), "seq" (recurrent terms), "any" (custom)
+    own_norms: bool = True  # it builds its norm slots from the NormConfig; False: normlab swaps them in (custom)
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, features: str, own_norms: bool = True):
+    """Decorator for a builder `build(cfg: ModelConfig, norm: NormConfig, in_shape, num_classes, seed)` that
+    returns the module: `model=<name>` builds it."""
+
+    def register(build):
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODELS[name] = ModelSpec(build, features, own_norms)
+        return build
+
+    return register
+
+
+def norm_layer(norm) -> Callable[..., nn.Module]:
+    """The NormConfig as a layer factory, `norm_layer(norm)(num_features, kind=...)`, for a model's norm slots."""
+    return partial(build_norm, norm.name, **norm_options(norm))
+
+
+def layer_bias(norm) -> bool:
+    """Whether the conv/linear layers before a norm slot need their own bias (not where the norm ends in a shift)."""
+    return norm.name in ("none", "weight")

@@ -1,0 +1,64 @@
+"""The norm registry: a name maps to how its layer is built, which `norm.*` options it takes and which features
+it is defined on. A norm registers itself in its own file with `@register_norm(...)`; the command line
+(`norm=<name>`), the config checks, the model x norm matrix and `swap_norms` read this table.
+"""
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+BOTH = ("1d", "2d")  # "1d": (N, C) features; "2d": (N, C, H, W) activations
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    make: Callable[..., nn.Module]  # make(num_features, **options), plus kind= where it takes one
+    options: tuple[str, ...]  # the NormConfig fields this layer takes
+    kinds: tuple[str, ...]  # feature kinds it is defined on
+    batch_stats: bool = False  # normalizes with batch statistics in training: needs >= 2 samples
+    weight_norm: bool = False  # the model's conv/linear layers get weight norm
+
+    def build(self, num_features: int, kind: str, **options) -> nn.Module:
+        if "kind" in inspect.signature(self.make).parameters:
+            return self.make(num_features, kind=kind, **options)
+        return self.make(num_features, **options)
+
+
+NORMS: dict[str, NormSpec] = {}
+
+
+def register_norm(
+    name: str,
+    options: tuple[str, ...] = (),
+    kinds: tuple[str, ...] = BOTH,
+    batch_stats: bool = False,
+    weight_norm: bool = False,
+):
+    """Decorator for a layer class or factory, `make(num_features, [kind,] **options)`: `norm=<name>` builds it.
+    `options` are NormConfig fields (eps, momentum, ...) passed to it by name."""
+
+    def register(make):
+        if name in NORMS:
+            raise ValueError(f"norm {name!r} is registered twice")
+        NORMS[name] = NormSpec(make, tuple(options), tuple(kinds), batch_stats, weight_norm)
+        return make
+
+    return register
+
+
+def build_norm(name: str, num_features: int, kind: str = "2d", **options) -> nn.Module:
+    """The one door to every activation norm. Raises ValueError for an unknown name, kind or option."""
+    if name not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; choose from {sorted(NORMS)}")
+    spec = NORMS[name]
+    if kind not in spec.kinds:
+        raise ValueError(f"norm {name!r} is not defined on {kind} features; it takes {list(spec.kinds)}")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"norm {name!r} takes no option {unknown[0]!r}; its options are {list(spec.options)}")
+    return spec.build(num_features, kind, **options)
+
+
+register_norm("none")(nn.Identity)  # nn.Identity takes and ignores num_features
