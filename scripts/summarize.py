@@ -36,9 +36,12 @@ def run_row(run_dir: Path, root: Path) -> dict:
     except (FileNotFoundError, json.JSONDecodeError):
         summary = {"status": "incomplete"}
         if (run_dir / "last.pt").exists():
-            import torch
+            from normlab.runlog import DamagedCheckpoint, read_checkpoint
 
-            summary["steps"] = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["step"]
+            try:
+                summary["steps"] = read_checkpoint(run_dir / "last.pt")["step"]
+            except DamagedCheckpoint:
+                summary["status"] = "incomplete (damaged last.pt)"
     for key in COLUMNS[2:]:
         row[key] = summary.get(key)
     if summary.get("status") == "failed":

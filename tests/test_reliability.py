@@ -67,8 +67,8 @@ def test_a_refused_or_skipped_run_leaves_a_finished_run_byte_for_byte_unchanged(
     run_dir = run_dir_of(tmp_path)
     assert (run_dir / ".hydra" / "config.yaml").exists()  # the record of the accepted run
     before = snapshot(run_dir)
-    if refusal == "another config":  # eval_every is not part of the dir name: the same dir, another run
-        out = run_cli(*TINY, *RUN, "max_steps=10", "eval_every=7", cwd=tmp_path)
+    if refusal == "another config":  # the same dir named by hand, another run
+        out = run_cli(*TINY, *RUN, "max_steps=10", "eval_every=7", f"hydra.run.dir='{run_dir}'", cwd=tmp_path)
         assert out.returncode == 2 and "holds a run with another config" in out.stderr
     else:
         out = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
@@ -138,3 +138,85 @@ def test_an_empty_or_damaged_cached_kernel_library_is_rebuilt(tmp_path):
         loaded.stdout.strip() == "False" and "wrote an empty library" in loaded.stderr
     )  # a "compiler" writing nothing
     assert not list(tmp_path.glob("*.so"))  # and no empty library cached for the next process
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # in the serialized state, far from the container's headers
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [flip_a_byte, truncate])
+def test_a_damaged_checkpoint_is_found_out_and_the_previous_one_resumed(tmp_path, damage, config, capsys):
+    from normlab.trainer import train
+
+    cfg = config(*RUN, "max_steps=20", "eval_every=10", "checkpoint_every=10")
+    first = train(cfg, tmp_path / "whole")
+    run_dir = tmp_path / "damaged"
+    train(cfg, run_dir)
+    assert (run_dir / "prev.pt").exists()  # the checkpoint of step 10, kept beside last.pt (step 20)
+    (run_dir / "summary.json").unlink()  # as if killed after saving last.pt
+    damage(run_dir / "last.pt")
+    resumed = train(cfg, run_dir)
+    err = capsys.readouterr().err
+    assert f"warning: {run_dir / 'last.pt'} is damaged (" in err and "resuming from" in err and "(step 10)" in err
+    assert resumed["test_acc"] == first["test_acc"] and resumed["train_loss"] == first["train_loss"]
+
+
+def test_no_intact_checkpoint_is_one_error_line_naming_the_file(tmp_path):
+    result = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = run_dir_of(tmp_path)
+    (run_dir / "summary.json").unlink()
+    for name in ("last.pt", "prev.pt"):
+        if (run_dir / name).exists():
+            truncate(run_dir / name)
+    before = snapshot(run_dir)
+    again = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.startswith(f"error: {run_dir / 'last.pt'} is damaged (unreadable")
+    assert "use overwrite=true to start the run over" in again.stderr and len(again.stderr.splitlines()) == 1
+    assert snapshot(run_dir) == before
+
+
+def test_a_damaged_metrics_line_keeps_the_intact_lines_after_it(tmp_path, capsys):
+    from normlab.runlog import RunLog, read_metrics
+
+    lines = ['{"step": 10, "epoch": 1, "train_loss": 1.0}', '{"step": 2\x00, "trai',
+             '{"step": 20, "epoch": 2, "train_loss": 0.5}', '{"step": 30, "epoch": 3, "train_loss": 0.4}']  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [10, 20, 30]
+    log = RunLog(tmp_path, start_step=20)  # a resume from step 20
+    log.close()
+    assert [r["step"] for r in log.records] == [10, 20]
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [10, 20]
+    assert "1 damaged line(s) dropped" in capsys.readouterr().err
+
+
+def test_a_run_never_continues_or_skips_under_another_world_size(tmp_path, config, monkeypatch):
+    from normlab.cli import world_suffix
+    from normlab.config import ConfigError
+    from normlab.trainer import prepare_run_dir, train
+
+    cfg = config(*RUN, "max_steps=5")
+    train(cfg, tmp_path)
+    assert prepare_run_dir(cfg, tmp_path)[0] == "skip"
+    with pytest.raises(ConfigError, match="holds a run made with 1 process\\(es\\), not 2"):
+        prepare_run_dir(cfg, tmp_path, world_size=2)
+    (tmp_path / "summary.json").unlink()  # a checkpoint to resume: the same refusal
+    with pytest.raises(ConfigError, match="made with 1 process"):
+        prepare_run_dir(cfg, tmp_path, world_size=2)
+    assert world_suffix() == ""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert world_suffix() == ",world_size=2"  # and so a torchrun run has its own run dir
+
+
+def test_eval_every_is_part_of_the_run_dir_so_a_sweep_over_it_never_collides(tmp_path):
+    result = run_cli("-m", *TINY, "eval_every=5,10", "seed=0,1", "max_steps=10", "model.hidden=[16]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dirs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("summary.json"))
+    assert len(dirs) == 4 and len({d.split(",eval_every=")[1] for d in dirs}) == 2

@@ -5,9 +5,12 @@ never leaves a half-written summary or checkpoint."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,16 +34,19 @@ class DiskFull(OSError):
     """No space left while writing a run's file: the file it replaces is kept, no temporary file is left."""
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, previous: Path | None = None) -> None:
     """Write `path` through `write(file)` into a temporary file of a unique name beside it, then rename it over
     `path`: readers see the old file or the new one, never half of one, and two writers never share a temporary
-    file. On any failure the temporary file is removed and `path` is left as it was."""
+    file. On any failure the temporary file is removed and `path` is left as it was. With `previous`, the old
+    `path` is renamed to it once the new file is complete (a checkpoint keeps the one before it)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except OSError as e:
         if e.errno == errno.ENOSPC:
@@ -76,21 +82,67 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+CHECKPOINT_FORMAT = "normlab-checkpoint/1"
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that cannot be read, or whose bytes do not match the checksum stored with them."""
+
+
+def save_checkpoint(path: Path, state: dict, previous: Path | None = None) -> None:
+    """`state` serialized with torch.save, stored with its SHA-256 (so that a truncated or bit-flipped file is
+    found out, not resumed), atomically; the checkpoint it replaces is kept as `previous` where given."""
+
+    def write(f) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = buffer.getvalue()
+        torch.save({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, f)
+
+    atomic_write(path, write, previous)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The state a checkpoint holds, after checking its checksum; DamagedCheckpoint says what is wrong. (A
+    checkpoint saved before checksums is a plain state: it is read as it is.)"""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes torch.load raise
+        raise DamagedCheckpoint(f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(record, dict):
+        raise DamagedCheckpoint(f"holds a {type(record).__name__}, not a checkpoint")
+    if record.get("format") != CHECKPOINT_FORMAT:
+        if "config" in record and "model" in record:
+            return record  # saved before checksums
+        raise DamagedCheckpoint("is not a normlab checkpoint")
+    payload = record.get("payload")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != record.get("sha256"):
+        raise DamagedCheckpoint("its bytes do not match the checksum saved with them")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - checksum right, content unreadable: a bug, reported the same way
+        raise DamagedCheckpoint(f"unreadable: {type(e).__name__}") from None
+
+
+def parse_metrics(text: str) -> tuple[list[dict], int]:
+    """The intact records of a metrics.jsonl and the number of damaged lines (cut short by a kill, or garbled),
+    which are skipped: the intact lines after a damaged one are kept."""
+    records, damaged = [], 0
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        elif line.strip():
+            damaged += 1
+    return records, damaged
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The complete lines of a metrics.jsonl (a line cut short by a kill is dropped)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+    """The intact lines of a metrics.jsonl (damaged ones skipped)."""
+    return parse_metrics(path.read_text(errors="replace"))[0] if path.exists() else []
 
 
 # TensorBoard's CUSTOM SCALARS tab: train and test of each metric in one chart
@@ -146,7 +198,12 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.metrics_path = run_dir / "metrics.jsonl"
-        kept = [r for r in read_metrics(self.metrics_path) if r["step"] <= start_step]
+        text = self.metrics_path.read_text(errors="replace") if self.metrics_path.exists() else ""
+        records, damaged = parse_metrics(text)
+        if damaged:
+            print(f"warning: {self.metrics_path}: {damaged} damaged line(s) dropped, the intact ones kept",
+                  file=sys.stderr)  # fmt: skip
+        kept = [r for r in records if r["step"] <= start_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         atomic_write_bytes(run_dir / "train.log", "".join(eval_line(r) + "\n" for r in kept).encode())
         self.records = kept

@@ -40,9 +40,18 @@ from normlab.norms import (
     recompute_batch_average_,
 )
 from normlab.optim import build_optimizer, build_scheduler
-from normlab.runlog import RunLog, eval_line, read_json, save_checkpoint, write_json
+from normlab.runlog import (
+    DamagedCheckpoint,
+    RunLog,
+    eval_line,
+    read_checkpoint,
+    read_json,
+    save_checkpoint,
+    write_json,
+)
 
 CHECKPOINT = "last.pt"
+PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if last.pt is damaged
 SUMMARY = "summary.json"
 # keys that may differ between a run and its resumption (they do not change the result)
 RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every")
@@ -187,27 +196,58 @@ def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
         raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
 
 
-def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True) -> tuple[str, dict | None]:
+def newest_intact_checkpoint(run_dir: Path, speak: bool = True) -> dict | None:
+    """The state of last.pt, or of prev.pt where last.pt is missing or damaged (saying so); None where there is
+    neither. A ConfigError naming the file where every checkpoint there is damaged."""
+    damaged = []
+    for path in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
+        if not path.exists():
+            continue
+        try:
+            state = read_checkpoint(path)
+        except DamagedCheckpoint as e:
+            damaged.append(f"{path} is damaged ({e})")
+            continue
+        if path.name == PREVIOUS and speak:
+            why = damaged[0] if damaged else f"{run_dir / CHECKPOINT} is missing (killed while saving)"
+            print(f"warning: {why}; resuming from {path} (step {state['step']})", file=sys.stderr, flush=True)
+        return state
+    if damaged:
+        raise ConfigError(f"{damaged[0]} and no earlier checkpoint is intact; use overwrite=true to start the run over")
+    return None
+
+
+def check_world_size(saved: dict, world_size: int, run_dir: Path) -> None:
+    """A run continues (or is skipped) only with the number of processes it was made with: a resume never changes
+    the world size, and a finished 1-process run is never reported for a 2-process command."""
+    made = saved.get("world_size", 1)
+    if made != world_size:
+        raise ConfigError(f"{run_dir} holds a run made with {made} process(es), not {world_size}; run it with "
+                          f"{made}, use overwrite=true to replace it, or another hydra.run.dir")  # fmt: skip
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: int = 1) -> tuple[str, dict | None]:
     """Decide what to do with what `run_dir` already holds: ("skip", summary) for a finished run of the same
-    config, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir holding another
-    config's run is a ConfigError, never silently mixed."""
-    ckpt_path, summary_path = run_dir / CHECKPOINT, run_dir / SUMMARY
+    config and world size, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir
+    holding another config's run is a ConfigError, never silently mixed."""
     if cfg.overwrite and not clear:  # another rank cleared it already
         return "fresh", None
     if cfg.overwrite:
-        for name in (CHECKPOINT, SUMMARY, "metrics.jsonl"):
+        for name in (CHECKPOINT, PREVIOUS, SUMMARY, "metrics.jsonl"):
             (run_dir / name).unlink(missing_ok=True)
         for event_file in run_dir.glob("events.out.tfevents.*"):
             event_file.unlink()
         return "fresh", None
-    summary = read_json(summary_path)
+    summary = read_json(run_dir / SUMMARY)
     if summary is not None and "config" in summary:
         check_same_run(summary["config"], cfg, run_dir)
         if summary["status"] in ("completed", "diverged"):
+            check_world_size(summary, world_size, run_dir)
             return "skip", summary  # no need to load the checkpoint
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    ckpt = newest_intact_checkpoint(run_dir, speak=clear)
     if ckpt is not None:
         check_same_run(ckpt["config"], cfg, run_dir)
+        check_world_size(ckpt, world_size, run_dir)
         if not cfg.resume:
             raise ConfigError(f"resume=false but {run_dir} holds a checkpoint; use overwrite=true to start over")
         return "resume", ckpt
@@ -226,7 +266,7 @@ def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, 
         "rng": rng,
         **extra,
     }
-    save_checkpoint(path, state)
+    save_checkpoint(path, state, previous=path.with_name(PREVIOUS))
 
 
 def cudnn_algorithms(deterministic: bool):
@@ -298,10 +338,10 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         device = torch.device("cuda", dist.local_rank)
     shard = (dist.rank, dist.world_size)
     if dist.is_main:  # rank 0 (which made run_dir, holding its lock) decides what it holds before the others look
-        action, previous = prepare_run_dir(cfg, run_dir)
+        action, previous = prepare_run_dir(cfg, run_dir, world_size=dist.world_size)
     dist.barrier()
     if not dist.is_main:
-        action, previous = prepare_run_dir(cfg, run_dir, clear=False)
+        action, previous = prepare_run_dir(cfg, run_dir, clear=False, world_size=dist.world_size)
     if action == "skip":
         dist.close()
         return {**previous, "skipped": True, "run_dir": str(run_dir)}
@@ -440,6 +480,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
             every_rank_stats = gather(stats, dist)  # each rank's train statistics since the last evaluation
             if dist.is_main:
                 extra = {
+                    "world_size": dist.world_size,
                     "best": best,
                     "train_stats": every_rank_stats,
                     "train_time": train_time,

@@ -11,7 +11,7 @@ from normlab.claims.plots import lines
 from normlab.config import config_from_dict
 from normlab.data import EVAL_BATCH, build_data
 from normlab.models import build_model
-from normlab.runlog import read_json, write_json
+from normlab.runlog import read_checkpoint, read_json, write_json
 from normlab.runs import CHANCE, arm_test, group, mean, mean_std
 
 FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
@@ -47,7 +47,7 @@ def _contrast_accuracies(run, data_cache: dict) -> list[float]:
         data_cache[root] = build_data(cfg.dataset.name, data_cfg, 0, torch.device("cpu"))
     data = data_cache[root]
     model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed)
-    model.load_state_dict(torch.load(run.path / "last.pt", map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(read_checkpoint(run.path / "last.pt")["model"])
     model.eval()
     accs = []
     for factor in FACTORS:
