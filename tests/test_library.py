@@ -135,6 +135,7 @@ def test_own_model_and_data_from_the_command_line(tmp_path):
     [
         (["model=custom"], "error: model._target_=None is not allowed; give the factory as <module>.<function>"),
         (["model=custom", "model._target_=factories.nothing"], "error: model._target_=factories.nothing cannot be"),
+        (["model=custom", "model._target_=factories.blobs"], "error: the model factory blobs failed: TypeError"),
         (["dataset=custom", "dataset._target_=factories.small_net"], "error: dataset._target_=factories.small_net"),
         (["dataset=custom", "dataset._target_=factories.blobs", "data.val_size=5000"],
          "error: data.val_size=5000 is not allowed: custom has 300 training images"),
@@ -160,6 +161,8 @@ def test_normlab_train_takes_your_model_and_tensors(tmp_path):
     assert "features.1" not in summary["norm_layers"]
     again = normlab.train(tmp_path / "run", overrides, model=feature_net, data=blobs())
     assert again["skipped"] and again["test_acc"] == summary["test_acc"]
+    with pytest.raises(ConfigError, match="cannot compose the config .* Could not override 'nosuchkey'"):
+        normlab.train(tmp_path / "bad", ["nosuchkey=1"], data=blobs())
     with pytest.raises(ConfigError, match="norm=instance does not fit this model"):
         normlab.train(tmp_path / "bad", [*overrides, "norm=instance"], model=feature_net, data=blobs())
     assert not (tmp_path / "bad").exists()
@@ -210,3 +213,13 @@ def test_a_norm_registered_outside_normlab_is_everywhere():
             register_norm("rms_test")(RMSNorm)
     finally:
         NORMS.pop("rms_test")
+
+
+def test_a_norm_your_model_cannot_run_with_is_refused_before_the_run(tmp_path):
+    example = "examples.resnet18_group_norm"
+    args = ["model=custom", f"model._target_={example}.make_net", "dataset=custom",
+            f"dataset._target_={example}.make_data", "norm=instance", "data.val_size=100"]  # fmt: skip
+    result = run_cli(*args, "max_steps=2", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the model fails on a batch of shape (2, 3, 32, 32): ValueError: Expected")
+    assert not (tmp_path / "runs").exists()

@@ -9,8 +9,9 @@ from pathlib import Path
 from torch import nn
 
 from normlab.checks import check
+from normlab.cli import _one_line as one_line
 from normlab.cli import plain_config, register_groups, register_resolvers
-from normlab.config import config_from_dict
+from normlab.config import ConfigError, config_from_dict
 from normlab.trainer import train as train_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the checkout's Hydra configs (normlab is installed editable)
@@ -28,6 +29,8 @@ def compose(overrides: Sequence[str]) -> dict:
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except Exception as e:  # noqa: BLE001 - an unknown key or option, a parse error: the caller's input
+        raise ConfigError(f"cannot compose the config from {list(overrides)}: {one_line(e)}") from None
     finally:
         GlobalHydra.instance().clear()
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "default")

@@ -14,7 +14,7 @@ from normlab.models.registry import MODELS, ModelSpec, register_model
 from normlab.models import mlp, cnn, inception_lite, resnet, lstm, custom  # noqa: F401 - they register
 
 # isort: on
-from normlab.models.custom import call_factory
+from normlab.models.custom import call_factory, check_forward
 from normlab.norms import NORMS, apply_weight_norm, norm_options, swap_norms
 from normlab.norms.recurrent import SEQUENCE_NORMS
 
@@ -84,7 +84,9 @@ def check_buildable(
     if isinstance(module, nn.Module):
         return
     with torch.device("meta"):
-        build_model(model, norm, in_shape, num_classes, module=module)
+        net = build_model(model, norm, in_shape, num_classes, module=module)
+        if not MODELS[model.name].own_norms:  # yours: does it run with this norm on this data?
+            check_forward(net, in_shape)
 
 
 def check_config(cfg: Config, in_shape: tuple[int, ...], num_classes: int, module=None) -> None:

@@ -7,14 +7,37 @@ import inspect
 
 from torch import nn
 
+from normlab.config import ConfigError
 from normlab.models.registry import register_model
 from normlab.targets import import_target
 
 
 def call_factory(factory, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """factory(num_classes=...), with in_shape= too where its signature takes one."""
+    """factory(num_classes=...), with in_shape= too where its signature takes one; a ConfigError where it fails
+    or gives no nn.Module."""
     takes_shape = "in_shape" in inspect.signature(factory).parameters
-    return factory(num_classes=num_classes, **({"in_shape": tuple(in_shape)} if takes_shape else {}))
+    name = getattr(factory, "__qualname__", repr(factory))
+    try:
+        net = factory(num_classes=num_classes, **({"in_shape": tuple(in_shape)} if takes_shape else {}))
+    except Exception as e:  # noqa: BLE001 - the user's factory failed: one line that says so
+        raise ConfigError(f"the model factory {name} failed: {type(e).__name__}: {e}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"the model factory {name} returned a {type(net).__name__}, not an nn.Module")
+    return net
+
+
+def check_forward(net: nn.Module, in_shape: tuple[int, ...]) -> None:
+    """A training-mode forward of a batch of 2 on the meta device (shapes only, no compute): a norm your model
+    cannot take (e.g. IN on 1x1 maps, features of the wrong size) is refused before any job starts."""
+    import torch
+
+    try:
+        net.train()(torch.empty(2, *in_shape, device="meta"))
+    except NotImplementedError:
+        pass  # an op without a meta kernel: nothing can be said before the run
+    except Exception as e:  # noqa: BLE001 - the model cannot run on this data with this norm
+        raise ConfigError(f"the model fails on a batch of shape {(2, *in_shape)}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None  # fmt: skip
 
 
 @register_model("custom", features="any", own_norms=False)
