@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from normlab.claims import experiment_name, registry, write_index, write_report
+from normlab.claims import PROFILES, experiment_name, registry, write_index, write_report
 from normlab.cli import precheck
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     claims = registry()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("claim", choices=[*claims, "all"])
-    parser.add_argument("--profile", default="quick", choices=["quick", "cpu", "full"])
+    parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--results", type=Path, default=None, help="default: results/ (runs/<experiment>/report/ "
                         "for runs made with overrides)")  # fmt: skip

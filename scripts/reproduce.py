@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from normlab.claims import experiment_name, registry, write_index, write_report
+from normlab.claims import PROFILES, experiment_name, registry, write_index, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     claims = registry()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("claim", choices=[*claims, "all"])
-    parser.add_argument("--profile", default="quick", choices=["quick", "cpu", "full"])
+    parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--report-only", action="store_true", help="skip the sweeps, rebuild the reports")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)")
     parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (TUNE_GRID)")

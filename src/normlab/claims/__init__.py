@@ -21,6 +21,7 @@ from normlab.claims import (
 )
 from normlab.claims.answers import answers
 from normlab.claims.base import (
+    PROFILES,
     Analysis,
     Claim,
     arms,
@@ -35,6 +36,7 @@ from normlab.claims.base import (
 )
 
 __all__ = [
+    "PROFILES",
     "Analysis",
     "Claim",
     "arms",

@@ -72,6 +72,10 @@ class Claim:
     analyze: object  # (runs, out_dir) -> Analysis
 
 
+# quick: the reference; steps: the equal-steps control of the batch-size claims; cpu, full: longer variants
+PROFILES = ("quick", "steps", "cpu", "full")
+
+
 def experiment_name(claim: str, profile: str) -> str:
     return claim if profile == "quick" else f"{claim}_{profile}"
 

@@ -78,7 +78,8 @@ CLAIM = Claim(
         "`cnn` (width 16, ~60k parameters) on CIFAR-10 with crop+flip, batch 32/8/2 × batch, group (4 channels per "
         "group in every layer: 4, 8, 16 groups; the paper's G = 32 would make the 16- and 32-channel layers IN), "
         "layer, instance, switchable; SGD momentum 0.9, lr 0.1·N/32 with cosine decay, the same number of epochs "
-        "at every batch size (the equal-steps control is not run yet), one lr for all arms (not tuned per arm). "
+        "at every batch size; the `steps` profile is the equal-steps control (every batch size runs the 312 steps "
+        "batch 32 runs in that epoch, so batch 2 sees 1/16 of the images), one lr for all arms (not tuned per arm). "
         "Quick (the reference): 1 epoch over the first 10k training images, 5 seeds (75 runs); cpu: 2 epochs of "
         "20k; full: 30 epochs of 50k, width 32, step decay. Test error on all 10k test images."
     ),

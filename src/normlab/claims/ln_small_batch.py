@@ -58,8 +58,8 @@ CLAIM = Claim(
     setup=(
         "`mlp` with `model.hidden=[1000,1000]`, relu, MNIST (60k training images, the paper uses 55k), Adam lr 1e-3 "
         "at both batch sizes, batch 128 vs 4 × batch, layer; 1 epoch (quick, the reference) or 20 (full), 5 seeds. "
-        "The norm is on "
-        "the hidden layers only, as in the paper."
+        "The norm is on the hidden layers only, as in the paper. The `steps` profile is the equal-steps control: "
+        "batch 4 runs the 429 steps batch 128 runs in that epoch (1/32 of the images)."
     ),
     criterion=(
         "Two tests, paired by seed, margin 0: BN's final test accuracy moves more than LN's between batch 128 and "
