@@ -18,18 +18,7 @@ from pathlib import Path
 from normlab import protocol
 from normlab.claims.plots import new_figure, save
 from normlab.runlog import flat_hparams
-from normlab.runs import load_runs, paired
-from normlab.trainer import RESUMABLE_KEYS
-
-# what never makes two runs different arms: the seed, and what a resumed run may change (trainer.RESUMABLE_KEYS)
-IGNORED = ("seed", *RESUMABLE_KEYS, "data.root", "data.download")
-
-
-def swept_keys(runs) -> list[str]:
-    """The config keys whose value differs between runs (what the sweep varied), seed and plumbing aside."""
-    flats = [flat_hparams(r.config) for r in runs]
-    keys = sorted({k for f in flats for k in f})
-    return [k for k in keys if k not in IGNORED and len({str(f.get(k)) for f in flats}) > 1]
+from normlab.runs import load_runs, paired, swept_keys
 
 
 def ms_per_step(run) -> float:
@@ -110,7 +99,7 @@ def main(argv=None) -> int:
     if not runs:
         print(f"error: no finished runs under {args.root}", file=sys.stderr)
         return 2
-    swept = swept_keys(runs)
+    swept = swept_keys([r.config for r in runs])
     by = args.by if args.by is not None else [k for k in swept if k != args.method]
     unknown = [k for k in [args.method, *by] if k not in flat_hparams(runs[0].config)]
     if unknown:

@@ -1,9 +1,11 @@
-"""One row per run under a runs/ or sweep directory: overrides, status, best validation accuracy (model
-selection), final validation and test accuracy, steps, wall time.
+"""One row per run under a runs/ or sweep directory: a column per swept key (norm, batch size, ... whatever
+differs between the runs), status, best validation accuracy (model selection), final validation and test
+accuracy, steps, wall time; or, with --seeds, one row per arm with the mean over its seeds and a 95% interval.
 
     python scripts/summarize.py runs/default                 # aligned table, sorted by run name
     python scripts/summarize.py runs --sort best_val_acc     # any column; --reverse for descending
     python scripts/summarize.py runs --csv > runs.csv        # or --markdown
+    python scripts/summarize.py runs/my_sweep --seeds        # arms: mean [95% interval] over seeds (normlab.protocol)
 
 Runs without a summary.json (killed, or still running) are listed as `incomplete` with their checkpoint step.
 """
@@ -12,13 +14,17 @@ import argparse
 import csv
 import io
 import json
+import math
 import signal
 import sys
 from pathlib import Path
 
-import yaml
+from normlab.protocol import mean_interval
+from normlab.runlog import flat_hparams
+from normlab.runs import swept_keys
 
-COLUMNS = ["run", "overrides", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
+COLUMNS = ["run", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
+MEASURES = ("best_val_acc", "val_acc", "test_acc")  # what --seeds averages
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -28,9 +34,7 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def run_row(run_dir: Path, root: Path) -> dict:
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    row = {"run": str(run_dir.relative_to(root)) or ".", "overrides": " ".join(overrides or [])}
+    row = {"run": str(run_dir.relative_to(root)) or "."}
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -42,8 +46,9 @@ def run_row(run_dir: Path, root: Path) -> dict:
                 summary["steps"] = read_checkpoint(run_dir / "last.pt")["step"]
             except DamagedCheckpoint:
                 summary["status"] = "incomplete (damaged last.pt)"
-    for key in COLUMNS[2:]:
+    for key in COLUMNS[1:]:
         row[key] = summary.get(key)
+    row["config"] = flat_hparams(summary.get("config", {}))
     if summary.get("status") == "failed":
         row["status"] = f"failed: {summary.get('error', '')}"[:80]
     return row
@@ -57,31 +62,60 @@ def fmt(key: str, value) -> str:
     return str(value)
 
 
-def render(rows: list[dict], style: str) -> str:
+def render(rows: list[dict], columns: list[str], style: str) -> str:
     if style == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
-    cells = [[fmt(c, r[c]) for c in COLUMNS] for r in rows]
+    cells = [[fmt(c, r.get(c)) for c in columns] for r in rows]
     if style == "markdown":
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths))]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(columns)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths)) for c in cells]
     return "\n".join(lines)
+
+
+def natural(value) -> tuple:
+    """Numbers in numeric order (batch 2 before 32), then everything else as text."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def by_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
+    """One row per arm (the runs equal in every swept key): runs, seeds, and each measure's mean over them with
+    its 95% t interval. Diverged and unfinished runs are counted, not averaged."""
+    arms: dict[tuple, list[dict]] = {}
+    for row in rows:
+        arms.setdefault(tuple(str(row.get(k)) for k in keys), []).append(row)
+    out = []
+    for where, members in arms.items():
+        done = [r for r in members if r["status"] == "completed"]
+        arm = dict(zip(keys, where), runs=len(members), completed=len(done))
+        arm["seeds"] = ",".join(sorted({str(r["config"].get("seed")) for r in done}, key=lambda v: (len(v), v)))
+        for m in MEASURES:
+            values = [r[m] for r in done if r.get(m) is not None]
+            mean, low, high = mean_interval(values) if values else (None, None, None)
+            arm[m] = None if mean is None else (f"{mean:.4f}" if low == -math.inf else
+                                                f"{mean:.4f} [{low:.4f}, {high:.4f}]")  # fmt: skip
+        out.append(arm)
+    return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a runs/ or sweep directory")
-    parser.add_argument("--sort", default="run", choices=COLUMNS, help="column to sort by (default: run)")
+    parser.add_argument("--sort", default=None, help="column to sort by (default: run, or the swept keys)")
     parser.add_argument("--reverse", action="store_true", help="sort descending")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--csv", action="store_true")
     group.add_argument("--markdown", action="store_true")
+    parser.add_argument("--seeds", action="store_true", help="one row per arm: mean and 95%% interval over seeds")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
     if not args.root.is_dir():
@@ -91,10 +125,23 @@ def main(argv=None) -> int:
     if not rows:
         print(f"error: no runs under {args.root}", file=sys.stderr)
         return 2
-    rows.sort(
-        key=lambda r: (r[args.sort] is None, r[args.sort] if r[args.sort] is not None else 0), reverse=args.reverse
-    )
-    print(render(rows, "csv" if args.csv else "markdown" if args.markdown else "table"))
+    keys = swept_keys([r["config"] for r in rows if r["config"]])
+    for row in rows:
+        row.update({k: None if row["config"].get(k) in (None, "None") else row["config"][k] for k in keys})
+    if args.seeds:
+        rows, columns = by_seeds(rows, keys), [*keys, "runs", "completed", "seeds", *MEASURES]
+    else:
+        columns = [COLUMNS[0], *keys, *COLUMNS[1:]]
+    sort = args.sort or ("run" if not args.seeds else None)
+    if sort is not None and sort not in columns:
+        print(f"error: --sort {sort} is not a column; choose from {', '.join(columns)}", file=sys.stderr)
+        return 2
+    if sort is not None:
+        rows.sort(key=lambda r: (r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0),
+                  reverse=args.reverse)  # fmt: skip
+    else:
+        rows.sort(key=lambda r: [natural(r.get(k)) for k in keys])
+    print(render(rows, columns, "csv" if args.csv else "markdown" if args.markdown else "table"))
     return 0
 
 

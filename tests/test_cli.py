@@ -1,5 +1,6 @@
 """The real command line, as a user runs it: sweeps, bad input (exit 2, one line), kill and resume."""
 
+import csv
 import json
 import os
 import signal
@@ -60,8 +61,9 @@ def test_sweep_goes_on_past_a_diverging_job(tmp_path):
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert table[0] == "run,overrides,status,best_val_acc,val_acc,test_acc,steps,wall_s"
-    assert sorted(line.split(",")[-6] for line in table[1:]) == ["completed", "diverged"]
+    assert table[0] == "run,lr,status,best_val_acc,val_acc,test_acc,steps,wall_s"  # a column per swept key
+    rows = list(csv.DictReader(table))
+    assert sorted((r["lr"], r["status"]) for r in rows) == [("0.05", "completed"), ("10000000000.0", "diverged")]
 
 
 def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path):

@@ -1,6 +1,7 @@
 """What a person looks at: TensorBoard serving a finished sweep (read over its HTTP API), the summarize and plot
 scripts, the joblib launcher, the SLURM launcher's config, and a 3-trial Optuna search."""
 
+import csv
 import json
 import socket
 import subprocess
@@ -110,11 +111,30 @@ def test_summarize_lists_sorts_and_exports(sweep):
     table = script("summarize.py", sweep, "--sort", "best_val_acc", "--reverse")
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["run", "overrides", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
+    assert lines[0].split() == ["run", "norm.name", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
     assert "-batch-" in lines[1] and "-none-" in lines[2]  # BN first: higher accuracy after 10 steps
     markdown = script("summarize.py", sweep, "--markdown").stdout.splitlines()
     assert markdown[0].startswith("| run |") and len(markdown) == 4
     assert script("summarize.py", sweep / "nothing").returncode == 2
+    assert script("summarize.py", sweep, "--sort", "nope").returncode == 2
+
+
+def test_summarize_aggregates_over_seeds_with_intervals(tmp_path):
+    from normlab.protocol import mean_interval
+
+    accs = {("batch", 0): 0.50, ("batch", 1): 0.60, ("batch", 2): 0.55, ("none", 0): 0.30, ("none", 1): 0.32}
+    for (norm, seed), acc in accs.items():
+        run = tmp_path / f"{norm}-s{seed}"
+        run.mkdir()
+        config = {"norm": {"name": norm}, "batch_size": 8, "seed": seed}
+        summary = {"status": "completed", "best_val_acc": acc, "val_acc": acc, "test_acc": acc - 0.01, "config": config}
+        (run / "summary.json").write_text(json.dumps(summary))
+    out = script("summarize.py", tmp_path, "--seeds", "--csv")
+    assert out.returncode == 0, out.stderr
+    rows = {r["norm.name"]: r for r in csv.DictReader(out.stdout.splitlines())}
+    assert set(rows) == {"batch", "none"} and rows["batch"]["seeds"] == "0,1,2" and rows["none"]["runs"] == "2"
+    mean, low, high = mean_interval([0.50, 0.60, 0.55])
+    assert rows["batch"]["best_val_acc"] == f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
 
 def test_plot_groups_runs_by_a_config_key(sweep, tmp_path):
@@ -122,6 +142,21 @@ def test_plot_groups_runs_by_a_config_key(sweep, tmp_path):
     result = script("plot.py", sweep, "--group", "norm.name", "--out", out)
     assert result.returncode == 0 and out.stat().st_size > 1000 and "2 groups" in result.stdout
     assert script("plot.py", sweep, "--group", "no.such.key", "--out", out).returncode == 2
+    default = script("plot.py", sweep, "--out", out)  # grouped by every swept key (here: the norm)
+    assert default.returncode == 0 and "2 groups by norm.name" in default.stdout and "note:" not in default.stdout
+    one = script("plot.py", sweep, "--metric", "test_acc", "--filter", "norm.name=batch", "--out", out)
+    assert one.returncode == 0
+
+
+def test_plot_names_a_group_with_one_evaluation(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    config = {"norm": {"name": "batch"}, "batch_size": 8, "seed": 0}
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "config": config}))
+    record = {"step": 10, "epoch": 1.0, "train_loss": 1.0, "test_acc": 0.5}
+    (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    result = script("plot.py", tmp_path, "--group", "norm.name", "--out", tmp_path / "p.png")
+    assert result.returncode == 0 and "note: norm.name=batch has one evaluation: a point" in result.stdout
 
 
 def test_joblib_launcher_runs_a_sweep_in_parallel(tmp_path):
@@ -193,3 +228,10 @@ def test_compare_ranks_norms_per_batch_size_and_says_how_sure(tmp_path):
     assert "**Recommendation: " in bs32 and " or " in bs32 and "not separable" in bs32  # a tie: says so
     assert out.stat().st_size > 1000
     assert script("compare.py", tmp_path / "sweep", "--by", "no.such.key").returncode == 2
+
+
+def test_what_never_makes_two_arms_includes_every_resumable_key():
+    from normlab.runs import NOT_SWEPT
+    from normlab.trainer import RESUMABLE_KEYS
+
+    assert set(RESUMABLE_KEYS) <= set(NOT_SWEPT)

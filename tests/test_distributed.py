@@ -66,6 +66,7 @@ def test_ddp_matches_single_process_on_the_same_global_batch(tmp_path, args):
     single, ddp, result = single_and_ddp(tmp_path, *args)
     assert close(single, ddp), (single, ddp)
     assert result.stdout.count("normlab: completed") == 1  # rank 0 alone reports
+    assert "deprecated" not in result.stderr  # the synced norms' all-reduce is on the supported API
 
 
 def test_local_batch_norm_differs_from_the_global_batch(tmp_path):

@@ -22,13 +22,29 @@ def sum_over_ranks_(tensor: torch.Tensor, world: int) -> torch.Tensor:
     return tensor
 
 
+class SumOverRanks(torch.autograd.Function):
+    """A differentiable sum over ranks: y = sum_r x_r on every rank, so dL/dx_r = sum_r' dL_r'/dy (the gradient
+    is summed over ranks too, as in SyncBatchNorm). On dist.all_reduce, the supported API (torch's
+    torch.distributed.nn.functional.all_reduce is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def batch_sums(sums: torch.Tensor, count: int, sync: bool) -> tuple[torch.Tensor, int]:
     """Per-channel sums over `count` values each -> over every rank's batch when `sync` (a differentiable
     all-reduce, so gradients flow across ranks as in SyncBatchNorm), and the count they are over."""
     if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(sums), count * dist.get_world_size()
+        return SumOverRanks.apply(sums), count * dist.get_world_size()
     return sums, count
 
 

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from normlab import protocol
-from normlab.runlog import read_metrics
+from normlab.runlog import flat_hparams, read_metrics
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
+# what never makes two runs different arms: the seed, and what a resumed run may change (trainer.RESUMABLE_KEYS)
+NOT_SWEPT = ("seed", "progress", "device", "resume", "overwrite", "checkpoint_every", "data.root", "data.download")
+
+
+def swept_keys(configs: list[dict]) -> list[str]:
+    """The config keys (dotted) whose value differs between runs: what a sweep varied, seed and plumbing aside."""
+    flats = [flat_hparams(c) for c in configs]
+    keys = sorted({k for f in flats for k in f})
+    return [k for k in keys if k not in NOT_SWEPT and len({str(f.get(k)) for f in flats}) > 1]
 
 
 @dataclass

@@ -16,11 +16,12 @@ def mean_curve(runs, key: str = "test_acc"):
 
 
 def curves(groups: dict, path: Path, title: str, key: str = "test_acc", ylabel: str = "test accuracy") -> str:
-    """One line per group (label -> runs), the mean over its seeds."""
+    """One line per group (label -> runs), the mean over its seeds; marked, so that a group with one evaluation
+    shows as a point."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, runs in groups.items():
         steps, values = mean_curve(runs, key)
-        ax.plot(steps, values, label=f"{label} (n={len(runs)})")
+        ax.plot(steps, values, marker="o", markersize=3, label=f"{label} (n={len(runs)})")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
