@@ -38,7 +38,7 @@ from normlab.norms import build_norm
 from normlab.norms.group import groups_for
 from normlab.norms.recurrent import build_sequence_norm
 from normlab.optim import build_optimizer
-from normlab.trainer import cudnn_algorithms, evaluate, train
+from normlab.trainer import cadences, cudnn_algorithms, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = os.environ.get("NORMLAB_DATA", "./data")
@@ -85,6 +85,7 @@ def run_plain_loop(cfg: Config, data, steps: int) -> None:
     model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(data.device)
     optimizer = build_optimizer(model, cfg)
     spe = data.steps_per_epoch(cfg.batch_size)
+    eval_every = cadences(cfg, steps)[0]  # the trainer's evaluation cadence
     for step in range(steps):
         epoch, index = divmod(step, spe)
         if index == 0:
@@ -95,7 +96,7 @@ def run_plain_loop(cfg: Config, data, steps: int) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
             evaluate(model, data)
 
 

@@ -49,6 +49,28 @@ def test_thirty_steps_on_mnist_lower_the_loss_and_write_every_file(tmp_path):
     assert events.Scalars("test/acc")[-1].value == pytest.approx(records[-1]["test_acc"])
 
 
+def test_any_run_draws_curves_evaluations_and_training_points_chosen_from_its_length(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = train(compose_config("max_steps=60"), tmp_path)  # eval_every=null, log_every=null
+    assert (summary["eval_every"], summary["log_every"]) == (3, 1)  # ~20 evaluations; ~10 points per evaluation
+    records = metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(3, 61, 3))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    train_points = events.Scalars("train/loss")
+    assert [e.step for e in train_points] == list(range(1, 61))  # one training-curve point per step here
+    # the mean of the training points since the previous evaluation is the evaluation's train_loss
+    by_step = {e.step: e.value for e in train_points}
+    for r in records:
+        window = [by_step[s] for s in range(r["step"] - 2, r["step"] + 1)]
+        assert sum(window) / 3 == pytest.approx(r["train_loss"], rel=1e-5)
+    long = compose_config("max_steps=1000", "eval_every=250", "log_every=50")
+    from normlab.trainer import cadences
+
+    assert cadences(long, 1000) == (250, 50) and cadences(compose_config(), 10_000) == (500, 50)
+
+
 def test_cifar10_cnn_run_completes(tmp_path):
     cfg = compose_config("dataset=cifar10", "model=cnn", "batch_size=16", "max_steps=8", "eval_every=4")
     summary = train(cfg, tmp_path)

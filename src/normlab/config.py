@@ -96,7 +96,8 @@ class Config:
     max_steps: int | None = None
     seed: int = 0
     device: str = "auto"
-    eval_every: int = 200
+    eval_every: int | None = None  # steps between evaluations; None: about 20 per run (trainer.cadences)
+    log_every: int | None = None  # steps between training-curve points; None: about 10 per evaluation
     grad_clip: float | None = None
     channels_last: bool = False  # NHWC memory layout for conv nets
     compile: bool = False  # torch.compile the model
@@ -207,7 +208,12 @@ def validate(cfg: Config) -> None:
     _check(
         cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip={cfg.grad_clip} is not allowed; it must be > 0 or null"
     )
-    _check(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} is not allowed; it must be >= 1")
+    for key in ("eval_every", "log_every"):
+        n = getattr(cfg, key)
+        _check(
+            n is None or n >= 1,
+            f"{key}={n} is not allowed; it must be >= 1 or null (null: chosen from the run's length)",
+        )
     _check(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")
     _check(cfg.device in DEVICES, f"device={cfg.device!r} is not allowed; choose from {DEVICES}")
     _check(

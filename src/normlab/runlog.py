@@ -160,6 +160,7 @@ HPARAM_SKIP = {
     "resume",
     "overwrite",
     "eval_every",
+    "log_every",
     "checkpoint_every",
     "data.root",
     "data.download",
@@ -220,10 +221,17 @@ class RunLog:
             writer.add_summary(summary)
         self.writer.add_custom_scalars(LAYOUT)
 
+    def log_train(self, step: int, loss: float, acc: float) -> None:
+        """A training-curve point (the mean over the steps since the previous one): train/loss, train/acc."""
+        self.writer.add_scalar(SCALAR_TAGS["train_loss"], loss, step)
+        self.writer.add_scalar(SCALAR_TAGS["train_acc"], acc, step)
+
     def log_eval(self, record: dict) -> None:
+        """An evaluation: its scalars in TensorBoard (train/* come from log_train's denser cadence) and a line in
+        metrics.jsonl and train.log (with the training loss and accuracy since the previous evaluation)."""
         step = record["step"]
         for key, tag in SCALAR_TAGS.items():
-            if record.get(key) is not None:
+            if record.get(key) is not None and not key.startswith("train_"):
                 self.writer.add_scalar(tag, record[key], step)
         for name, values in record.get("last_hidden_input", {}).items():
             for unit, value in enumerate(values):

@@ -15,7 +15,8 @@ from normlab.runlog import flat_hparams, read_metrics
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
 # what never makes two runs different arms: the seed, and what a resumed run may change (trainer.RESUMABLE_KEYS)
-NOT_SWEPT = ("seed", "progress", "device", "resume", "overwrite", "checkpoint_every", "data.root", "data.download")
+NOT_SWEPT = ("seed", "progress", "device", "resume", "overwrite", "checkpoint_every", "log_every", "data.root",
+             "data.download")  # fmt: skip
 
 
 def swept_keys(configs: list[dict]) -> list[str]:

@@ -54,7 +54,7 @@ CHECKPOINT = "last.pt"
 PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if last.pt is damaged
 SUMMARY = "summary.json"
 # keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every")
+RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every")
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
 LEGACY_VALUES = {
     "data": {"val_size": 0},  # before the validation split: every training image trained
@@ -62,6 +62,19 @@ LEGACY_VALUES = {
     "dataset": {"target": None},  # before dataset=custom
 }
 WN_INIT_SAMPLES = 500
+EVALUATIONS = 20  # eval_every=null: about this many evaluations per run, whatever its length
+TRAIN_POINTS_PER_EVAL = 10  # log_every=null: training-curve points between two evaluations
+
+
+def cadences(cfg: Config, total_steps: int) -> tuple[int, int]:
+    """(eval_every, log_every): as configured, or chosen from the run's length so that any run, short or long,
+    draws curves (evaluations of validation and test; the training loss and accuracy in between, on the device
+    already, logged to TensorBoard)."""
+    eval_every = cfg.eval_every or max(1, -(-total_steps // EVALUATIONS))
+    log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
+    return eval_every, log_every
+
+
 SINGLE = Dist()  # one process  # the WN paper's data-dependent init uses a minibatch of this size
 
 
@@ -370,7 +383,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
     step, best, train_time, prior_wall = 0, {"val_acc": None, "step": None, "test_acc": None}, 0.0, 0.0
     # this rank's loss and number correct at each step since the last evaluation: written on the device every
     # step, read once per evaluation (no per-step sync)
-    stats = torch.zeros(2, min(cfg.eval_every, max(total_steps, 1)), device=device)
+    eval_every, log_every = cadences(cfg, total_steps)
+    stats = torch.zeros(2, min(eval_every, max(total_steps, 1)), device=device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -402,6 +416,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
     plain = show and not sys.stderr.isatty()
     bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
+    logged = max(0, step // log_every * log_every - (step - step % eval_every))  # stats index of the last curve point
     constrained = constrained_layers(model)
     tick = time.perf_counter()
 
@@ -424,14 +439,22 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         if scheduler is not None:
             scheduler.step()
         with torch.no_grad():
-            since_eval = step % cfg.eval_every
+            since_eval = step % eval_every
             stats[0, since_eval] = loss.detach()
             stats[1, since_eval] = (logits.argmax(1) == y).sum()
         step += 1
         bar.update(1)
         finished = step == total_steps
 
-        if step % cfg.eval_every == 0 or finished:
+        at_eval = step % eval_every == 0 or finished
+        if step % log_every == 0 or at_eval:  # a training-curve point: the steps since the last one
+            window = dist.all_reduce_(stats[:, logged : since_eval + 1].clone())
+            if log and torch.isfinite(window[0]).all():
+                n = since_eval + 1 - logged
+                loss, correct = window[0].sum().item() / (n * dist.world_size), window[1].sum().item()
+                log.log_train(step, loss, correct / (n * cfg.batch_size))
+            logged = 0 if at_eval else since_eval + 1
+        if at_eval:
             train_time += time.perf_counter() - tick
             window = dist.all_reduce_(stats[:, : since_eval + 1].clone())  # summed over ranks, step by step
             losses = window[0] / dist.world_size
@@ -494,6 +517,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         "status": status,
         "steps": step,
         "epochs": step / steps_per_epoch,
+        "eval_every": eval_every,  # the cadences used (eval_every=null and log_every=null choose them)
+        "log_every": log_every,
         "val_acc": last.get("val_acc"),
         "val_loss": last.get("val_loss"),
         "test_acc": last.get("test_acc"),
