@@ -67,19 +67,21 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
         tags = get(f"{base}/data/plugin/scalars/tags")
         for run in runs:
             assert {
-                "train/loss",
-                "train/acc",
-                "val/loss",
-                "val/acc",
-                "test/loss",
-                "test/acc",
+                "loss/train",
+                "acc/train",
+                "loss/val",
+                "acc/val",
+                "loss/test",
+                "acc/test",
                 "lr",
                 "samples_per_s",
             } <= set(tags[run])
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"norm.name", "batch_size", "lr", "seed", "model.name"} <= hparams
-        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"val/acc", "test/acc", "test/loss"}
+        first = experiment["hparamInfos"][0]  # the swept key leads the HPARAMS table
+        assert first["name"] == "norm.name" and first.get("differs") is True
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"acc/val", "acc/test", "loss/test"}
         groups = get(
             f"{base}/data/plugin/hparams/session_groups",
             {
@@ -94,7 +96,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
         for g in groups:  # each run's final metrics sit beside its config: the sortable table of the HPARAMS tab
             values = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
             summary = json.loads(next(sweep.rglob(f"*-{g['hparams']['norm.name']}-*/summary.json")).read_text())
-            assert values["test/acc"] == pytest.approx(summary["test_acc"])
+            assert values["acc/test"] == pytest.approx(summary["test_acc"])
         assert "custom_scalars" in get(f"{base}/data/plugins_listing")
     finally:
         tb.terminate()

@@ -45,8 +45,8 @@ def test_thirty_steps_on_mnist_lower_the_loss_and_write_every_file(tmp_path):
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert set(SCALAR_TAGS.values()) <= set(events.Tags()["scalars"])
-    assert [e.step for e in events.Scalars("test/acc")] == [10, 20, 30]
-    assert events.Scalars("test/acc")[-1].value == pytest.approx(records[-1]["test_acc"])
+    assert [e.step for e in events.Scalars("acc/test")] == [10, 20, 30]
+    assert events.Scalars("acc/test")[-1].value == pytest.approx(records[-1]["test_acc"])
 
 
 def test_any_run_draws_curves_evaluations_and_training_points_chosen_from_its_length(tmp_path):
@@ -58,7 +58,7 @@ def test_any_run_draws_curves_evaluations_and_training_points_chosen_from_its_le
     assert [r["step"] for r in records] == list(range(3, 61, 3))
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    train_points = events.Scalars("train/loss")
+    train_points = events.Scalars("loss/train")
     assert [e.step for e in train_points] == list(range(1, 61))  # one training-curve point per step here
     # the mean of the training points since the previous evaluation is the evaluation's train_loss
     by_step = {e.step: e.value for e in train_points}

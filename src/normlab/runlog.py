@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 
-# metrics.jsonl key -> TensorBoard tag
+# metrics.jsonl key -> TensorBoard tag. Sections are named by the part before "/" and sorted by name: "acc" and
+# "loss" (train, val and test side by side) come first, then lr, the norms' internals, the BN-paper probe, speed
 SCALAR_TAGS = {
-    "train_loss": "train/loss",
-    "train_acc": "train/acc",
-    "val_loss": "val/loss",
-    "val_acc": "val/acc",
-    "test_loss": "test/loss",
-    "test_acc": "test/acc",
+    "train_loss": "loss/train",
+    "train_acc": "acc/train",
+    "val_loss": "loss/val",
+    "val_acc": "acc/val",
+    "test_loss": "loss/test",
+    "test_acc": "acc/test",
     "lr": "lr",
     "samples_per_s": "samples_per_s",
 }
@@ -148,11 +149,11 @@ def read_metrics(path: Path) -> list[dict]:
 # TensorBoard's CUSTOM SCALARS tab: train and test of each metric in one chart
 LAYOUT = {
     "normlab": {
-        "loss": ["Multiline", ["train/loss", "val/loss", "test/loss"]],
-        "accuracy": ["Multiline", ["train/acc", "val/acc", "test/acc"]],
+        "loss": ["Multiline", ["loss/train", "loss/val", "loss/test"]],
+        "accuracy": ["Multiline", ["acc/train", "acc/val", "acc/test"]],
     }
 }
-HPARAM_METRICS = ("val/acc", "test/acc", "val/loss", "test/loss", "train/loss", "train/acc")
+HPARAM_METRICS = ("acc/val", "acc/test", "loss/val", "loss/test", "loss/train", "acc/train")
 # operational keys that do not change what is learned: left out of the HPARAMS table
 HPARAM_SKIP = {
     "progress",
@@ -215,14 +216,17 @@ class RunLog:
         from torch.utils.tensorboard.summary import hparams
 
         values = {k: v for k, v in flat_hparams(config).items() if k not in HPARAM_SKIP}
-        experiment, start, end = hparams(values, {tag: 0.0 for tag in HPARAM_METRICS})
+        _, start, end = hparams(values, {tag: 0.0 for tag in HPARAM_METRICS})
         writer = self.writer._get_file_writer()
-        for summary in (experiment, start, end):
+        # the session only, no per-run experiment summary: TensorBoard then builds the experiment from every run,
+        # marks the keys whose values differ (what the sweep varied) and lists them first, where one run's
+        # experiment would list all keys alphabetically (batch_size, data.augment, ... and norm.name out of sight)
+        for summary in (start, end):
             writer.add_summary(summary)
         self.writer.add_custom_scalars(LAYOUT)
 
     def log_train(self, step: int, loss: float, acc: float) -> None:
-        """A training-curve point (the mean over the steps since the previous one): train/loss, train/acc."""
+        """A training-curve point (the mean over the steps since the previous one): loss/train, acc/train."""
         self.writer.add_scalar(SCALAR_TAGS["train_loss"], loss, step)
         self.writer.add_scalar(SCALAR_TAGS["train_acc"], acc, step)
 
@@ -235,7 +239,7 @@ class RunLog:
                 self.writer.add_scalar(tag, record[key], step)
         for name, values in record.get("last_hidden_input", {}).items():
             for unit, value in enumerate(values):
-                self.writer.add_scalar(f"dist/last_hidden_input/unit{unit}/{name}", value, step)
+                self.writer.add_scalar(f"probe/last_hidden_input/unit{unit}/{name}", value, step)
         record = _json_safe(record)
         self.records.append(record)
         with open(self.metrics_path, "a") as f:
