@@ -5,7 +5,7 @@ in them comes from a run; each answer says what the evidence does not show."""
 import json
 from pathlib import Path
 
-from normlab.claims.base import fmt_test, reference_summary, results_dir
+from normlab.claims.base import PROFILES, fmt_test, reference_summary, results_dir
 
 
 def _load(path: Path):
@@ -35,13 +35,24 @@ def _disagrees(results: Path, claim: str, summary: dict | None) -> str:
     if summary is None:
         return ""
     others = []
-    for profile in ("quick", "cpu", "full"):
+    for profile in PROFILES:
         other = _load(results_dir(results, claim, profile) / "summary.json")
         if other and profile != summary["profile"] and other["verdict"] != summary["verdict"]:
             others.append(f"the {profile} profile ({other.get('seeds', 'fewer')} seeds, made "
                           f"{'under the protocol' if 'tests' in other else 'before the protocol'}) said "
                           f"{other['verdict'].replace('_', ' ')}")  # fmt: skip
-    return f" Profiles disagree: {'; '.join(others)}." if others else ""
+    return f" Profiles of {claim} disagree: {'; '.join(others)}." if others else ""
+
+
+def _equal_steps(results: Path) -> str:
+    """The equal-steps control (the `steps` profiles), where it was run."""
+    small = _load(results_dir(results, "bn_small_batch", "steps") / "summary.json")
+    ln = _load(results_dir(results, "ln_small_batch", "steps") / "summary.json")
+    if not small or not ln:
+        return " The equal-steps control was not run."
+    return (f" At equal steps (the `steps` profiles: every batch size as many updates as the largest): "
+            f"[bn_small_batch](bn_small_batch/steps/README.md) {_tests(small, 'rise')}, "
+            f"[ln_small_batch](ln_small_batch/steps/README.md) {_tests(ln, 'sensitivity')}.")  # fmt: skip
 
 
 def answers(results: Path) -> str:
@@ -66,8 +77,11 @@ def answers(results: Path) -> str:
     )
     lines.append(
         f"- **At which batch size does BN break?** {small_ref}: {_tests(small, 'rise')}; {ln_batch_ref}: "
-        f"{_tests(ln_batch, 'sensitivity')}; {sn_ref}: {_tests(sn, 'importance')}. Batch sizes were compared at "
-        "equal epochs only (batch 2 takes 16x the steps of batch 32)." + _disagrees(results, "ln_small_batch", ln_batch)
+        f"{_tests(ln_batch, 'sensitivity')}; {sn_ref}: {_tests(sn, 'importance')}. These compare batch sizes at equal "
+        "epochs (batch 2 takes 16x the steps of batch 32)."
+        + _equal_steps(results)
+        + _disagrees(results, "bn_small_batch", small)
+        + _disagrees(results, "ln_small_batch", ln_batch)
     )
     lines.append(
         f"- **Which norm for RNNs?** {rnn_ref}: {_tests(rnn, 'LSTM −', reported=False)}. MNIST read as 28 rows, "
