@@ -6,7 +6,7 @@ from normlab.datasets import cifar10, mnist  # noqa: F401, I001 - they register 
 from normlab.datasets.custom import target_spec, tensor_spec
 from normlab.datasets.registry import DATASETS, DataError, DatasetSpec, register_dataset  # first: they register
 
-__all__ = ["DATASETS", "DataError", "DatasetSpec", "dataset_spec", "register_dataset", "tensor_spec"]
+__all__ = ["CUSTOM", "DATASETS", "DataError", "DatasetSpec", "dataset_spec", "register_dataset", "tensor_spec"]
 
 CUSTOM = "custom"  # dataset=custom: the tensors of dataset._target_'s factory, or the data given to normlab.train
 
