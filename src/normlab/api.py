@@ -9,8 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from normlab.checks import check
-from normlab.cli import _one_line as one_line
-from normlab.cli import plain_config, register_groups, register_resolvers
+from normlab.cli import one_line, plain_config, register_groups, register_resolvers
 from normlab.config import ConfigError, config_from_dict
 from normlab.trainer import train as train_run
 

@@ -100,13 +100,13 @@ def plain_config(cfg: DictConfig, experiment: str) -> dict:
     try:
         values = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:  # an interpolation typo (${oc.env:UNSET}, ${no.such.key}): user input
-        raise ConfigError(f"cannot resolve the config: {_one_line(e)}") from None
+        raise ConfigError(f"cannot resolve the config: {one_line(e)}") from None
     values.pop("hydra", None)
     values["experiment"] = experiment
     return values
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
     return "; ".join(lines[:2]) or type(error).__name__
 
@@ -149,7 +149,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
     try:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception as e:  # noqa: BLE001 - Hydra's parse errors are user input errors
-        fail(f"cannot parse the command line: {_one_line(e)}")
+        fail(f"cannot parse the command line: {one_line(e)}")
     check_writable(overrides)
     sweeping = "-m" in argv or "--multirun" in argv
     for o in overrides:
@@ -176,7 +176,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
             try:
                 params = compose(config_name="config", overrides=first, return_hydra_config=True).hydra.sweeper.params
             except Exception as e:  # noqa: BLE001 - composition errors are user input errors
-                fail(_one_line(e))
+                fail(one_line(e))
             given = {o.key_or_group for o in overrides}
             for key, value in (params or {}).items():
                 if key not in given:
@@ -191,7 +191,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
             try:
                 cfg = compose(config_name="config", overrides=list(job))
             except Exception as e:  # noqa: BLE001 - composition errors are user input errors
-                message = _one_line(e)
+                message = one_line(e)
                 if "Could not override" in message:
                     key = message.split("'")[1]
                     message = (
