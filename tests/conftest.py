@@ -41,17 +41,10 @@ def assert_native_matches_python(module, x, upstream) -> None:
 
 def compose_config(*overrides: str):
     """conf/ composed with `overrides` (as the command line would), as a validated normlab Config."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from normlab.api import compose
+    from normlab.checks import load_config
 
-    from normlab.cli import register_resolvers, typed_config
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*TINY, *overrides])
-    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "default")
-    return typed_config(cfg, experiment)
+    return load_config(compose([*TINY, *overrides]))
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -233,7 +233,7 @@ def test_compare_ranks_norms_per_batch_size_and_says_how_sure(tmp_path):
 
 
 def test_what_never_makes_two_arms_includes_every_resumable_key():
+    from normlab.config import RESUMABLE_KEYS
     from normlab.runs import NOT_SWEPT
-    from normlab.trainer import RESUMABLE_KEYS
 
     assert set(RESUMABLE_KEYS) <= set(NOT_SWEPT)

@@ -12,6 +12,10 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# keys that may differ between a run and its resumption: they do not change the result (the trainer compares the
+# rest on resume; sweeps never count them as what makes two arms differ)
+RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every")
+
 
 class ConfigError(ValueError):
     """Bad user input. The command line prints it as one line and exits with code 2."""

@@ -125,10 +125,11 @@ def read_checkpoint(path: Path) -> dict:
         raise DamagedCheckpoint(f"unreadable: {type(e).__name__}") from None
 
 
-def parse_metrics(text: str) -> tuple[list[dict], int]:
+def parse_metrics(path: Path) -> tuple[list[dict], int]:
     """The intact records of a metrics.jsonl and the number of damaged lines (cut short by a kill, or garbled),
     which are skipped: the intact lines after a damaged one are kept."""
     records, damaged = [], 0
+    text = path.read_text(errors="replace") if path.exists() else ""
     for line in text.splitlines():
         try:
             record = json.loads(line)
@@ -143,7 +144,7 @@ def parse_metrics(text: str) -> tuple[list[dict], int]:
 
 def read_metrics(path: Path) -> list[dict]:
     """The intact lines of a metrics.jsonl (damaged ones skipped)."""
-    return parse_metrics(path.read_text(errors="replace"))[0] if path.exists() else []
+    return parse_metrics(path)[0]
 
 
 # TensorBoard's CUSTOM SCALARS tab: train and test of each metric in one chart
@@ -200,8 +201,7 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.metrics_path = run_dir / "metrics.jsonl"
-        text = self.metrics_path.read_text(errors="replace") if self.metrics_path.exists() else ""
-        records, damaged = parse_metrics(text)
+        records, damaged = parse_metrics(self.metrics_path)
         if damaged:
             print(f"warning: {self.metrics_path}: {damaged} damaged line(s) dropped, the intact ones kept",
                   file=sys.stderr)  # fmt: skip

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from normlab import protocol
+from normlab.config import RESUMABLE_KEYS
 from normlab.runlog import flat_hparams, read_metrics
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
-# what never makes two runs different arms: the seed, and what a resumed run may change (trainer.RESUMABLE_KEYS)
-NOT_SWEPT = ("seed", "progress", "device", "resume", "overwrite", "checkpoint_every", "log_every", "data.root",
-             "data.download")  # fmt: skip
+# what never makes two runs different arms: the seed, what a resumed run may change, where the data lives
+NOT_SWEPT = ("seed", *RESUMABLE_KEYS, "data.root", "data.download")
 
 
 def swept_keys(configs: list[dict]) -> list[str]:

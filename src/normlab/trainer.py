@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from normlab.config import Config, ConfigError
+from normlab.config import RESUMABLE_KEYS, Config, ConfigError
 from normlab.data import InMemoryData, build_data
 from normlab.datasets import DatasetSpec, dataset_spec
 from normlab.distributed import Dist, env_world, sync_norms
@@ -53,15 +53,14 @@ from normlab.runlog import (
 CHECKPOINT = "last.pt"
 PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if last.pt is damaged
 SUMMARY = "summary.json"
-# keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every")
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
 LEGACY_VALUES = {
     "data": {"val_size": 0},  # before the validation split: every training image trained
     "model": {"depth": 20, "target": None},  # before model=resnet and model=custom (unused by the other models)
     "dataset": {"target": None},  # before dataset=custom
 }
-WN_INIT_SAMPLES = 500
+WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
+SINGLE = Dist()  # one process
 EVALUATIONS = 20  # eval_every=null: about this many evaluations per run, whatever its length
 TRAIN_POINTS_PER_EVAL = 10  # log_every=null: training-curve points between two evaluations
 
@@ -73,9 +72,6 @@ def cadences(cfg: Config, total_steps: int) -> tuple[int, int]:
     eval_every = cfg.eval_every or max(1, -(-total_steps // EVALUATIONS))
     log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
     return eval_every, log_every
-
-
-SINGLE = Dist()  # one process  # the WN paper's data-dependent init uses a minibatch of this size
 
 
 def resolve_device(name: str) -> torch.device:
@@ -447,16 +443,17 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         finished = step == total_steps
 
         at_eval = step % eval_every == 0 or finished
-        if step % log_every == 0 or at_eval:  # a training-curve point: the steps since the last one
-            window = dist.all_reduce_(stats[:, logged : since_eval + 1].clone())
-            if log and torch.isfinite(window[0]).all():
-                n = since_eval + 1 - logged
-                loss, correct = window[0].sum().item() / (n * dist.world_size), window[1].sum().item()
-                log.log_train(step, loss, correct / (n * cfg.batch_size))
+        if step % log_every == 0 or at_eval:  # a training-curve point: the mean of the steps since the last one
+            window = dist.all_reduce_(stats[:, : since_eval + 1].clone())  # summed over ranks, step by step
+            recent = window[:, logged:]
+            if log and torch.isfinite(recent[0]).all():
+                n = recent.shape[1]
+                log.log_train(
+                    step, recent[0].sum().item() / (n * dist.world_size), recent[1].sum().item() / (n * cfg.batch_size)
+                )
             logged = 0 if at_eval else since_eval + 1
         if at_eval:
             train_time += time.perf_counter() - tick
-            window = dist.all_reduce_(stats[:, : since_eval + 1].clone())  # summed over ranks, step by step
             losses = window[0] / dist.world_size
             bad = (~torch.isfinite(losses)).nonzero()
             if len(bad):  # every rank sees the same sums, so every rank stops here together

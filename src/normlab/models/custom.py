@@ -5,6 +5,7 @@ its norms as it likes: normlab then replaces every normalization layer in it by 
 
 import inspect
 
+import torch
 from torch import nn
 
 from normlab.config import ConfigError
@@ -29,8 +30,6 @@ def call_factory(factory, in_shape: tuple[int, ...], num_classes: int) -> nn.Mod
 def check_forward(net: nn.Module, in_shape: tuple[int, ...]) -> None:
     """A training-mode forward of a batch of 2 on the meta device (shapes only, no compute): a norm your model
     cannot take (e.g. IN on 1x1 maps, features of the wrong size) is refused before any job starts."""
-    import torch
-
     try:
         net.train()(torch.empty(2, *in_shape, device="meta"))
     except NotImplementedError:

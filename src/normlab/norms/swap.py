@@ -57,8 +57,8 @@ def swap_norms(module: nn.Module, name: str, **options) -> nn.Module:
 
     module = replace(module, "")
     if NORMS[name].weight_norm:
-        unnormed = [m for m in module.modules() if isinstance(m, WEIGHT_NORMED)]
-        if any(parametrize.is_parametrized(m, "weight") for m in unnormed):
+        layers = [m for m in module.modules() if isinstance(m, WEIGHT_NORMED)]
+        if any(parametrize.is_parametrized(m, "weight") for m in layers):
             raise ValueError(f"norm {name!r}: the model's layers already carry a weight parametrization")
         apply_weight_norm(module)
     return module
