@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -61,7 +62,18 @@ def run_sweep(claim: str, profile: str, extra: list[str], jobs: int, work: Path,
     return wall
 
 
-TUNE_GRID = (1 / 3, 1.0, 3.0)  # multiples of the profile's lr: log-spaced, the same budget for every arm
+TUNE_GRID = "1/3,1,3"  # multiples of the profile's lr: log-spaced, the same budget for every arm
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    """`--grid 1/9,1/3,1,3,9`: the lr multiples every arm tries (fractions allowed; 1 = the profile's lr)."""
+    try:
+        grid = tuple(float(Fraction(part)) for part in text.split(","))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1/3,1,3") from None
+    if 1.0 not in grid or any(m <= 0 for m in grid):
+        raise argparse.ArgumentTypeError(f"{text!r}: the multiples must be positive and include 1 (the fixed lr)")
+    return tuple(sorted(set(grid)))
 
 
 def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], object]]:
@@ -71,9 +83,11 @@ def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, .
     return precheck(["-m", f"experiment={experiment}", *overrides], ROOT / "conf")
 
 
-def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path) -> tuple[list[dict], str]:
+def tune(
+    claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path, grid: tuple[float, ...]
+) -> tuple[list[dict], str]:
     """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
-    runs TUNE_GRID × its lr at the first seed; the lr with the best validation endpoint is selected, then run with
+    runs `grid` × its lr at the first seed; the lr with the best validation endpoint is selected, then run with
     every seed. Returns the configs of the tuned runs and a markdown note (selection table, sensitivity plot).
     Runs at the profile's own lr are the fixed-lr runs: found, not run again."""
     from normlab.claims import experiment_name, matching, results_dir
@@ -92,8 +106,8 @@ def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, resu
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
     start, selected, record = time.perf_counter(), {}, {}
     for arm, cfg in arms.items():
-        grid = ",".join(repr(cfg.lr * m) for m in TUNE_GRID)
-        command = [*arm, f"seed={first_seed}", f"lr={grid}", *rest]
+        lrs = ",".join(repr(cfg.lr * m) for m in grid)
+        command = [*arm, f"seed={first_seed}", f"lr={lrs}", *rest]
         run_sweep(claim, profile, command, jobs, work, record=False)
         tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
         runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
@@ -110,7 +124,9 @@ def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, resu
         run_sweep(claim, profile, command, jobs, work, record=False)
         tuned_jobs += [c.to_dict() for _, c in sweep_jobs(experiment, command)]
     wall = time.perf_counter() - start
-    (work / "runs" / experiment / "tuned.json").write_text(json.dumps({"wall_s": wall, "arms": record}, indent=2))
+    (work / "runs" / experiment / "tuned.json").write_text(
+        json.dumps({"wall_s": wall, "grid": grid, "arms": record}, indent=2)
+    )
     out = results_dir(results, claim, profile) / "tuned"
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = new_figure(figsize=(6, 4))
@@ -124,10 +140,11 @@ def tune(claim: str, profile: str, extra: list[str], jobs: int, work: Path, resu
     plot = save(fig, out / "lr_sensitivity.png")
     rows = []
     for name, r in record.items():
-        grid = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
-        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {grid} | **{r['selected']:.4g}** |")
+        scores = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
+        edge = " (grid edge)" if r["selected"] in (r["fixed_lr"] * grid[0], r["fixed_lr"] * grid[-1]) else ""
+        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {scores} | **{r['selected']:.4g}**{edge} |")
     note = (
-        f"\n**Tuning** ({wall / 60:.1f} min): every arm ran its fixed lr × {', '.join(f'{m:.3g}' for m in TUNE_GRID)} "
+        f"\n**Tuning** ({wall / 60:.1f} min): every arm ran its fixed lr × {', '.join(f'{m:.3g}' for m in grid)} "
         f"at seed {first_seed}; the lr with the best validation endpoint was run with every seed (the test set "
         "was not read). The fixed-lr report is the profile's own (one directory up).\n\n"
         "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"
@@ -144,7 +161,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--report-only", action="store_true", help="skip the sweeps, rebuild the reports")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)")
-    parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (TUNE_GRID)")
+    parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (--grid)")
+    parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
+                        help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ and results/ go (default: the repo)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweeps, e.g. device=cuda")
     args = parser.parse_intermixed_args(argv)
@@ -162,7 +181,7 @@ def main(argv=None) -> int:
         if subprocess.run(report, cwd=work).returncode != 0:
             failed.append(name)  # the runs are kept: fix the report, then --report-only
         if args.tune:
-            jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results)
+            jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid)
             summary = write_report(claims[name], args.profile, work / "runs", results, jobs, tuple(args.overrides),
                                    variant="tuned", notes=note)  # fmt: skip
             print(f"{name} ({args.profile}, tuned): {summary['verdict']} — {summary['reason']}")
