@@ -61,18 +61,31 @@ def test_every_claim_end_to_end_on_tiny_data(tmp_path, claim):
     assert summary["verdict"] in VERDICTS
 
 
+@pytest.mark.parametrize("grid", ["1/3,3", "0,1,3", "1,x"])
+def test_a_tuning_grid_without_1_or_with_a_bad_multiple_is_one_line_and_exit_2(grid):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--grid", grid]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"'{grid}'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_one(tmp_path):
-    """reproduce.py --tune on tiny data: each arm runs its lr × 1/3, 1, 3 at the first seed, the best validation
-    endpoint is run with every seed, and the tuned report sits beside the fixed-lr one. Overridden runs never
-    touch results/: both reports go beside the runs."""
+    """reproduce.py --tune --grid 1/2,1,2 on tiny data: each arm runs its lr × 1/2, 1, 2 at the first seed, the
+    best validation endpoint is run with every seed, and the tuned report sits beside the fixed-lr one; the
+    index marks the tuned one bn_convergence's reference. Overridden runs never touch results/: both reports go
+    beside the runs."""
     import subprocess
     import sys
 
     from conftest import DATA_ROOT, ROOT
 
     overrides = [*TINY, "max_steps=40", "eval_every=20", "seed=0,1"]
-    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--jobs", "1",
-               "--workdir", str(tmp_path), *overrides]  # fmt: skip
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--grid", "1/2,1,2",
+               "--jobs", "1", "--workdir", str(tmp_path), *overrides]  # fmt: skip
     env = {**__import__("os").environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -85,8 +98,12 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
     for arm in record.values():
         scores = {float(lr): v for lr, v in arm["val_endpoint_by_lr"].items()}
         assert len(scores) == 3 and arm["selected"] == max(scores, key=scores.get)
-        assert sorted(scores) == pytest.approx([arm["fixed_lr"] / 3, arm["fixed_lr"], 3 * arm["fixed_lr"]])
+        assert sorted(scores) == pytest.approx([arm["fixed_lr"] / 2, arm["fixed_lr"], 2 * arm["fixed_lr"]])
     assert (report / "tuned" / "lr_sensitivity.png").stat().st_size > 1000
+    index = (report.parent / "README.md").read_text()
+    assert "| [bn_convergence](bn_convergence/tuned/README.md) | **quick, tuned** (reference) |" in index
+    assert "| [bn_convergence](bn_convergence/README.md) | quick |" in index
+    assert "- bn_convergence: quick, tuned, the quick profile with each arm at its own learning rate" in index
     assert not (tmp_path / "results").exists()
     # the fixed-lr report made again counts exactly its 4 runs and leaves out the 4 tuning runs at other lrs and
     # the seed-1 runs of arms whose selected lr is not the fixed one

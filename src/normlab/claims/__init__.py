@@ -19,7 +19,7 @@ from normlab.claims import (
     sn_switches,
     wn_meanbn,
 )
-from normlab.claims.answers import answers
+from normlab.claims.answers import answers, label
 from normlab.claims.base import (
     PROFILES,
     Analysis,
@@ -72,12 +72,13 @@ def write_index(results: Path) -> None:
     """results/README.md: every claim's verdict per profile, from the summaries on disk."""
     rows = []
     for claim in registry().values():
-        # the reference (quick) first, then its tuned variant and the longer profiles
+        _, reference = reference_summary(results, claim.name, claim.reference)
+        # quick first, then its tuned variant and the longer profiles; the reference in bold
         for path in sorted((results / claim.name).glob("**/summary.json"), key=lambda p: (len(p.parts), str(p))):
             s = json.loads(path.read_text())
             link = path.parent.relative_to(results).as_posix() + "/README.md"
             tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"
-            profile = s["profile"] + (f", {s['variant']}" if s.get("variant", "fixed lr") != "fixed lr" else "")
+            profile = f"**{label(s)}** (reference)" if path.parent == reference else label(s)
             rows.append(
                 f"| [{claim.name}]({link}) | {profile} | **{s['verdict'].replace('_', ' ')}** | {tests} | "
                 f"{s.get('seeds', '?')} | {s['wall_s'] / 60:.1f} |"
@@ -88,14 +89,25 @@ def write_index(results: Path) -> None:
         for p in [results / claim / "summary.json"]
         if p.exists()
     )
+    why = []
+    for claim in registry().values():
+        summary, directory = reference_summary(results, claim.name, claim.reference)
+        if directory == results / claim.name / claim.reference:
+            why.append(f"- {claim.name}: {label(summary)}, {claim.reference_why}")
+        else:
+            why.append(f"- {claim.name}: {claim.reference or 'quick'} is its reference, not made yet")
+    why = "\n".join(why)
     text = f"""# Reproductions
 
 Each row links to a report written by `scripts/report.py` from real runs (`python scripts/reproduce.py all`
 runs every quick profile; `make reproduce` does the same). Verdicts are computed from the tests stated in each
 report, never by hand. Our setting is small on purpose: CIFAR-10 / MNIST and small nets on a 2-core CPU in
-minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU time. The **quick** profile is each
-claim's reference (the one this table cites first and results/<claim>/summary.json holds): it is the one run at
-5 seeds under the protocol below; `cpu` and `full` rows are longer variants, where present made earlier.
+minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU time. Each claim has one
+**reference** report (in bold in the table; results/README's answers cite it), run at 5 seeds under the
+protocol below; the other rows are shorter or longer variants, some made before the protocol. The reference per
+claim, and why:
+
+{why}
 
 ## The protocol
 
@@ -124,6 +136,6 @@ Written once in `src/normlab/protocol.py`, used by every claim:
 All quick profiles together took {total / 60:.1f} min here (2 CPU cores): the wall time of `reproduce.py`, or for a
 sweep it did not time, its runs' training time summed (each report says which).
 
-{answers(results)}
+{answers(results, {c.name: c.reference for c in registry().values()})}
 """
     (results / "README.md").write_text(text)

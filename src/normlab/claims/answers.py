@@ -5,21 +5,27 @@ in them comes from a run; each answer says what the evidence does not show."""
 import json
 from pathlib import Path
 
-from normlab.claims.base import PROFILES, fmt_test, reference_summary, results_dir
+from normlab.claims.base import fmt_test, reference_summary, results_dir
 
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _cite(results: Path, claim: str) -> tuple[dict | None, str]:
+def label(summary: dict) -> str:
+    """`quick`, `cpu, tuned`: a summary's profile and, when not the fixed lr, its variant."""
+    variant = summary.get("variant", "fixed lr")
+    return summary["profile"] + ("" if variant == "fixed lr" else f", {variant}")
+
+
+def _cite(results: Path, claim: str, references: dict[str, str]) -> tuple[dict | None, str]:
     """A claim's reference summary and a markdown link to its report with its verdict and seeds."""
-    summary, directory = reference_summary(results, claim)
+    summary, directory = reference_summary(results, claim, references.get(claim, ""))
     if summary is None:
         return None, f"{claim}: not run"
     link = (directory / "README.md").relative_to(results).as_posix()
     verdict = summary["verdict"].replace("_", " ")
-    return summary, f"[{claim}]({link}) ({summary['profile']} profile, {summary.get('seeds', '?')} seeds: {verdict})"
+    return summary, f"[{claim}]({link}) ({label(summary)} profile, {summary.get('seeds', '?')} seeds: {verdict})"
 
 
 def _tests(summary: dict | None, *words: str, reported: bool = True) -> str:
@@ -31,14 +37,14 @@ def _tests(summary: dict | None, *words: str, reported: bool = True) -> str:
 
 
 def _disagrees(results: Path, claim: str, summary: dict | None) -> str:
-    """A note where another profile of the claim reached another verdict."""
+    """A note where another profile (or the fixed-lr / tuned variant) of the claim reached another verdict."""
     if summary is None:
         return ""
     others = []
-    for profile in PROFILES:
-        other = _load(results_dir(results, claim, profile) / "summary.json")
-        if other and profile != summary["profile"] and other["verdict"] != summary["verdict"]:
-            others.append(f"the {profile} profile ({other.get('seeds', 'fewer')} seeds, made "
+    for path in sorted((results / claim).glob("**/summary.json"), key=lambda p: (len(p.parts), str(p))):
+        other = _load(path)
+        if label(other) != label(summary) and other["verdict"] != summary["verdict"]:
+            others.append(f"the {label(other)} profile ({other.get('seeds', 'fewer')} seeds, made "
                           f"{'under the protocol' if 'tests' in other else 'before the protocol'}) said "
                           f"{other['verdict'].replace('_', ' ')}")  # fmt: skip
     return f" Profiles of {claim} disagree: {'; '.join(others)}." if others else ""
@@ -55,13 +61,15 @@ def _equal_steps(results: Path) -> str:
             f"[ln_small_batch](ln_small_batch/steps/README.md) {_tests(ln, 'sensitivity')}.")  # fmt: skip
 
 
-def answers(results: Path) -> str:
-    small, small_ref = _cite(results, "bn_small_batch")
-    rnn, rnn_ref = _cite(results, "ln_rnn")
-    contrast, contrast_ref = _cite(results, "in_contrast")
-    ln_batch, ln_batch_ref = _cite(results, "ln_small_batch")
-    sn, sn_ref = _cite(results, "sn_switches")
-    bin_, bin_ref = _cite(results, "bin_gates")
+def answers(results: Path, references: dict[str, str]) -> str:
+    """The answers, citing each claim's reference report (`references`: claim -> Claim.reference)."""
+    small, small_ref = _cite(results, "bn_small_batch", references)
+    rnn, rnn_ref = _cite(results, "ln_rnn", references)
+    contrast, contrast_ref = _cite(results, "in_contrast", references)
+    ln_batch, ln_batch_ref = _cite(results, "ln_small_batch", references)
+    sn, sn_ref = _cite(results, "sn_switches", references)
+    bin_, bin_ref = _cite(results, "bin_gates", references)
+    tuned = small is not None and small.get("variant") == "tuned"
     distributed = _load(results / "distributed" / "summary.json")
     bench = _load(results / "bench" / "bench.json")
     lines = [
@@ -72,7 +80,9 @@ def answers(results: Path) -> str:
     ]
     lines.append(
         f"- **Which norm for CNNs?** {small_ref}: {_tests(small, 'GN − BN')}; {bin_ref}: {_tests(bin_, 'BIN')}. "
-        "Not shown: ImageNet-scale nets, per-arm tuned learning rates (one lr per batch size for all norms)."
+        + (" Learning rates tuned per arm on validation." if tuned else "")
+        + " Not shown: ImageNet-scale nets"
+        + ("." if tuned else ", per-arm tuned learning rates (one lr per batch size for all norms).")
         + _disagrees(results, "bn_small_batch", small)
     )
     lines.append(

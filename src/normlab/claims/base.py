@@ -70,6 +70,10 @@ class Claim:
     setup: str  # markdown: our setting and how it differs
     criterion: str
     analyze: object  # (runs, out_dir) -> Analysis
+    # the report the verdict is read from, under results/<claim>/ ("": the quick profile; "cpu/tuned": the cpu
+    # profile at per-arm tuned lrs), and why that one
+    reference: str = ""
+    reference_why: str = "the one profile run at 5 seeds under the protocol (no tuned or longer one was made)"
 
 
 # quick: the reference; steps: the equal-steps control of the batch-size claims; cpu, full: longer variants
@@ -84,13 +88,12 @@ def results_dir(results: Path, claim: str, profile: str) -> Path:
     return results / claim if profile == "quick" else results / claim / profile
 
 
-def reference_summary(results: Path, claim: str) -> tuple[dict | None, Path | None]:
-    """A claim's reference summary.json (quick, the profile run at 5 seeds under the protocol; else the longest
-    one there is), and its directory."""
-    for profile in ("quick", "cpu", "full"):
-        path = results_dir(results, claim, profile) / "summary.json"
-        if path.exists():
-            return json.loads(path.read_text()), path.parent
+def reference_summary(results: Path, claim: str, reference: str = "") -> tuple[dict | None, Path | None]:
+    """A claim's reference summary.json (`Claim.reference`; where it was not made yet, the quick profile, else the
+    longest one there is), and its directory."""
+    for directory in (results / claim / reference, *(results_dir(results, claim, p) for p in ("quick", "cpu", "full"))):
+        if (directory / "summary.json").exists():
+            return json.loads((directory / "summary.json").read_text()), directory
     return None, None
 
 
