@@ -200,9 +200,27 @@ def test_a_diverged_bn_lstm_names_the_remedy(tmp_path):
                          "eval_every=2", "batch_size=8", "lr=0.01")  # fmt: skip
     summary = train(cfg, tmp_path)
     assert summary["status"] == "diverged" and "model.h0_noise=0.1" in summary["hint"]
-    from normlab.trainer import divergence_hint
+    from normlab.trainer import run_hint
 
-    assert divergence_hint(compose_config("model=lstm", "norm=batch", "model.h0_noise=0.1")) is None
+    assert run_hint(compose_config("model=lstm", "norm=batch", "model.h0_noise=0.1"), "diverged", None, 10) is None
+
+
+def test_the_linear_scaling_rule_sets_the_optimizers_lr_and_a_small_batch_near_chance_is_told_of_it():
+    from normlab.models import build_model
+    from normlab.optim import build_optimizer
+    from normlab.trainer import run_hint
+
+    cfg = compose_config("lr=0.1", "lr_batch_size=32", "batch_size=2")
+    model = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    assert cfg.scaled_lr == pytest.approx(0.00625)
+    assert [g["lr"] for g in build_optimizer(model, cfg).param_groups] == pytest.approx([0.00625, 0.00625])
+    unscaled = compose_config("lr=0.1", "batch_size=2")
+    assert build_optimizer(model, unscaled).param_groups[0]["lr"] == 0.1
+    hint = run_hint(unscaled, "completed", 0.11, 10)  # ended near chance (10 classes)
+    assert "lr_batch_size=32" in hint and "lr 0.00625" in hint
+    assert run_hint(unscaled, "completed", 0.6, 10) is None  # it learned
+    assert run_hint(cfg, "diverged", None, 10) is None  # already scaled: no advice to scale
+    assert run_hint(compose_config("lr=0.1", "batch_size=32"), "diverged", None, 10) is None
 
 
 def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path):
@@ -214,3 +232,18 @@ def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path)
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and lines[0].startswith("step 10 · epoch ") and " · val_acc " in lines[0]
     assert "\r" not in result.stderr and sum(" · step " in line for line in result.stderr.splitlines()) == 2
+
+
+def test_a_run_saved_before_a_key_existed_matches_the_value_that_describes_it():
+    """LEGACY_VALUES: a saved config without lr_batch_size (top level) or model.target (in a group) is the run
+    that asks for null; one saved before the validation split trained on every image and is not val_size=5000."""
+    from normlab.trainer import comparable, same_run, with_legacy_values
+
+    current = compose_config("lr=0.1").to_dict()
+    saved = {k: v for k, v in current.items() if k != "lr_batch_size"}
+    saved["model"] = {k: v for k, v in current["model"].items() if k != "target"}
+    assert "lr_batch_size" not in saved and with_legacy_values(saved)["lr_batch_size"] is None
+    assert comparable(with_legacy_values(saved)) == comparable(current)
+    assert not same_run(comparable(with_legacy_values(saved)), comparable({**current, "lr_batch_size": 32}))
+    before_split = {**saved, "data": {k: v for k, v in current["data"].items() if k != "val_size"}}
+    assert not same_run(comparable(with_legacy_values(before_split)), comparable(current))

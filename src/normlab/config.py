@@ -96,6 +96,7 @@ class Config:
     experiment: str = "default"
     batch_size: int = 60
     lr: float = 0.1
+    lr_batch_size: int | None = None  # lr is given for this batch size (linear scaling rule); None: lr as given
     epochs: int = 1
     max_steps: int | None = None
     seed: int = 0
@@ -114,6 +115,12 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def scaled_lr(self) -> float:
+        """The learning rate the optimizer uses: `lr`, or with `lr_batch_size` set the linear scaling rule the GN
+        paper follows (Goyal et al. 2017), lr · batch_size / lr_batch_size."""
+        return self.lr if self.lr_batch_size is None else self.lr * self.batch_size / self.lr_batch_size
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -203,6 +210,10 @@ def validate(cfg: Config) -> None:
 
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is not allowed; it must be >= 1")
     _check(cfg.lr > 0, f"lr={cfg.lr} is not allowed; it must be > 0")
+    _check(
+        cfg.lr_batch_size is None or cfg.lr_batch_size >= 1,
+        f"lr_batch_size={cfg.lr_batch_size} is not allowed; it must be >= 1 or null (null = lr as given)",
+    )
     _check(cfg.epochs >= 1, f"epochs={cfg.epochs} is not allowed; it must be >= 1")
     _check(
         cfg.max_steps is None or cfg.max_steps >= 1,

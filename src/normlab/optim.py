@@ -36,13 +36,13 @@ FUSED_DEVICES = ("cpu", "cuda")
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     o = cfg.optimizer
-    groups = param_groups(model, cfg.lr, o.weight_decay)
+    groups = param_groups(model, cfg.scaled_lr, o.weight_decay)
     # The fused step updates every parameter in one kernel instead of a handful of ops per parameter list: on
     # this CPU Adam's step on the 1.8M-parameter MLP takes 0.76 instead of 2.1 ms. Same update rule.
     fused = o.fused and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in model.parameters())
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=o.betas, fused=fused or None)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov, fused=fused or None)
+        return torch.optim.Adam(groups, lr=cfg.scaled_lr, betas=o.betas, fused=fused or None)
+    return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=o.momentum, nesterov=o.nesterov, fused=fused or None)
 
 
 def lr_factor(s: SchedulerConfig, step: int, total_steps: int) -> float:

@@ -58,6 +58,7 @@ LEGACY_VALUES = {
     "data": {"val_size": 0},  # before the validation split: every training image trained
     "model": {"depth": 20, "target": None},  # before model=resnet and model=custom (unused by the other models)
     "dataset": {"target": None},  # before dataset=custom
+    "lr_batch_size": None,  # before the linear scaling option: lr as given
 }
 WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
 SINGLE = Dist()  # one process
@@ -152,13 +153,26 @@ def last_hidden_percentiles(model: torch.nn.Module, data: InMemoryData) -> dict[
     return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}
 
 
-def divergence_hint(cfg: Config) -> str | None:
-    """What a user can do about a known cause of divergence, said where it happens."""
+SMALL_BATCH = 8  # at or below it, a run that fails at an unscaled lr gets the linear scaling hint
+
+
+def run_hint(cfg: Config, status: str, val_acc: float | None, num_classes: int) -> str | None:
+    """What a user can do about a known cause of a failed run (diverged, or ended near chance), said where it
+    happens: in the run's last line and its summary."""
+    near_chance = val_acc is not None and val_acc < 1.5 / num_classes
+    if status != "diverged" and not near_chance:
+        return None
     if cfg.model.name == "lstm" and cfg.norm.name == "batch" and cfg.model.h0_noise == 0:
         return (
             "BN-LSTM with h_0 = 0: while the leading inputs are blank the recurrent term is the same for every "
             "sample, its batch variance is 0 and the backward multiplies by 1/sqrt(eps) per step; prime h_0 with "
             "noise as Cooijmans et al. do: model.h0_noise=0.1"
+        )
+    if cfg.lr_batch_size is None and cfg.batch_size <= SMALL_BATCH:
+        return (
+            f"batch {cfg.batch_size} at lr {cfg.lr:g} may be too large a step; lr_batch_size=32 scales lr with the "
+            f"batch (the linear scaling rule: lr {cfg.lr:g} is for batch 32, batch {cfg.batch_size} runs lr "
+            f"{cfg.lr * cfg.batch_size / 32:g})"
         )
     return None
 
@@ -186,9 +200,11 @@ def with_legacy_values(saved: dict) -> dict:
     """A saved config with the LEGACY_VALUES of the keys it predates (a run saved before the validation split
     trained on every training image: it is not the run data.val_size=5000 asks for)."""
     saved = {**saved}
-    for group, values in LEGACY_VALUES.items():
-        if isinstance(saved.get(group), dict):
-            saved[group] = {**values, **saved[group]}
+    for key, values in LEGACY_VALUES.items():
+        if isinstance(values, dict) and isinstance(saved.get(key), dict):  # keys of a group
+            saved[key] = {**values, **saved[key]}
+        elif not isinstance(values, dict):  # a top-level key
+            saved.setdefault(key, values)
     return saved
 
 
@@ -528,7 +544,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         "wall_s": prior_wall + time.perf_counter() - start,
         "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
         "diverged_at_step": diverged_at,
-        "hint": divergence_hint(cfg) if status == "diverged" else None,
+        "hint": run_hint(cfg, status, last.get("val_acc"), data.num_classes),
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device),
         "world_size": dist.world_size,
