@@ -193,6 +193,8 @@ def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path):
     assert len(summaries) == 3
     assert best["best_value"] == max(s["best_val_acc"] for s in summaries)
     assert 0.001 <= best["best_params"]["lr"] <= 1.0
+    output = result.stdout + result.stderr
+    assert "setup plugin" not in output and "Best value" in output  # alembic's lines gone, the sweeper's kept
 
 
 def _fake_run(root, norm, batch_size, seed, acc):
