@@ -75,6 +75,16 @@ def test_sequences_of_images():
     assert rows.shape == (2, 4, 15) and torch.equal(rows[1, 2], torch.cat([x[1, c, 2] for c in range(3)]))
     pixels = as_sequence(x, "pixel")
     assert pixels.shape == (2, 20, 3) and torch.equal(pixels[0, 7], x[0, :, 1, 2])
+    pooled = as_sequence(x, "pixel", downsample=2)  # 4x5 -> 2x2 (the odd column dropped): 4 steps
+    assert pooled.shape == (2, 4, 3) and torch.equal(pooled[1, 3], x[1, :, 2:4, 2:4].mean(dim=(1, 2)))
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+def test_a_downsampled_pixel_lstm_reads_196_steps_of_mnist(norm):
+    cfg = ModelConfig(name="lstm", hidden_size=8, sequence="pixel", permute=True, downsample=2)
+    model = build_model(cfg, NormConfig(name=norm), (1, 28, 28), 10, seed=0)
+    assert sorted(model.order.tolist()) == list(range(196))
+    assert model(torch.rand(4, 1, 28, 28)).shape == (4, 10)
 
 
 def test_permuted_sequence_is_fixed_by_the_seed():

@@ -47,6 +47,7 @@ class ModelConfig:
     hidden_size: int = 100  # lstm
     sequence: str = "rows"  # lstm: rows | pixel
     permute: bool = False  # lstm: fixed random permutation of the sequence
+    downsample: int = 1  # lstm: average-pool the image by this factor first (2: MNIST as 196 pixels)
     h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
     depth: int = 20  # resnet: 6n + 2 layers (20, 32, 44, 56, 110)
     target: str | None = None  # model=custom: `_target_`, the dotted path of a factory make_net(num_classes=...)
@@ -253,6 +254,7 @@ def validate(cfg: Config) -> None:
     _check(m.hidden_size >= 1, f"model.hidden_size={m.hidden_size} is not allowed; it must be >= 1")
     _check(m.depth >= 1, f"model.depth={m.depth} is not allowed; it must be >= 1")
     _check(m.h0_noise >= 0, f"model.h0_noise={m.h0_noise} is not allowed; it must be >= 0")
+    _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
     _check(
         m.sequence in ("rows", "pixel"),
         f"model.sequence={m.sequence!r} is not allowed; choose from rows, pixel",

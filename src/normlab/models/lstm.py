@@ -1,5 +1,6 @@
 """An LSTM sequence classifier over images: MNIST as 28 rows of 28 pixels (or 784 single pixels, optionally in
-a fixed random order), CIFAR-10 as 32 rows of 96 values. The last hidden state feeds a linear classifier.
+a fixed random order; `downsample=2` reads the image pooled to 14x14), CIFAR-10 as 32 rows of 96 values. The
+last hidden state feeds a linear classifier.
 
 norm=none and norm=weight use torch's fused `nn.LSTM` (weight norm on W_x and W_h); layer and batch use
 `NormLSTM`, one tight loop over time in which the input term W_x x_t is computed and normalized for all
@@ -9,6 +10,7 @@ steps at once, and the recurrent term and the cell state are normalized step by 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from normlab.models.registry import register_model
@@ -24,8 +26,11 @@ def initial_state(x: torch.Tensor, hidden_size: int, noise: float, training: boo
     return h.normal_(0.0, noise) if training and noise > 0 else h
 
 
-def as_sequence(x: torch.Tensor, sequence: str) -> torch.Tensor:
-    """(N, C, H, W) images -> (N, T, F): rows (T=H, F=C*W) or pixels (T=H*W, F=C)."""
+def as_sequence(x: torch.Tensor, sequence: str, downsample: int = 1) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, T, F): rows (T=H, F=C*W) or pixels (T=H*W, F=C), after average-pooling by
+    `downsample` (2: MNIST as 14x14, a 196-step pixel sequence instead of 784)."""
+    if downsample > 1:
+        x = F.avg_pool2d(x, downsample)
     n, c, h, w = x.shape
     if sequence == "rows":
         return x.permute(0, 2, 1, 3).reshape(n, h, c * w)
@@ -105,12 +110,23 @@ class TorchLSTM(nn.Module):
 
 class LSTMClassifier(nn.Module):
     def __init__(
-        self, in_shape, num_classes, hidden_size, sequence, permute, seed, norm_name, norm_options, h0_noise=0.0
+        self,
+        in_shape,
+        num_classes,
+        hidden_size,
+        sequence,
+        permute,
+        seed,
+        norm_name,
+        norm_options,
+        h0_noise=0.0,
+        downsample=1,
     ):
         super().__init__()
         c, h, w = in_shape
+        h, w = h // downsample, w // downsample
         steps, features = (h, c * w) if sequence == "rows" else (h * w, c)
-        self.sequence = sequence
+        self.sequence, self.downsample = sequence, downsample
         order = torch.randperm(steps, generator=torch.Generator().manual_seed(seed)) if permute else None
         self.register_buffer("order", order)
         if norm_name in ("none", "weight"):
@@ -124,7 +140,7 @@ class LSTMClassifier(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x):
-        seq = as_sequence(x, self.sequence)
+        seq = as_sequence(x, self.sequence, self.downsample)
         if self.order is not None:
             seq = seq[:, self.order]
         return self.classifier(self.core(seq))
@@ -142,4 +158,5 @@ def build(cfg, norm, in_shape, num_classes, seed):
         norm.name,
         norm_options(norm),
         cfg.h0_noise,
+        cfg.downsample,
     )
