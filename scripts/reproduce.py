@@ -124,9 +124,11 @@ def tune(
         run_sweep(claim, profile, command, jobs, work, record=False)
         tuned_jobs += [c.to_dict() for _, c in sweep_jobs(experiment, command)]
     wall = time.perf_counter() - start
-    (work / "runs" / experiment / "tuned.json").write_text(
-        json.dumps({"wall_s": wall, "grid": grid, "arms": record}, indent=2)
-    )
+    path = work / "runs" / experiment / "tuned.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if previous.get("arms") == json.loads(json.dumps(record)):  # the same tuning again: keep the time that did it
+        wall = max(wall, previous.get("wall_s", 0))
+    path.write_text(json.dumps({"wall_s": wall, "grid": grid, "arms": record}, indent=2))
     out = results_dir(results, claim, profile) / "tuned"
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = new_figure(figsize=(6, 4))
@@ -165,6 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
                         help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ and results/ go (default: the repo)")
+    parser.add_argument("--results", type=Path, help="where the reports go (default: <workdir>/results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweeps, e.g. device=cuda")
     args = parser.parse_intermixed_args(argv)
     names = list(claims) if args.claim == "all" else [args.claim]
@@ -173,7 +176,7 @@ def main(argv=None) -> int:
     for name in names:
         # a report of overridden runs never rewrites the committed results (report.py puts it beside the runs)
         experiment = experiment_name(name, args.profile)
-        results = work / "runs" / experiment / "report" if args.overrides else work / "results"
+        results = args.results or (work / "runs" / experiment / "report" if args.overrides else work / "results")
         if not args.report_only:
             run_sweep(name, args.profile, args.overrides, max(1, args.jobs), work)
         report = [sys.executable, str(ROOT / "scripts" / "report.py"), name, "--profile", args.profile]

@@ -135,3 +135,14 @@ def test_damaged_data_files_are_named_before_training(tmp_path):
             _load(tmp_path / "c", "cifar10")  # (a flip inside the pixels is a valid, if different, image)
         except DataError as e:
             assert "test_batch" in str(e)
+
+
+def test_pixels_are_standardized_by_default_and_in_0_1_with_standardize_false():
+    """data.standardize=false gives the pixels as they are in [0, 1] (the BN paper's MNIST); the default subtracts
+    MNIST's mean and divides by its std (0.1307, 0.3081)."""
+    raw = _data(standardize="false", train_subset=100, test_subset=200, val_size=0)
+    std = _data(train_subset=100, test_subset=200, val_size=0)
+    (x_raw, _), (x_std, _) = (next(d.eval_batches("test")) for d in (raw, std))
+    assert x_raw.min() == 0 and x_raw.max() == 1
+    torch.testing.assert_close(x_raw, raw.test.images.float() / 255)
+    torch.testing.assert_close(x_std, (x_raw - 0.1307) / 0.3081)

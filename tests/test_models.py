@@ -232,3 +232,22 @@ def test_readme_matrix_is_the_generated_one():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- matrix:start -->\n")[1].split("<!-- matrix:end -->")[0]
     assert section.strip() == compatibility_table(), "run `python scripts/models.py --readme`"
+
+
+def test_the_bn_papers_small_gaussian_init_of_the_mlp(tmp_path):
+    """model.init_std: every linear layer's weights ~ N(0, std²) (sample std within 5%), biases 0; refused for
+    models it does not apply to."""
+    from conftest import compose_config, run_cli
+
+    cfg = ModelConfig(name="mlp", hidden=(100, 100, 100), activation="sigmoid", init_std=0.01)
+    model = build_model(cfg, NormConfig(name="none"), (1, 28, 28), 10, seed=0)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 4
+    for layer in linears:
+        assert abs(layer.weight.std().item() - 0.01) < 5e-4 and abs(layer.weight.mean().item()) < 1e-3
+        assert torch.count_nonzero(layer.bias) == 0
+    default = build_model(ModelConfig(name="mlp"), NormConfig(name="none"), (1, 28, 28), 10, seed=0)
+    assert default.features[1].weight.std() > 0.015  # torch's default: U(±1/sqrt(784)), std 0.0206
+    assert compose_config("model=mlp", "model.init_std=0.01").model.init_std == 0.01
+    result = run_cli("model=cnn", "dataset=cifar10", "+model.init_std=0.01", cwd=tmp_path)  # cnn.yaml lacks the key
+    assert result.returncode == 2 and "model.init_std=0.01 is not allowed for model=cnn" in result.stderr

@@ -113,3 +113,12 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
     summary = json.loads((tmp_path / "again" / "bn_convergence" / "summary.json").read_text())
     moved = sum(arm["selected"] != arm["fixed_lr"] for arm in record.values())
     assert summary["runs"] == 4 and summary["left_out"] == 4 + moved
+    # the same call again, reports elsewhere (--results): every run is found, and the tuning keeps its own time
+    tuned_json = tmp_path / "runs" / "bn_convergence" / "tuned.json"
+    before = json.loads(tuned_json.read_text())
+    result = subprocess.run([*command, "--report-only", "--results", str(tmp_path / "elsewhere")], capture_output=True,
+                            text=True, env=env, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(tuned_json.read_text()) == before
+    elsewhere = json.loads((tmp_path / "elsewhere" / "bn_convergence" / "tuned" / "summary.json").read_text())
+    assert elsewhere["tests"] == tuned["tests"] and elsewhere["runs"] == 4

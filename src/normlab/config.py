@@ -35,6 +35,7 @@ class DataConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     val_size: int = 5000  # images held out of the training set for model selection (0 = none)
+    standardize: bool = True  # subtract the dataset's mean, divide by its std; false: pixels in [0, 1]
     augment: bool = False
 
 
@@ -48,6 +49,7 @@ class ModelConfig:
     sequence: str = "rows"  # lstm: rows | pixel
     permute: bool = False  # lstm: fixed random permutation of the sequence
     downsample: int = 1  # lstm: average-pool the image by this factor first (2: MNIST as 196 pixels)
+    init_std: float | None = None  # mlp: weights ~ N(0, init_std²), biases 0; None: torch's default init
     h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
     depth: int = 20  # resnet: 6n + 2 layers (20, 32, 44, 56, 110)
     target: str | None = None  # model=custom: `_target_`, the dotted path of a factory make_net(num_classes=...)
@@ -254,6 +256,11 @@ def validate(cfg: Config) -> None:
     _check(m.hidden_size >= 1, f"model.hidden_size={m.hidden_size} is not allowed; it must be >= 1")
     _check(m.depth >= 1, f"model.depth={m.depth} is not allowed; it must be >= 1")
     _check(m.h0_noise >= 0, f"model.h0_noise={m.h0_noise} is not allowed; it must be >= 0")
+    _check(m.init_std is None or m.init_std > 0, f"model.init_std={m.init_std} is not allowed; it must be > 0 or null")
+    _check(
+        m.init_std is None or m.name == "mlp",
+        f"model.init_std={m.init_std} is not allowed for model={m.name}; it applies to model=mlp (else null)",
+    )
     _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
     _check(
         m.sequence in ("rows", "pixel"),

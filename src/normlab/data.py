@@ -4,6 +4,7 @@ per-sample DataLoader). torchvision is used only to download missing files when 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +197,8 @@ def build_data(
     """The train/validation/test splits of a dataset (a registered name, or a spec: dataset=custom's) on `device`."""
     spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
     arrays = load_arrays(spec, cfg)
+    if not cfg.standardize:  # inputs in [0, 1], as they are (the BN paper's MNIST)
+        spec = dataclasses.replace(spec, mean=None, std=None)
     images, labels = arrays["train"]
     check_split_sizes(spec.name, cfg, len(labels))
     train_idx, val_idx = validation_indices(len(labels), cfg.val_size)

@@ -55,8 +55,13 @@ PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if la
 SUMMARY = "summary.json"
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
 LEGACY_VALUES = {
-    "data": {"val_size": 0},  # before the validation split: every training image trained
-    "model": {"depth": 20, "target": None, "downsample": 1},  # before model=resnet, model=custom, lstm pooling
+    "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
+    "model": {
+        "depth": 20,
+        "target": None,
+        "downsample": 1,
+        "init_std": None,
+    },  # before model=resnet, model=custom, lstm pooling
     "dataset": {"target": None},  # before dataset=custom
     "lr_batch_size": None,  # before the linear scaling option: lr as given
 }

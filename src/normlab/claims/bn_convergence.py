@@ -101,8 +101,8 @@ CLAIM = Claim(
         "`mlp` (3×100 sigmoid units, norm before each sigmoid), MNIST (55k training images, 5k held out for "
         "validation), batch 60, SGD lr 0.1 momentum 0.9 (the paper states no optimizer; plain SGD, the paper's "
         "Gaussian init and [0, 1] inputs are not run here), `norm=none` vs `norm=batch`, 6,000 steps and 5 seeds "
-        "(quick, the reference) or the paper's 50,000 steps (full), evaluated on validation and test every 250 "
-        "steps. Fig. 1(b, c) follows 3 units of the last hidden layer over 1,000 test images."
+        "(quick; its tuned report is the reference) or the paper's 50,000 steps (full), evaluated on validation "
+        "and test every 250 steps. Fig. 1(b, c) follows 3 units of the last hidden layer over 1,000 test images."
     ),
     criterion=(
         "Three tests, paired by seed, margin 0: BN's validation curve is higher (mean accuracy over all "

@@ -27,6 +27,19 @@ class MLP(nn.Module):
         return self.features[:-1](x)
 
 
+def gaussian_init_(model: nn.Module, std: float) -> None:
+    """Every linear layer's weights ~ N(0, std²), biases 0: the BN paper's MNIST net starts from "small random
+    Gaussian values" (Sec. 4.1; it gives no std)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 @register_model("mlp", features="1d")
 def build(cfg, norm, in_shape, num_classes, seed):
-    return MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm))
+    model = MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm))
+    if cfg.init_std is not None:
+        gaussian_init_(model, cfg.init_std)
+    return model
