@@ -169,3 +169,38 @@ def test_the_summary_follows_the_contract(tmp_path):
         low, high = test["ci95"]
         assert low <= test["estimate"] <= high and len(test["favoured"]) == 5
     assert len(arms(runs)) == 2
+
+
+def test_the_index_and_answers_cite_each_claims_reference_and_name_disagreeing_profiles(tmp_path):
+    """Synthetic summaries: bn_small_batch's reference (cpu/tuned) is cited and bolded, the quick profile's other
+    verdict is named; before the reference is made the quick profile stands in and the index says so."""
+    import shutil
+
+    from normlab.claims import write_index
+
+    def summary(sub, profile, variant, verdict, estimate):
+        directory = tmp_path / "bn_small_batch" / sub
+        directory.mkdir(parents=True)
+        outcome = "holds" if estimate - 1 > 0 else "unclear"
+        test = {"name": "at batch 2: GN − BN, final test accuracy (points)", "estimate": estimate,
+                "ci95": [estimate - 1, estimate + 1], "outcome": outcome}  # fmt: skip
+        (directory / "summary.json").write_text(json.dumps({"claim": "bn_small_batch", "profile": profile,
+            "variant": variant, "verdict": verdict, "tests": [test], "seeds": 5, "wall_s": 60}))  # fmt: skip
+
+    summary("", "quick", "fixed lr", "inconclusive", 0.5)
+    summary("cpu/tuned", "cpu", "tuned", "reproduced", 3.0)
+    write_index(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert (
+        "| [bn_small_batch](bn_small_batch/cpu/tuned/README.md) | **cpu, tuned** (reference) | **reproduced** |" in text
+    )
+    assert "| [bn_small_batch](bn_small_batch/README.md) | quick | **inconclusive** |" in text
+    cited = "[bn_small_batch](bn_small_batch/cpu/tuned/README.md) (cpu, tuned profile, 5 seeds: reproduced): at batch 2"
+    assert cited in text and "Learning rates tuned per arm on validation." in text
+    assert "the quick profile (5 seeds, made under the protocol) said inconclusive" in text
+    shutil.rmtree(tmp_path / "bn_small_batch" / "cpu")
+    write_index(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "- bn_small_batch: cpu/tuned is its reference, not made yet" in text
+    assert "[bn_small_batch](bn_small_batch/README.md) (quick profile, 5 seeds: inconclusive)" in text
+    assert "per-arm tuned learning rates (one lr per batch size for all norms)" in text
