@@ -114,7 +114,7 @@ def test_ctrl_c_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path
     while not list(tmp_path.rglob("last.pt")) and time.time() < deadline:
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=180)  # generous: a loaded machine winds down slowly
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in stderr
     assert list(tmp_path.rglob("last.pt"))  # the work so far is kept for the resume
