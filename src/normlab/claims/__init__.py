@@ -19,7 +19,7 @@ from normlab.claims import (
     sn_switches,
     wn_meanbn,
 )
-from normlab.claims.answers import answers, label
+from normlab.claims.answers import answers
 from normlab.claims.base import (
     PROFILES,
     Analysis,
@@ -28,6 +28,7 @@ from normlab.claims.base import (
     experiment_name,
     fmt_interval,
     fmt_test,
+    label,
     matching,
     reference_summary,
     results_dir,
@@ -70,9 +71,13 @@ def registry() -> dict[str, Claim]:
 
 def write_index(results: Path) -> None:
     """results/README.md: every claim's verdict per profile, from the summaries on disk."""
-    rows = []
+    rows, why = [], []
     for claim in registry().values():
-        _, reference = reference_summary(results, claim.name, claim.reference)
+        summary, reference = reference_summary(results, claim.name, claim.reference)
+        if reference == results / claim.name / claim.reference:
+            why.append(f"- {claim.name}: {label(summary)}, {claim.reference_why}")
+        else:
+            why.append(f"- {claim.name}: {claim.reference or 'quick'} is its reference, not made yet")
         # quick first, then its tuned variant and the longer profiles; the reference in bold
         for path in sorted((results / claim.name).glob("**/summary.json"), key=lambda p: (len(p.parts), str(p))):
             s = json.loads(path.read_text())
@@ -89,14 +94,6 @@ def write_index(results: Path) -> None:
         for p in [results / claim / "summary.json"]
         if p.exists()
     )
-    why = []
-    for claim in registry().values():
-        summary, directory = reference_summary(results, claim.name, claim.reference)
-        if directory == results / claim.name / claim.reference:
-            why.append(f"- {claim.name}: {label(summary)}, {claim.reference_why}")
-        else:
-            why.append(f"- {claim.name}: {claim.reference or 'quick'} is its reference, not made yet")
-    why = "\n".join(why)
     text = f"""# Reproductions
 
 Each row links to a report written by `scripts/report.py` from real runs (`python scripts/reproduce.py all`
@@ -107,7 +104,7 @@ minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU ti
 protocol below; the other rows are shorter or longer variants, some made before the protocol. The reference per
 claim, and why:
 
-{why}
+{chr(10).join(why)}
 
 ## The protocol
 

@@ -5,17 +5,11 @@ in them comes from a run; each answer says what the evidence does not show."""
 import json
 from pathlib import Path
 
-from normlab.claims.base import fmt_test, reference_summary, results_dir
+from normlab.claims.base import fmt_test, label, reference_summary, results_dir
 
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def label(summary: dict) -> str:
-    """`quick`, `cpu, tuned`: a summary's profile and, when not the fixed lr, its variant."""
-    variant = summary.get("variant", "fixed lr")
-    return summary["profile"] + ("" if variant == "fixed lr" else f", {variant}")
 
 
 def _cite(results: Path, claim: str, references: dict[str, str]) -> tuple[dict | None, str]:

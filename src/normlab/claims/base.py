@@ -40,6 +40,12 @@ def fmt_test(t: dict) -> str:
     return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'])} ({t['outcome']})"
 
 
+def label(summary: dict) -> str:
+    """`quick`, `cpu, tuned`: a summary's profile and, when not the fixed lr, its variant."""
+    variant = summary.get("variant", "fixed lr")
+    return summary["profile"] + ("" if variant == "fixed lr" else f", {variant}")
+
+
 def tests_table(tests: list[TestResult], reported: list[TestResult]) -> str:
     """The tests as a markdown table: estimate, 95% interval, margin, outcome, method, runs per arm."""
     rows = [
