@@ -1,11 +1,15 @@
 """BN under data parallelism: global batch 16 on 1 process vs 4 processes × 4 per device (torchrun, gloo on CPU),
-BN local vs BN synced vs GN, plus single-process BN at batch 4 (what local BN sees). Writes results/distributed/.
+BN local vs BN synced vs GN, plus single-process BN at batch 4 (what local BN sees), at 5 seeds (the protocol's;
+paired by seed). Finished runs are skipped, so an interrupted study resumes. Writes results/distributed/.
 
-    python scripts/distributed_study.py            # about 10 minutes on 2 CPU cores
-    python scripts/distributed_study.py --report   # rebuild the report from runs/distributed/
+    python scripts/distributed_study.py                 # about 40 minutes on 2 CPU cores
+    python scripts/distributed_study.py --seeds 0,1     # fewer seeds (a report of them goes beside the runs)
+    python scripts/distributed_study.py --report        # rebuild the report from runs/distributed/
+    python scripts/distributed_study.py max_steps=100   # extra overrides for every run (report beside the runs)
 """
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -13,72 +17,85 @@ import sys
 import time
 from pathlib import Path
 
+from normlab.claims.base import fmt_test
+from normlab.claims.data_parallel import MARGIN, VARIANTS, analyze
 from normlab.claims.plots import curves
+from normlab.runlog import write_json
 from normlab.runs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = [  # label, processes, overrides
-    ("1x16 BN", 1, ["norm=batch"]),
-    ("1x4 BN", 1, ["norm=batch", "batch_size=4", "lr=0.0125"]),
-    ("1x16 GN", 1, ["norm=group"]),
-    ("4x4 BN local", 4, ["norm=batch"]),
-    ("4x4 BN synced", 4, ["norm=batch", "norm.sync=true"]),
-    ("4x4 GN", 4, ["norm=group"]),
-]
+SEEDS = "0,1,2,3,4"
 
 
-def command(label: str, nproc: int, overrides: list[str]) -> list[str]:
-    run_dir = f"hydra.run.dir=runs/distributed/{label.replace(' ', '_')}"
+def run_dir(label: str, seed: int) -> str:
+    return f"runs/distributed/{label.replace(' ', '_')}/s{seed}"
+
+
+def command(label: str, nproc: int, overrides: list[str], seed: int) -> list[str]:
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     launch = launch if nproc > 1 else [sys.executable]
-    return [*launch, "run.py", "experiment=distributed", "progress=false", run_dir, *overrides]
+    where = f"hydra.run.dir={run_dir(label, seed)}"
+    return [
+        *launch,
+        str(ROOT / "run.py"),
+        "experiment=distributed",
+        "progress=false",
+        where,
+        f"seed={seed}",
+        *overrides,
+    ]
 
 
-def report(timings: dict) -> None:
-    runs = {r.path.name.replace("_", " "): r for r in load_runs(ROOT / "runs" / "distributed")}
-    out = ROOT / "results" / "distributed"
+def shown(cmd: list[str]) -> str:
+    """A command as a user types it: `run.py ...` or `torchrun ...`."""
+    text = " ".join(cmd).replace(sys.executable + " -m torch.distributed.run", "torchrun")
+    return text.replace(sys.executable, "python").replace(str(ROOT / "run.py"), "run.py")
+
+
+def report(seeds: list[int], extra: list[str], timings: dict, work: Path, out: Path) -> None:
+    runs: dict = {}
+    for run in load_runs(work / "runs" / "distributed"):
+        label = run.path.parent.name.replace("_", " ")
+        if run.seed in seeds and any(label == v[0] for v in VARIANTS):
+            runs.setdefault(label, []).append(run)
+    result = analyze(runs)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for label, nproc, overrides in VARIANTS:
-        run = runs.get(label)
-        if run is None:
-            continue
-        cmd = " ".join(command(label, nproc, overrides)[1:] if nproc == 1 else command(label, nproc, overrides))
-        cmd = cmd.replace(sys.executable + " -m torch.distributed.run", "torchrun")
-        last3 = sum(r["test_acc"] for r in run.metrics[-3:]) / len(run.metrics[-3:])
-        rows.append(
-            f"| {label} | {run.summary.get('world_size', 1)} | {100 * run.final_acc:.2f} | {100 * last3:.2f} | "
-            f"{100 * (run.summary.get('best_val_acc') or 0):.2f} | {run.summary['wall_s']:.0f} | `{cmd}` |"
-        )
-    same = [runs[k].final_acc for k in ("1x16 GN", "4x4 GN") if k in runs]
-    noise = 100 * abs(same[0] - same[1]) if len(same) == 2 else float("nan")
-    plot = curves(
-        {label: [runs[label]] for label, _, _ in VARIANTS if label in runs},
-        out / "test_accuracy.png",
-        "CIFAR-10 CNN, global batch 16: test accuracy",
-    )
+    plot = curves({label: runs[label] for label, _, _ in VARIANTS if label in runs}, out / "test_accuracy.png",
+                  "CIFAR-10 CNN, global batch 16: test accuracy (mean over seeds)")  # fmt: skip
+    commands = "\n".join(f"- {label}: `{shown(command(label, nproc, [*overrides, *extra], seeds[0]))}`"
+                         for label, nproc, overrides in VARIANTS)  # fmt: skip
+    commits = sorted({(r.summary.get("git_commit") or "unknown")[:7] for rs in runs.values() for r in rs})
+    (decided,) = result["tests"]
+    study = shown([sys.executable, "scripts/distributed_study.py", *extra])
     text = f"""# BN under data-parallel training
 
 BN normalizes with the statistics of the batch it sees, and under DistributedDataParallel each process sees only
 its own shard: with 4 processes × 4 images, local BN computes its statistics over 4 images even though the global
 batch is 16. SyncBatchNorm (`norm.sync=true`) all-reduces the moments and restores the global batch's statistics;
-GN normalizes each sample by itself and does not care. Expected: local BN ≈ single-process BN at batch 4 (worse),
-synced BN ≈ batch 16, GN the same everywhere.
+GN normalizes each sample by itself and does not care. Expected: local BN ≈ single-process BN at batch 4, synced
+BN ≈ batch 16, GN the same everywhere.
 
-Setup: `cnn` (width 16) on the first 10k CIFAR-10 training images, 1 epoch (625 steps of global batch 16), SGD lr
-0.05 momentum 0.9, crop+flip, test on all 10k test images; 4 processes share this machine's 2 CPU cores (gloo), so
-their wall time says nothing about speed. Made by `python scripts/distributed_study.py`
-({timings.get("wall_s", 0) / 60:.1f} min), one seed.
+**Outcome: {decided.outcome}** ({fmt_test(decided.to_dict())}; margin {MARGIN:+g}, stated before running).
 
-**How much is noise:** 1x16 GN and 4x4 GN compute the same function (GN is per sample; DDP averages the shards'
-gradients), and the test suite checks that they agree to 1e-4 over 12 steps; over 625 steps float summation order
-alone lets the trajectories drift apart, and they end {noise:.1f} points apart. Differences of that size between
-the rows below are not evidence; with this single short run the study shows the mechanism works (all six variants
-train), not a measured BN penalty. The full comparison needs several seeds and a longer schedule (a GPU job).
+## Setup
 
-| variant | processes | final test acc % | mean of last 3 evals % | best val acc % | wall s | command |
-|---|---|---|---|---|---|---|
-{chr(10).join(rows)}
+`cnn` (width 16) on the first 10k images of CIFAR-10's 45k training split, 2 epochs (1,250 steps of global batch
+16; batch 4 in one process: 5,000 steps at lr / 4), SGD lr 0.05 momentum 0.9, cosine decay to 0, crop+flip, GN
+with 4 channels per group; the test set's 10k images; seeds {", ".join(map(str, seeds))}, the same in every
+variant, so variants are compared **paired by seed** (`scipy.stats.ttest_rel`, 95% interval; results/README.md
+states the protocol). 4 processes share this machine's 2 CPU cores (gloo, one thread each), so wall time says
+nothing about speed. Runs made at commit {", ".join(commits)}, {datetime.date.today()};
+{timings.get("wall_s", 0) / 60:.1f} min of wall time, by `{study}`, which runs (seed {seeds[0]} shown):
+
+{commands}
+
+## Results
+
+{result["table"]}
+
+The pairs marked "the same function" differ only in float summation order (the test suite checks that 1x16 and
+4x4 GN, and 1x16 and synced 4x4 BN, agree to 1e-4 over 12 steps); their intervals say how far that alone moves a
+run of this length.
 
 ![{plot}]({plot})
 
@@ -87,35 +104,52 @@ Multi-node: torchrun's own rendezvous, e.g. on each of 2 nodes
 normlab needs nothing more (nccl on CUDA, gloo on CPU).
 """
     (out / "README.md").write_text(text)
-    (out / "summary.json").write_text(
-        json.dumps(
-            {
-                label: {"final_acc": runs[label].final_acc, "best_val_acc": runs[label].summary.get("best_val_acc")}
-                for label, _, _ in VARIANTS
-                if label in runs
-            }
-            | {"wall_s": timings.get("wall_s")},
-            indent=2,
-        )
-    )
+    write_json(out / "summary.json", {
+        "seeds": len(seeds),
+        "tests": [t.to_dict() for t in result["tests"]],
+        "reported": [t.to_dict() for t in result["reported"]],
+        "wall_s": timings.get("wall_s"),
+        "commit": ",".join(commits),
+    })  # fmt: skip
     print(text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
-    args = parser.parse_args()
-    timing_file = ROOT / "runs" / "distributed" / "study.json"
+    parser.add_argument("--seeds", default=SEEDS, help=f"comma-separated seeds (default {SEEDS}, the protocol's)")
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ go (default: the repo)")
+    parser.add_argument("--results", type=Path, help="where the report goes (default: <workdir>/results)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. max_steps=100")
+    args = parser.parse_intermixed_args()
+    try:
+        seeds = sorted({int(s) for s in args.seeds.split(",")})
+    except ValueError:
+        print(f"error: --seeds {args.seeds!r} is not a comma-separated list of integers, e.g. 0,1,2", file=sys.stderr)
+        return 2
+    work = args.workdir.resolve()
+    # a report of other seeds or overridden runs never rewrites the committed results: it goes beside the runs
+    full = args.seeds == SEEDS and not args.overrides
+    out = (args.results or work / "results") / "distributed" if full else work / "runs" / "distributed" / "report"
+    timing_file = work / "runs" / "distributed" / "study.json"
+    previous = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     if not args.report:
         start = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        for label, nproc, overrides in VARIANTS:
-            print("+", label, flush=True)
-            subprocess.run(command(label, nproc, overrides), cwd=ROOT, env=env, check=True)
-        timing_file.parent.mkdir(parents=True, exist_ok=True)
-        timing_file.write_text(json.dumps({"wall_s": time.perf_counter() - start}))
-    timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-    report(timings)
+        for seed in seeds:
+            for label, nproc, overrides in VARIANTS:
+                print(f"+ {label}, seed {seed}", flush=True)
+                cmd = command(label, nproc, [*overrides, *args.overrides], seed)
+                if subprocess.run(cmd, cwd=work, env=env).returncode != 0:
+                    print(f"error: {label}, seed {seed} failed (finished runs are kept; re-run to resume)",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
+        wall = time.perf_counter() - start
+        if wall > previous.get("wall_s", 0):  # the time of the call that did the work, not of a resume
+            timing_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(timing_file, {"wall_s": wall})
+            previous = {"wall_s": wall}
+    report(seeds, args.overrides, previous, work, out)
     return 0
 
 

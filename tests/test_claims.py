@@ -204,3 +204,39 @@ def test_the_index_and_answers_cite_each_claims_reference_and_name_disagreeing_p
     assert "- bn_small_batch: cpu/tuned is its reference, not made yet" in text
     assert "[bn_small_batch](bn_small_batch/README.md) (quick profile, 5 seeds: inconclusive)" in text
     assert "per-arm tuned learning rates (one lr per batch size for all norms)" in text
+
+
+@pytest.mark.parametrize(("effect", "outcome"), [(EFFECT, "holds"), (-EFFECT, "contradicted"), (0.0, "unclear")])
+def test_the_data_parallel_study_decides_synced_vs_local_bn_by_its_paired_interval(tmp_path, effect, outcome):
+    """scripts/distributed_study.py's analysis on synthetic runs: synced BN better, worse or tied with local BN
+    by `effect` points; every other variant at 0. Only the synced-vs-local test decides; the rest are reported."""
+    from normlab.claims import data_parallel
+
+    runs = {}
+    for label, _, overrides in data_parallel.VARIANTS:
+        quality = effect if label == "4x4 BN synced" else 0.0
+        cfg = config(" ".join(overrides), scheduler="cosine")  # a distinct config per variant: its own noise sign
+        runs[label] = [make_run(tmp_path / label, cfg, quality, s) for s in SEEDS]
+    result = data_parallel.analyze(runs)
+    (decided,) = result["tests"]
+    assert decided.outcome == outcome and decided.method == "paired t" and len(decided.favoured) == 5
+    assert decided.estimate == pytest.approx(effect, abs=0.5)
+    assert len(result["reported"]) == 5 and result["table"].count("(reported)") == 5
+    assert result["table"].count("| 5/5 |") == len(data_parallel.VARIANTS)
+
+
+def test_the_answers_cite_the_data_parallel_study_by_its_intervals_once_it_has_them(tmp_path):
+    from normlab.claims import write_index
+
+    (tmp_path / "distributed").mkdir()
+    path = tmp_path / "distributed" / "summary.json"
+    path.write_text(json.dumps({"4x4 GN": {"final_acc": 0.3}, "wall_s": 60}))  # the one-seed study's summary
+    write_index(tmp_path)
+    assert "Not re-run under the protocol: no answer yet." in (tmp_path / "README.md").read_text()
+    test = {"name": "4x4: synced BN − local BN, final test accuracy (points)", "estimate": 1.5, "ci95": [0.5, 2.5],
+            "outcome": "holds"}  # fmt: skip
+    path.write_text(json.dumps({"seeds": 5, "tests": [test], "reported": [], "wall_s": 60}))
+    write_index(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "(5 seeds, 4 processes × 4 images vs 1 × 16): 4x4: synced BN − local BN, final test accuracy" in text
+    assert "+1.50 [+0.50, +2.50] (holds)" in text and "no answer yet" not in text

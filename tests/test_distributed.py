@@ -104,3 +104,27 @@ def test_more_processes_than_gpus_is_refused_before_nccl_starts(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match=r"^2 processes per node are not allowed on 1 visible CUDA device\(s\)"):
         setup(16, torch.device("cuda"))
+
+
+def test_the_study_refuses_bad_seeds_in_one_line_before_any_run(tmp_path):
+    study = [sys.executable, str(ROOT / "scripts" / "distributed_study.py"), "--workdir", str(tmp_path)]
+    result = subprocess.run([*study, "--seeds", "0,x"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: --seeds '0,x' is not a comma-separated list of integers, e.g. 0,1,2"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_the_study_runs_every_variant_per_seed_reports_beside_the_runs_and_resumes(tmp_path):
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    tiny = ["max_steps=4", "eval_every=2", "data.train_subset=256", "data.test_subset=128", "data.val_size=128",
+            "model.width=8", "device=cpu"]  # fmt: skip
+    study = [sys.executable, str(ROOT / "scripts" / "distributed_study.py"), "--workdir", str(tmp_path)]
+    first = subprocess.run([*study, "--seeds", "0,1", *tiny], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    report = tmp_path / "runs" / "distributed" / "report"  # overridden runs: never the committed results/
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["seeds"] == 2 and len(summary["tests"]) == 1 and len(summary["reported"]) == 5
+    assert len(list((tmp_path / "runs" / "distributed").glob("*/s*/summary.json"))) == 12
+    again = subprocess.run([*study, "--seeds", "0,1", *tiny], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("normlab: skipped") == 12, again.stdout

@@ -103,7 +103,13 @@ def answers(results: Path, references: dict[str, str]) -> str:
         f"{_tests(contrast, 'cost')}. A mechanism check on classification: no style transfer was run, so nothing "
         "here says IN stylizes better."
     )
-    if distributed:
+    if distributed and "tests" in distributed:
+        lines.append(
+            f"- **Data-parallel training?** [distributed](distributed/README.md) ({distributed['seeds']} seeds, 4 "
+            f"processes × 4 images vs 1 × 16): {_tests(distributed, '')}. A CIFAR-10 CNN on CPU processes; "
+            "the pairs that compute the same function show how far float summation order alone moves a run."
+        )
+    elif distributed:
         lines.append(
             "- **Data-parallel training?** [distributed](distributed/README.md): one seed, 625 steps, made before "
             "the protocol; its own note says the differences are noise. Not re-run under the protocol: no answer yet."
