@@ -194,6 +194,24 @@ def test_fused_optimizer_step_matches_the_foreach_one(optimizer):
     assert (final[True] - start.double()).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_weight_decay_reaches_norm_parameters_and_biases_only_with_decay_all_and_never_the_gates(decay_all):
+    """Default: conv/linear weights decay, biases and γ, β do not. decay_all (the BIN authors' recipe): every
+    parameter decays but the BIN gates, which train at their own lr without decay either way."""
+    from normlab.models import build_model
+    from normlab.optim import build_optimizer
+
+    cfg = compose_config("model=cnn", "model.width=8", "norm=batch_instance", "optimizer.weight_decay=1e-4",
+                         f"optimizer.decay_all={decay_all}")  # fmt: skip
+    model = build_model(cfg.model, cfg.norm, (3, 32, 32), 10)
+    decay_of = {id(p): g["weight_decay"] for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        expected = 0.0 if name.endswith("gate") else 1e-4 if decay_all or p.ndim > 1 else 0.0
+        assert decay_of[id(p)] == expected, name
+    assert any(n.endswith("gate") for n, _ in model.named_parameters())
+    assert any(p.ndim == 1 and not n.endswith("gate") for n, p in model.named_parameters())
+
+
 def test_a_diverged_bn_lstm_names_the_remedy(tmp_path):
     """Pixel sequences, h_0 = 0: the leading blank pixels give the recurrent BN a zero batch variance."""
     cfg = compose_config("model=lstm", "model.sequence=pixel", "model.hidden_size=16", "norm=batch", "max_steps=4",

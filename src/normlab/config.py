@@ -74,6 +74,7 @@ class OptimizerConfig:
     name: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    decay_all: bool = False  # decay every parameter but BIN gates (γ, β, biases too: the BIN authors' recipe)
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     fused: bool = True  # torch's fused step: one kernel over all parameters (Adam 2.2x faster per MLP step on CPU)

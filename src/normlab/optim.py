@@ -1,6 +1,7 @@
 """Optimizer and learning-rate schedule from config. Parameter groups are decided once, here:
-weights get weight decay; biases, norm parameters and weight-norm gains do not; a BIN gate trains at its
-layer's declared `gate_lr_mult` times the base learning rate, without decay (as in the official BIN code)."""
+weights get weight decay; biases, norm parameters and weight-norm gains do not (with `optimizer.decay_all`,
+they do: the official BIN code decays every parameter but the gates); a BIN gate trains at its layer's declared
+`gate_lr_mult` times the base learning rate, without decay (as in the official BIN code)."""
 
 import math
 
@@ -11,7 +12,7 @@ from normlab.config import Config, SchedulerConfig
 from normlab.norms import BatchInstanceNorm
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, lr: float, weight_decay: float, decay_all: bool = False) -> list[dict]:
     gates = {}
     for module in model.modules():
         if isinstance(module, BatchInstanceNorm):
@@ -20,7 +21,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
     for name, p in model.named_parameters():
         if id(p) in gates:
             gate_groups.append({"params": [p], "lr": lr * gates[id(p)], "weight_decay": 0.0, "name": name})
-        elif p.ndim <= 1 or name.endswith("original0"):  # biases, norm affine/logits, WN gains g
+        elif not decay_all and (p.ndim <= 1 or name.endswith("original0")):  # biases, norm affine/logits, WN g
             no_decay.append(p)
         else:
             decay.append(p)
@@ -36,7 +37,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     o = cfg.optimizer
-    groups = param_groups(model, cfg.scaled_lr, o.weight_decay)
+    groups = param_groups(model, cfg.scaled_lr, o.weight_decay, o.decay_all)
     # The fused step updates every parameter in one kernel instead of a handful of ops per parameter list: on
     # this CPU Adam's step on the 1.8M-parameter MLP takes 0.76 instead of 2.1 ms. Same update rule.
     fused = o.fused and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in model.parameters())

@@ -60,6 +60,7 @@ LEGACY_VALUES = {
     "model": {"depth": 20, "target": None, "downsample": 1, "init_std": None},
     "dataset": {"target": None},  # before dataset=custom
     "lr_batch_size": None,  # before the linear scaling option: lr as given
+    "optimizer": {"decay_all": False},  # before optimizer.decay_all: norm parameters and biases never decayed
 }
 WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
 SINGLE = Dist()  # one process
