@@ -75,6 +75,7 @@ def test_model_norm_matrix(model, norm):
         ("norm.momentum=0", "norm.momentum=0.0 is not allowed"),
         ("scheduler=step scheduler.milestones=[2]", "scheduler.milestones=[2.0] is not allowed"),
         ("+model.dept=3", "unknown config key 'model.dept'"),
+        ("channels_last=sideways", "channels_last='sideways' is not allowed; expected true, false or auto"),
     ],
 )
 def test_bad_values_raise_config_errors(override, message):
@@ -88,3 +89,17 @@ def test_num_groups_and_batch_size_one():
     with pytest.raises(ConfigError, match="batch_size=1 is not allowed with norm=batch"):
         compose_config("batch_size=1")
     assert compose_config("norm=group", "batch_size=1").batch_size == 1
+
+
+def test_channels_last_auto_is_nhwc_for_conv_nets_with_every_norm_but_instance():
+    """The default, auto, resolves when the config is built (a run's saved config says which layout it used): on
+    for the registry's conv nets ("2d" models) except with instance norm (slower in NHWC here), off otherwise."""
+    from normlab.config import CONV_NETS
+
+    assert set(CONV_NETS) == {m for m, kind in FEATURE_KINDS.items() if kind == "2d"}
+    for model in CONV_NETS:
+        for norm in compatible_norms(model):
+            assert compose_config(f"model={model}", f"norm={norm}").channels_last is (norm != "instance"), norm
+    assert compose_config("model=mlp").channels_last is False and compose_config("model=lstm").channels_last is False
+    assert compose_config("model=cnn", "channels_last=false").channels_last is False
+    assert compose_config("model=cnn", "norm=instance", "channels_last=true").channels_last is True

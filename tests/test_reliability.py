@@ -69,7 +69,7 @@ def test_a_refused_or_skipped_run_leaves_a_finished_run_byte_for_byte_unchanged(
     before = snapshot(run_dir)
     if refusal == "another config":  # the same dir named by hand, another run
         out = run_cli(*TINY, *RUN, "max_steps=10", "eval_every=7", f"hydra.run.dir='{run_dir}'", cwd=tmp_path)
-        assert out.returncode == 2 and "holds a run with another config" in out.stderr
+        assert out.returncode == 2 and "holds a run with another config (eval_every=5 there, 7 now)" in out.stderr
     else:
         out = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
         assert out.returncode == 0 and "skipped" in out.stdout

@@ -44,6 +44,7 @@ from normlab.runlog import (
     DamagedCheckpoint,
     RunLog,
     eval_line,
+    flat_hparams,
     read_checkpoint,
     read_json,
     save_checkpoint,
@@ -219,8 +220,12 @@ def same_run(saved: dict, current: dict) -> bool:
 
 
 def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
-    if not same_run(comparable(with_legacy_values(saved)), comparable(cfg.to_dict())):
-        raise ConfigError(f"{run_dir} holds a run with another config; use overwrite=true to replace it")
+    saved, current = comparable(with_legacy_values(saved)), comparable(cfg.to_dict())
+    if not same_run(saved, current):
+        old, new = flat_hparams(saved), flat_hparams(current)
+        differs = [f"{k}={old[k]} there, {new[k]} now" for k in old if k in new and old[k] != new[k]]
+        raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(differs[:3])}); use "
+                          "overwrite=true to replace it")  # fmt: skip
 
 
 def newest_intact_checkpoint(run_dir: Path, speak: bool = True) -> dict | None:
