@@ -93,9 +93,9 @@ nothing about speed. Runs made at commit {", ".join(commits)}, {datetime.date.to
 
 {result["table"]}
 
-The pairs marked "the same function" differ only in float summation order (the test suite checks that 1x16 and
-4x4 GN, and 1x16 and synced 4x4 BN, agree to 1e-4 over 12 steps); their intervals say how far that alone moves a
-run of this length.
+The pairs marked "the same function" differ only in float summation order (tests/test_distributed.py checks that
+GN and synced BN in 2 processes match one process on the same global batch to 1e-4 over 12 steps); their
+intervals say how far that alone moves a run of this length.
 
 ![{plot}]({plot})
 
