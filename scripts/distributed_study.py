@@ -2,7 +2,7 @@
 BN local vs BN synced vs GN, plus single-process BN at batch 4 (what local BN sees), at 5 seeds (the protocol's;
 paired by seed). Finished runs are skipped, so an interrupted study resumes. Writes results/distributed/.
 
-    python scripts/distributed_study.py                 # about 40 minutes on 2 CPU cores
+    python scripts/distributed_study.py                 # 56 min on 2 CPU cores (beside other jobs)
     python scripts/distributed_study.py --seeds 0,1     # fewer seeds (a report of them goes beside the runs)
     python scripts/distributed_study.py --report        # rebuild the report from runs/distributed/
     python scripts/distributed_study.py max_steps=100   # extra overrides for every run (report beside the runs)
