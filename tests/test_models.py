@@ -251,3 +251,26 @@ def test_the_bn_papers_small_gaussian_init_of_the_mlp(tmp_path):
     assert compose_config("model=mlp", "model.init_std=0.01").model.init_std == 0.01
     result = run_cli("model=cnn", "dataset=cifar10", "+model.init_std=0.01", cwd=tmp_path)  # cnn.yaml lacks the key
     assert result.returncode == 2 and "model.init_std=0.01 is not allowed for model=cnn" in result.stderr
+
+
+def test_the_ln_papers_bn_baseline_normalizes_the_logits_too(tmp_path):
+    """model.norm_logits: BN on the classifier's outputs as well (each logit standardized over the batch in
+    training, then γ, β), the LN paper's baseline; the ln_small_batch cpu profile turns it on for BN only;
+    refused for models it does not apply to."""
+    from conftest import compose_config, run_cli
+
+    cfg = ModelConfig(name="mlp", hidden=(32,), norm_logits=True)
+    model = build_model(cfg, NormConfig(name="batch"), (1, 28, 28), 10, seed=0).train()
+    assert model.classifier.bias is None  # BN's shift replaces it
+    x = torch.randn(16, 1, 28, 28) * 3 + 5
+    logits = model(x)
+    assert torch.allclose(logits.mean(0), torch.zeros(10), atol=1e-5)
+    assert torch.allclose(logits.var(0, unbiased=False), torch.ones(10), atol=1e-3)
+    plain = build_model(ModelConfig(name="mlp", hidden=(32,)), NormConfig(name="batch"), (1, 28, 28), 10, seed=0)
+    assert isinstance(plain.logits_norm, nn.Identity) and plain.classifier.bias is not None
+    assert not any(key.startswith("logits_norm") for key in plain.state_dict())  # older checkpoints still load
+    for norm, expected in (("batch", True), ("layer", False)):
+        composed = compose_config("experiment=ln_small_batch_cpu", f"norm={norm}")
+        assert composed.model.norm_logits is expected
+    result = run_cli("model=cnn", "dataset=cifar10", "+model.norm_logits=true", cwd=tmp_path)
+    assert result.returncode == 2 and "model.norm_logits=True is not allowed for model=cnn" in result.stderr

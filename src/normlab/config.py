@@ -50,6 +50,7 @@ class ModelConfig:
     permute: bool = False  # lstm: fixed random permutation of the sequence
     downsample: int = 1  # lstm: average-pool the image by this factor first (2: MNIST as 196 pixels)
     init_std: float | None = None  # mlp: weights ~ N(0, init_std²), biases 0; None: torch's default init
+    norm_logits: bool = False  # mlp: the norm on the logits too (the LN paper's BN baseline, "applied to all layers")
     h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
     depth: int = 20  # resnet: 6n + 2 layers (20, 32, 44, 56, 110)
     target: str | None = None  # model=custom: `_target_`, the dotted path of a factory make_net(num_classes=...)
@@ -277,6 +278,10 @@ def validate(cfg: Config) -> None:
     _check(
         m.init_std is None or m.name == "mlp",
         f"model.init_std={m.init_std} is not allowed for model={m.name}; it applies to model=mlp (else null)",
+    )
+    _check(
+        not m.norm_logits or m.name == "mlp",
+        f"model.norm_logits={m.norm_logits} is not allowed for model={m.name}; it applies to model=mlp (else false)",
     )
     _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
     _check(

@@ -57,8 +57,8 @@ SUMMARY = "summary.json"
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
 LEGACY_VALUES = {
     "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
-    # before model=resnet, model=custom, the lstm's pooling and the mlp's Gaussian init (unused by other models)
-    "model": {"depth": 20, "target": None, "downsample": 1, "init_std": None},
+    # before model=resnet, model=custom, the lstm's pooling, the mlp's Gaussian init and its norm on the logits
+    "model": {"depth": 20, "target": None, "downsample": 1, "init_std": None, "norm_logits": False},
     "dataset": {"target": None},  # before dataset=custom
     "lr_batch_size": None,  # before the linear scaling option: lr as given
     "optimizer": {"decay_all": False},  # before optimizer.decay_all: norm parameters and biases never decayed

@@ -1,5 +1,6 @@
 """The BN paper's MNIST network (Sec. 4.1): fully connected hidden layers, y = g(norm(W u)), then a linear
-classifier. The norm sits before each nonlinearity, as in the paper."""
+classifier. The norm sits before each nonlinearity, as in the paper; `norm_logits` also normalizes the
+classifier's outputs (the LN paper's BN baseline, Sec. 6.6: BN "applied to all layers")."""
 
 import math
 
@@ -10,17 +11,18 @@ from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
 class MLP(nn.Module):
-    def __init__(self, in_shape, num_classes, hidden, activation, norm, bias):
+    def __init__(self, in_shape, num_classes, hidden, activation, norm, bias, norm_logits=False):
         super().__init__()
         layers, width = [nn.Flatten()], math.prod(in_shape)
         for h in hidden:
             layers += [nn.Linear(width, h, bias=bias), norm(h, kind="1d"), ACTIVATIONS[activation]()]
             width = h
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(width, num_classes)
+        self.classifier = nn.Linear(width, num_classes, bias=bias or not norm_logits)
+        self.logits_norm = norm(num_classes, kind="1d") if norm_logits else nn.Identity()
 
     def forward(self, x):
-        return self.classifier(self.features(x))
+        return self.logits_norm(self.classifier(self.features(x)))
 
     def last_hidden_input(self, x):
         """The inputs to the last hidden layer's nonlinearity (what the BN paper's Fig. 1(b, c) follows)."""
@@ -39,7 +41,7 @@ def gaussian_init_(model: nn.Module, std: float) -> None:
 
 @register_model("mlp", features="1d")
 def build(cfg, norm, in_shape, num_classes, seed):
-    model = MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm))
+    model = MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm), cfg.norm_logits)
     if cfg.init_std is not None:
         gaussian_init_(model, cfg.init_std)
     return model
