@@ -22,6 +22,7 @@ SMALL = {
     "cnn": {"width": 8},
     "inception_lite": {"width": 16},
     "resnet": {"depth": 8},
+    "convpool": {"width": 8},
     "lstm": {"hidden_size": 16},
     "custom": {"target": "factories.small_net"},
 }  # GN: >= 2 groups
@@ -274,3 +275,26 @@ def test_the_ln_papers_bn_baseline_normalizes_the_logits_too(tmp_path):
         assert composed.model.norm_logits is expected
     result = run_cli("model=cnn", "dataset=cifar10", "+model.norm_logits=true", cwd=tmp_path)
     assert result.returncode == 2 and "model.norm_logits=True is not allowed for model=cnn" in result.stderr
+
+
+def test_the_wn_papers_convpool_net():
+    """model=convpool: 9 convolutions (the 7th unpadded: 8x8 -> 6x6), a norm after each, leaky ReLU (0.1), dropout
+    after both pools, Gaussian input noise in training only; 1.4 M parameters at the paper's width 96."""
+    from normlab.models.convpool import ConvPool
+
+    cfg = ModelConfig(name="convpool", width=8, activation="leaky_relu")
+    net = build_model(cfg, NormConfig(name="batch"), (3, 32, 32), 10)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size[0] for c in convs] == [3] * 7 + [1, 1] and convs[6].padding == (0, 0)
+    assert [c.out_channels for c in convs] == [8] * 3 + [16] * 6
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 9
+    assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == 2
+    assert all(m.negative_slope == 0.1 for m in net.modules() if isinstance(m, nn.LeakyReLU))
+    trunk = net.features[:-2]  # up to the global pool
+    x = torch.randn(4, 3, 32, 32)
+    assert trunk.eval()(x).shape == (4, 16, 6, 6)
+    assert torch.equal(net.eval()(x), net(x))  # evaluation: no noise, no dropout
+    noise = net.features[0].train()
+    assert not torch.equal(noise(x), x) and abs((noise(x) - x).std().item() - 0.15) < 0.01
+    paper = ConvPool((3, 32, 32), 10, 96, "leaky_relu", lambda c, kind: nn.BatchNorm2d(c), bias=False)
+    assert round(sum(p.numel() for p in paper.parameters()) / 1e6, 1) == 1.4

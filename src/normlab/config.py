@@ -44,7 +44,7 @@ class ModelConfig:
     name: str = "mlp"
     activation: str = "relu"
     hidden: tuple[int, ...] = (100, 100, 100)  # mlp
-    width: int = 32  # cnn, inception_lite
+    width: int = 32  # cnn, inception_lite, convpool
     hidden_size: int = 100  # lstm
     sequence: str = "rows"  # lstm: rows | pixel
     permute: bool = False  # lstm: fixed random permutation of the sequence
@@ -187,7 +187,7 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 
 # channels_last=auto: NHWC where results/bench measured it faster on this CPU: the conv nets (the registry's "2d"
 # models; a test keeps the two lists equal) with every norm but instance (torch's InstanceNorm is slower in NHWC)
-CONV_NETS = ("cnn", "resnet", "inception_lite")
+CONV_NETS = ("cnn", "resnet", "inception_lite", "convpool")
 SLOWER_IN_NHWC = ("instance",)
 
 
@@ -216,7 +216,7 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return cfg
 
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -11,7 +11,7 @@ from normlab.config import Config, ConfigError, ModelConfig, NormConfig
 # the registry first, then the files that register into it, in the order tables list them
 # isort: off
 from normlab.models.registry import MODELS, ModelSpec, register_model
-from normlab.models import mlp, cnn, inception_lite, resnet, lstm, custom  # noqa: F401 - they register
+from normlab.models import mlp, cnn, inception_lite, resnet, convpool, lstm, custom  # noqa: F401 - they register
 
 # isort: on
 from normlab.models.custom import call_factory, check_forward

@@ -1,14 +1,24 @@
 """Pieces the architectures share: activations by name and the conv -> norm -> activation block."""
 
+from functools import partial
+
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": partial(nn.LeakyReLU, 0.1),  # the WN paper's nets (slope 0.1)
+}
 
 
-def conv_norm_act(c_in, c_out, norm, activation, bias, kernel_size=3, stride=1):
-    """A 'same'-padded convolution, its norm, its nonlinearity. The convolution gets He init (fan_out, as
-    torchvision's VGG and ResNet): with torch's default init a deep conv net without a norm hardly trains."""
-    conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+def conv_norm_act(c_in, c_out, norm, activation, bias, kernel_size=3, stride=1, padding=None):
+    """A convolution ('same'-padded unless `padding` says), its norm, its nonlinearity. The convolution gets He
+    init (fan_out, as torchvision's VGG and ResNet): with torch's default init a deep conv net without a norm
+    hardly trains."""
+    conv = nn.Conv2d(
+        c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2 if padding is None else padding, bias=bias
+    )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if bias:
         nn.init.zeros_(conv.bias)
