@@ -3,7 +3,7 @@
 import pytest
 
 from normlab.cli import config_groups
-from normlab.config import ConfigError
+from normlab.config import OPTIMIZERS, ConfigError
 from normlab.models import FEATURE_KINDS, check_compatible, compatible_norms
 from normlab.norms import NORMS
 
@@ -37,7 +37,7 @@ def test_groups_cover_the_registries():
     assert set(GROUPS["norm"]) == set(NORMS)
     assert set(GROUPS["model"]) == set(FEATURE_KINDS)
     assert set(GROUPS["dataset"]) == {"mnist", "cifar10", "custom"}
-    assert set(GROUPS["optimizer"]) == {"sgd", "adam"}
+    assert set(GROUPS["optimizer"]) == set(OPTIMIZERS)
     assert set(GROUPS["scheduler"]) == {"constant", "step", "cosine"}
 
 

@@ -298,3 +298,34 @@ def test_the_wn_papers_convpool_net():
     assert not torch.equal(noise(x), x) and abs((noise(x) - x).std().item() - 0.15) < 0.01
     paper = ConvPool((3, 32, 32), 10, 96, "leaky_relu", lambda c, kind: nn.BatchNorm2d(c), bias=False)
     assert round(sum(p.numel() for p in paper.parameters()) / 1e6, 1) == 1.4
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])  # torch's nn.LSTM and normlab's NormLSTM
+def test_recurrent_init_orthogonal_and_identity(tmp_path, norm):
+    """model.recurrent_init, gate block by gate block: identity sets each block of W_h to I (the recurrent BN
+    paper) and makes W_x's orthogonal; orthogonal makes W_h's orthogonal too; uniform keeps nn.LSTM's init."""
+    from conftest import compose_config
+
+    def weights(scheme):
+        cfg = ModelConfig(name="lstm", hidden_size=8, sequence="rows", recurrent_init=scheme)
+        core = build_model(cfg, NormConfig(name=norm), (1, 28, 28), 10).core
+        if norm == "none":
+            return core.lstm.weight_ih_l0, core.lstm.weight_hh_l0
+        return core.w_x.weight, core.w_h.weight
+
+    eye = torch.eye(8)
+    w_x, w_h = weights("identity")
+    assert all(torch.equal(block, eye) for block in w_h.detach().chunk(4))
+    for block in w_x.detach().chunk(4):  # (8, 28): orthonormal rows
+        torch.testing.assert_close(block @ block.T, eye, atol=1e-5, rtol=0)
+    _, w_h = weights("orthogonal")
+    for block in w_h.detach().chunk(4):
+        torch.testing.assert_close(block @ block.T, eye, atol=1e-5, rtol=0)
+        assert not torch.allclose(block, eye)
+    _, w_h = weights("uniform")
+    assert w_h.abs().max() <= 1 / math.sqrt(8) and w_h.std() > 0.1
+    assert compose_config("model=lstm", "model.recurrent_init=identity").model.recurrent_init == "identity"
+    result = run_cli(*TINY, "model=mlp", "+model.recurrent_init=identity", cwd=tmp_path)
+    assert result.returncode == 2 and "model.recurrent_init=identity is not allowed for model=mlp" in result.stderr
+    result = run_cli(*TINY, "model=lstm", "model.recurrent_init=eye", cwd=tmp_path)
+    assert result.returncode == 2 and "model.recurrent_init='eye' is not allowed; choose from" in result.stderr

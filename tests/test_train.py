@@ -194,6 +194,35 @@ def test_fused_optimizer_step_matches_the_foreach_one(optimizer):
     assert (final[True] - start.double()).abs().max() > 1e-2
 
 
+def test_rmsprop_is_the_recurrent_bn_papers_update_with_momentum():
+    """optimizer=rmsprop: v = α v + (1 − α) g², b = μ b + g / (√v + ε), θ −= lr b (α 0.99, μ 0.9, ε 1e-8),
+    written out here and compared over three steps."""
+    import torch
+
+    from normlab.models import build_model
+    from normlab.optim import build_optimizer
+
+    cfg = compose_config("model=mlp", "model.hidden=[8]", "norm=none", "optimizer=rmsprop", "lr=0.01")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.norm, (1, 4, 4), 3).double()
+    opt = build_optimizer(model, cfg)
+    assert type(opt).__name__ == "RMSprop" and opt.defaults["momentum"] == 0.9
+    expected = [p.detach().clone() for p in model.parameters()]
+    v = [torch.zeros_like(p) for p in expected]
+    b = [torch.zeros_like(p) for p in expected]
+    for step in range(3):
+        x = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(step), dtype=torch.float64)
+        opt.zero_grad()
+        model(x).logsumexp(1).mean().backward()
+        for i, p in enumerate(model.parameters()):
+            v[i] = 0.99 * v[i] + 0.01 * p.grad**2
+            b[i] = 0.9 * b[i] + p.grad / (v[i].sqrt() + 1e-8)
+            expected[i] = expected[i] - 0.01 * b[i]
+        opt.step()
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("decay_all", [False, True])
 def test_weight_decay_reaches_norm_parameters_and_biases_only_with_decay_all_and_never_the_gates(decay_all):
     """Default: conv/linear weights decay, biases and γ, β do not. decay_all (the BIN authors' recipe): every

@@ -52,6 +52,7 @@ class ModelConfig:
     init_std: float | None = None  # mlp: weights ~ N(0, init_std²), biases 0; None: torch's default init
     norm_logits: bool = False  # mlp: the norm on the logits too (the LN paper's BN baseline, "applied to all layers")
     h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
+    recurrent_init: str = "uniform"  # lstm: uniform (nn.LSTM's) | orthogonal | identity (W_h = I, Cooijmans)
     depth: int = 20  # resnet: 6n + 2 layers (20, 32, 44, 56, 110)
     target: str | None = None  # model=custom: `_target_`, the dotted path of a factory make_net(num_classes=...)
 
@@ -217,6 +218,8 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -283,6 +286,14 @@ def validate(cfg: Config) -> None:
         not m.norm_logits or m.name == "mlp",
         f"model.norm_logits={m.norm_logits} is not allowed for model={m.name}; it applies to model=mlp (else false)",
     )
+    _check(
+        m.recurrent_init in RECURRENT_INITS,
+        f"model.recurrent_init={m.recurrent_init!r} is not allowed; choose from {', '.join(RECURRENT_INITS)}",
+    )
+    _check(
+        m.recurrent_init == "uniform" or m.name == "lstm",
+        f"model.recurrent_init={m.recurrent_init} is not allowed for model={m.name}; it applies to model=lstm",
+    )
     _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
     _check(
         m.sequence in ("rows", "pixel"),
@@ -309,7 +320,7 @@ def validate(cfg: Config) -> None:
     _check(n.init in ("default", "data"), f"norm.init={n.init!r} is not allowed; choose from default, data")
 
     o = cfg.optimizer
-    _check(o.name in ("sgd", "adam"), f"optimizer={o.name!r} is not allowed; choose from sgd, adam")
+    _check(o.name in OPTIMIZERS, f"optimizer={o.name!r} is not allowed; choose from {', '.join(OPTIMIZERS)}")
     _check(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed; it must be >= 0")
     _check(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed; it must be in [0, 1)")
     _check(

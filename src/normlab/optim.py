@@ -43,6 +43,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     fused = o.fused and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in model.parameters())
     if o.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.scaled_lr, betas=o.betas, fused=fused or None)
+    if o.name == "rmsprop":  # the recurrent BN paper's (lr 1e-3, momentum 0.9); torch has no fused RMSprop
+        return torch.optim.RMSprop(groups, lr=cfg.scaled_lr, momentum=o.momentum)
     return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=o.momentum, nesterov=o.nesterov, fused=fused or None)
 
 

@@ -58,7 +58,14 @@ SUMMARY = "summary.json"
 LEGACY_VALUES = {
     "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
     # before model=resnet, model=custom, the lstm's pooling, the mlp's Gaussian init and its norm on the logits
-    "model": {"depth": 20, "target": None, "downsample": 1, "init_std": None, "norm_logits": False},
+    "model": {
+        "depth": 20,
+        "target": None,
+        "downsample": 1,
+        "init_std": None,
+        "norm_logits": False,
+        "recurrent_init": "uniform",
+    },
     "dataset": {"target": None},  # before dataset=custom
     "lr_batch_size": None,  # before the linear scaling option: lr as given
     "optimizer": {"decay_all": False},  # before optimizer.decay_all: norm parameters and biases never decayed

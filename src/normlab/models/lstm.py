@@ -26,6 +26,22 @@ def initial_state(x: torch.Tensor, hidden_size: int, noise: float, training: boo
     return h.normal_(0.0, noise) if training and noise > 0 else h
 
 
+@torch.no_grad()
+def init_recurrent_(w_x: torch.Tensor, w_h: torch.Tensor, scheme: str) -> None:
+    """The (4H, F) input and (4H, H) recurrent weights, gate block by gate block: `uniform` keeps nn.LSTM's
+    U(±1/sqrt(H)); `orthogonal` makes each block orthogonal; `identity` makes W_x's blocks orthogonal and W_h's
+    the identity (the recurrent BN paper, Sec. 5.1)."""
+    if scheme == "uniform":
+        return
+    for block in w_x.chunk(4):
+        nn.init.orthogonal_(block)
+    for block in w_h.chunk(4):
+        if scheme == "orthogonal":
+            nn.init.orthogonal_(block)
+        else:
+            block.copy_(torch.eye(block.shape[0]))
+
+
 def as_sequence(x: torch.Tensor, sequence: str, downsample: int = 1) -> torch.Tensor:
     """(N, C, H, W) images -> (N, T, F): rows (T=H, F=C*W) or pixels (T=H*W, F=C), after average-pooling by
     `downsample` (2: MNIST as 14x14, a 196-step pixel sequence instead of 784)."""
@@ -42,7 +58,7 @@ class NormLSTM(nn.Module):
     gates = N_x(W_x x_t) + N_h(W_h h_{t-1});  c_t = f*c_{t-1} + i*g;  h_t = o * tanh(N_c(c_t)).
     Each norm has its own gain and bias; the two gate biases together play the role of the papers' b."""
 
-    def __init__(self, input_size, hidden_size, steps, make_norm, h0_noise: float = 0.0):
+    def __init__(self, input_size, hidden_size, steps, make_norm, h0_noise=0.0, recurrent_init="uniform"):
         super().__init__()
         self.hidden_size, self.h0_noise = hidden_size, h0_noise
         self.w_x = nn.Linear(input_size, 4 * hidden_size, bias=False)
@@ -53,6 +69,7 @@ class NormLSTM(nn.Module):
         bound = 1 / math.sqrt(hidden_size)
         for w in (self.w_x.weight, self.w_h.weight):
             nn.init.uniform_(w, -bound, bound)  # nn.LSTM's init
+        init_recurrent_(self.w_x.weight, self.w_h.weight, recurrent_init)
         self.use_native = True  # each step as one compiled call where it applies (norms.native)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,9 +115,10 @@ class NormLSTM(nn.Module):
 class TorchLSTM(nn.Module):
     """torch's fused LSTM, returning the last hidden state."""
 
-    def __init__(self, input_size, hidden_size, h0_noise: float = 0.0):
+    def __init__(self, input_size, hidden_size, h0_noise=0.0, recurrent_init="uniform"):
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        init_recurrent_(self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, recurrent_init)
         self.h0_noise = h0_noise
 
     def forward(self, x):
@@ -121,6 +139,7 @@ class LSTMClassifier(nn.Module):
         norm_options,
         h0_noise=0.0,
         downsample=1,
+        recurrent_init="uniform",
     ):
         super().__init__()
         c, h, w = in_shape
@@ -130,13 +149,13 @@ class LSTMClassifier(nn.Module):
         order = torch.randperm(steps, generator=torch.Generator().manual_seed(seed)) if permute else None
         self.register_buffer("order", order)
         if norm_name in ("none", "weight"):
-            self.core = TorchLSTM(features, hidden_size, h0_noise)
+            self.core = TorchLSTM(features, hidden_size, h0_noise, recurrent_init)
         else:
 
             def make_norm(f, n_steps):
                 return build_sequence_norm(norm_name, f, n_steps, **norm_options)
 
-            self.core = NormLSTM(features, hidden_size, steps, make_norm, h0_noise)
+            self.core = NormLSTM(features, hidden_size, steps, make_norm, h0_noise, recurrent_init)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x):
@@ -159,4 +178,5 @@ def build(cfg, norm, in_shape, num_classes, seed):
         norm_options(norm),
         cfg.h0_noise,
         cfg.downsample,
+        cfg.recurrent_init,
     )
