@@ -284,13 +284,15 @@ def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path)
 def test_a_run_saved_before_a_key_existed_matches_the_value_that_describes_it():
     """LEGACY_VALUES: a saved config without lr_batch_size (top level) or model.target (in a group) is the run
     that asks for null; one saved before the validation split trained on every image and is not val_size=5000."""
-    from normlab.trainer import comparable, same_run, with_legacy_values
+    from normlab.trainer import comparable, config_differences, with_legacy_values
 
     current = compose_config("lr=0.1").to_dict()
     saved = {k: v for k, v in current.items() if k != "lr_batch_size"}
     saved["model"] = {k: v for k, v in current["model"].items() if k != "target"}
     assert "lr_batch_size" not in saved and with_legacy_values(saved)["lr_batch_size"] is None
     assert comparable(with_legacy_values(saved)) == comparable(current)
-    assert not same_run(comparable(with_legacy_values(saved)), comparable({**current, "lr_batch_size": 32}))
+    differs = config_differences(comparable(with_legacy_values(saved)), comparable({**current, "lr_batch_size": 32}))
+    assert differs == ["lr_batch_size=None there, 32 now"]
     before_split = {**saved, "data": {k: v for k, v in current["data"].items() if k != "val_size"}}
-    assert not same_run(comparable(with_legacy_values(before_split)), comparable(current))
+    differs = config_differences(comparable(with_legacy_values(before_split)), comparable(current))
+    assert differs == [f"data.val_size=0 there, {current['data']['val_size']} now"]

@@ -44,7 +44,6 @@ from normlab.runlog import (
     DamagedCheckpoint,
     RunLog,
     eval_line,
-    flat_hparams,
     read_checkpoint,
     read_json,
     save_checkpoint,
@@ -218,19 +217,19 @@ def with_legacy_values(saved: dict) -> dict:
     return saved
 
 
-def same_run(saved: dict, current: dict) -> bool:
-    """Whether a saved config describes the run `current` asks for. Keys the saved one lacks (added to normlab
-    since, without a LEGACY_VALUES entry: they do not change the run) are not compared."""
+def config_differences(saved, current, key: str = "") -> list[str]:
+    """Where a saved config differs from the run `current` asks for, as "key=old there, new now" (empty: the same
+    run). Keys the saved one lacks (added to normlab since, without a LEGACY_VALUES entry: they do not change the
+    run) are not compared."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        return all(same_run(v, current[k]) for k, v in saved.items() if k in current)
-    return saved == current
+        nested = (config_differences(v, current[k], f"{key}{k}.") for k, v in saved.items() if k in current)
+        return [d for differences in nested for d in differences]
+    return [] if saved == current else [f"{key.rstrip('.')}={saved} there, {current} now"]
 
 
 def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
-    saved, current = comparable(with_legacy_values(saved)), comparable(cfg.to_dict())
-    if not same_run(saved, current):
-        old, new = flat_hparams(saved), flat_hparams(current)
-        differs = [f"{k}={old[k]} there, {new[k]} now" for k in old if k in new and old[k] != new[k]]
+    differs = config_differences(comparable(with_legacy_values(saved)), comparable(cfg.to_dict()))
+    if differs:
         raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(differs[:3])}); use "
                           "overwrite=true to replace it")  # fmt: skip
 
