@@ -76,6 +76,13 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(grid)))
 
 
+def tune_flags(grid: tuple[float, ...]) -> str:
+    """The flags that repeat this tuning, for the report's command: `--tune`, and `--grid` where not the default."""
+    if grid == parse_grid(TUNE_GRID):
+        return " --tune"
+    return " --tune --grid " + ",".join(str(Fraction(m).limit_denominator(1000)) for m in grid)
+
+
 def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], object]]:
     """Every job of `run.py -m experiment=<experiment> <overrides>`: its overrides and typed config."""
     from normlab.cli import precheck
@@ -186,7 +193,7 @@ def main(argv=None) -> int:
         if args.tune:
             jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid)
             summary = write_report(claims[name], args.profile, work / "runs", results, jobs, tuple(args.overrides),
-                                   variant="tuned", notes=note)  # fmt: skip
+                                   variant="tuned", notes=note, flags=tune_flags(args.grid))  # fmt: skip
             print(f"{name} ({args.profile}, tuned): {summary['verdict']} — {summary['reason']}")
             write_index(results)
     if failed:

@@ -100,6 +100,10 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
         assert len(scores) == 3 and arm["selected"] == max(scores, key=scores.get)
         assert sorted(scores) == pytest.approx([arm["fixed_lr"] / 2, arm["fixed_lr"], 2 * arm["fixed_lr"]])
     assert (report / "tuned" / "lr_sensitivity.png").stat().st_size > 1000
+    made_by = (
+        f"`python scripts/reproduce.py bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/2,1,2`"
+    )
+    assert made_by in (report / "tuned" / "README.md").read_text()  # the command repeats the tuning
     index = (report.parent / "README.md").read_text()
     assert "| [bn_convergence](bn_convergence/tuned/README.md) | **quick, tuned** (reference) |" in index
     assert "| [bn_convergence](bn_convergence/README.md) | quick |" in index

@@ -126,6 +126,7 @@ def write_report(
     overrides: tuple[str, ...] = (),
     variant: str = "",
     notes: str = "",
+    flags: str = "",
 ) -> dict:
     """Analyze runs/<experiment>/ and write results/<claim>[/<profile>][/<variant>]/{README.md, summary.json,
     *.png}. With `jobs` (the configs of the profile's sweep, `overrides` included) only the runs of those configs
@@ -170,7 +171,7 @@ def write_report(
         "date": datetime.date.today().isoformat(),
     }
     write_json(out / "summary.json", summary)
-    extra = "".join(f" {o}" for o in overrides) + (" --tune" if variant == "tuned" else "")
+    extra = "".join(f" {o}" for o in overrides) + flags  # flags: reproduce.py's own (--tune --grid ...)
     command = f"python scripts/reproduce.py {claim.name} --profile {profile}{extra}"
     plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
     index = "../" * (len(out.relative_to(results).parts)) + "README.md"
