@@ -56,7 +56,7 @@ SUMMARY = "summary.json"
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
 LEGACY_VALUES = {
     "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
-    # before model=resnet, model=custom, the lstm's pooling, the mlp's Gaussian init and its norm on the logits
+    # before model=resnet, model=custom, the lstm's pooling and init, the mlp's Gaussian init and norm on the logits
     "model": {
         "depth": 20,
         "target": None,
