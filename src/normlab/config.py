@@ -220,6 +220,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
+# model keys that only one model reads -> (that model, the value every other model must keep)
+ONE_MODEL_KEYS = {"init_std": ("mlp", None), "norm_logits": ("mlp", False), "recurrent_init": ("lstm", "uniform")}
+YAML_WORDS = {None: "null", False: "false"}  # how an error message spells a default
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -279,21 +282,16 @@ def validate(cfg: Config) -> None:
     _check(m.h0_noise >= 0, f"model.h0_noise={m.h0_noise} is not allowed; it must be >= 0")
     _check(m.init_std is None or m.init_std > 0, f"model.init_std={m.init_std} is not allowed; it must be > 0 or null")
     _check(
-        m.init_std is None or m.name == "mlp",
-        f"model.init_std={m.init_std} is not allowed for model={m.name}; it applies to model=mlp (else null)",
-    )
-    _check(
-        not m.norm_logits or m.name == "mlp",
-        f"model.norm_logits={m.norm_logits} is not allowed for model={m.name}; it applies to model=mlp (else false)",
-    )
-    _check(
         m.recurrent_init in RECURRENT_INITS,
         f"model.recurrent_init={m.recurrent_init!r} is not allowed; choose from {', '.join(RECURRENT_INITS)}",
     )
-    _check(
-        m.recurrent_init == "uniform" or m.name == "lstm",
-        f"model.recurrent_init={m.recurrent_init} is not allowed for model={m.name}; it applies to model=lstm",
-    )
+    for key, (model, default) in ONE_MODEL_KEYS.items():
+        value = getattr(m, key)
+        _check(
+            value == default or m.name == model,
+            f"model.{key}={value} is not allowed for model={m.name}; it applies to model={model} "
+            f"(else {YAML_WORDS.get(default, default)})",
+        )
     _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
     _check(
         m.sequence in ("rows", "pixel"),
