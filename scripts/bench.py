@@ -5,7 +5,8 @@ NCHW vs channels_last for the conv nets, and the cost/accuracy trade-off of ever
     python scripts/bench.py                     # everything; writes results/bench/ and results/tradeoff/
     python scripts/bench.py --only norms        # one part: runner | data | norms | lstm | channels_last | sweep |
                                                 # tradeoff
-    python scripts/bench.py --device cuda       # the same on a GPU; writes results/bench/cuda/, results/tradeoff/cuda/
+    python scripts/bench.py --device cuda       # the same on a GPU but the CPU sweep part; writes results/bench/cuda/,
+                                                # results/tradeoff/cuda/
 
 Timings alternate between the compared variants after a warm-up; medians of the repeats are reported with ratios.
 """
@@ -444,7 +445,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
     }
-    parts = [args.only] if args.only else PARTS
+    # the sweep part measures CPU sweeps (one thread per job); on a GPU its jobs would share one device
+    parts = [args.only] if args.only else [p for p in PARTS if device.type == "cpu" or p != "sweep"]
     if "runner" in parts:
         out["runner"] = bench_runner(device, args.repeats)
     if "data" in parts:

@@ -111,14 +111,15 @@ def grad_sums(grad: torch.Tensor, d: torch.Tensor, centre: torch.Tensor) -> tupl
     batch-norm backward over d viewed as (1, N * C, M) with unit inverse deviations (a sum and a dot product
     written as two ops allocate g * d: 1.7-4x slower at batch 32-128 on CPU)."""
     n, c, m = d.shape
+    ones = torch.ones(n * c, dtype=d.dtype, device=d.device)
     _, centered, total = torch.ops.aten.native_batch_norm_backward(
         grad.reshape(1, n * c, m),
         d.reshape(1, n * c, m),
-        None,
+        ones,  # the weight: no factor in these sums, and CUDA's kernel needs one where CPU's takes None
         None,
         None,
         centre.to(d.dtype).reshape(n * c),
-        torch.ones(n * c, dtype=d.dtype, device=d.device),
+        ones,
         True,
         0.0,
         [False, True, True],
