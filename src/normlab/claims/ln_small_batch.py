@@ -56,10 +56,10 @@ CLAIM = Claim(
         'and exhibits a faster training convergence comparing to batch normalization" (curves only, no numbers).'
     ),
     setup=(
-        "`mlp` with `model.hidden=[1000,1000]`, relu, MNIST (55k training images beside the 5k validation split, "
-        "as the paper's 55k), Adam lr 1e-3 at both batch sizes, batch 128 vs 4 × batch, layer; 1 epoch at a "
-        "constant lr (quick), 3 epochs with cosine decay (cpu; tuned: the reference) or 20 (full), 5 seeds. "
-        "LN is on the hidden layers only, as in the paper; in the cpu profile BN is on the logits too "
+        "`mlp` with `model.hidden=[1000,1000]`, relu, MNIST (55k training images beside the 5k validation split, as "
+        "the paper's 55k), Adam lr 1e-3 at both batch sizes, batch 128 vs 4 × batch, layer; 1 epoch of the first 20k "
+        "images at a constant lr (quick), 3 epochs of all 55k with cosine decay (cpu; tuned: the reference) or 20 "
+        "(full), 5 seeds. LN is on the hidden layers only, as in the paper; in the cpu profile BN is on the logits too "
         '(`model.norm_logits`), as the paper\'s baseline, "applied to all layers" (quick: hidden layers only). '
         "The paper trains 60 epochs. The `steps` profile is the equal-steps control: "
         "batch 4 runs the 429 steps batch 128 runs in that epoch (1/32 of the images)."

@@ -79,10 +79,10 @@ CLAIM = Claim(
         "batches give BN a smaller weight and IN/LN larger ones; at batch 1 BN's weight is zero."
     ),
     setup=(
-        "`cnn` (width 16) with `norm=switchable` on CIFAR-10 (crop+flip), batch 32, 8 and 2, lr 0.1·N/32 (SGD "
-        "momentum 0.9, cosine decay), 5 seeds: 1 epoch over the first 10k images (quick), or 2 epochs over the "
-        "first 20k with weight decay 1e-4 (cpu; its tuned report is the reference). Importances are the softmaxed "
-        "`mean_weight` / `var_weight` of each of the 4 SN layers at the end of training."
+        "`cnn` (width 16) with `norm=switchable` on CIFAR-10 (crop+flip), batch 32, 8 and 2, lr 0.1·N/32 (SGD momentum "
+        "0.9, cosine decay), 5 seeds: 1 epoch over the first 10k images, evaluated at the end (quick), or 2 epochs "
+        "over the first 20k with weight decay 1e-4 (cpu; its tuned report is the reference). Importances are the "
+        "softmaxed `mean_weight` / `var_weight` of each of the 4 SN layers at the end of training."
     ),
     criterion=(
         "Two tests, margin 0: BN's importance (mean over layers of its mean and variance shares) is higher at batch "
