@@ -38,5 +38,5 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 clean: ## Remove runs/ and caches (keeps .venv)
 	rm -rf runs outputs multirun .pytest_cache .ruff_cache
 
-reproduce: $(STAMP) ## Every claim's quick profile, then the reports in results/ (about 2 hours here, 2 cores)
+reproduce: $(STAMP) ## Every claim's quick profile, then the reports in results/ (about 47 min here, 2 cores)
 	$(PY) scripts/reproduce.py all --profile quick
