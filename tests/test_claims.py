@@ -142,6 +142,21 @@ def test_a_diverged_baseline_counts_against_it_and_a_diverged_paper_arm_against_
     assert analyze(build(claim, EFFECT, tmp_path, diverge="favoured"), tmp_path).verdict != "reproduced"
 
 
+def test_an_in_that_never_learned_is_not_counted_as_contrast_invariant(tmp_path):
+    """IN near chance answers the same whatever the contrast: a spread of ~0 from a broken model must not pass."""
+    runs = [make_run(tmp_path, config(norm), 0, seed, contrast_spread=20.0) for norm in ("batch", "layer",
+            "batch_instance") for seed in SEEDS]  # fmt: skip
+    trained = [make_run(tmp_path, config("instance"), -20, seed, contrast_spread=1.0) for seed in SEEDS]
+    at_chance = [make_run(tmp_path, config("instance"), -77, seed, contrast_spread=0.5) for seed in SEEDS]
+    assert max(r.summary["contrast"][2] for r in at_chance) < 0.2 < min(r.summary["contrast"][2] for r in trained)
+    analyze = registry()["in_contrast"].analyze
+    assert analyze(runs + trained, tmp_path).verdict == "reproduced"
+    broken = analyze(runs + at_chance, tmp_path)
+    assert broken.verdict == "not_reproduced"
+    assert broken.tests[0].estimate == pytest.approx(20.0 - 100.0, abs=1.0)
+    assert "did not learn" in broken.reason and "instance 5 of 5" in broken.reason
+
+
 def test_targets_never_reached_are_censored_not_compared_as_equal(tmp_path):
     """bn_convergence reports steps to 95% / 97%: where neither arm reaches 97%, that row is unclear (never <
     never is neither true nor false), and it does not decide the verdict."""
