@@ -65,19 +65,19 @@ def analyze(runs, out):
     cache, numbers, rows = {}, {}, []
     per_run = {r.path: contrast_accuracies(r, cache) for r in runs}
 
+    def at_original(run) -> float:
+        return 100 * per_run[run.path][FACTORS.index(1.0)] if run.status == "completed" else 100 * CHANCE
+
     def unlearned(run) -> bool:
-        """Diverged, or below twice chance at the original contrast: such a model answers (nearly) the same
-        whatever the input, invariant by being broken."""
-        return run.status != "completed" or per_run[run.path][FACTORS.index(1.0)] < LEARNED
+        """Diverged (counted at chance), or below twice chance at the original contrast: such a model answers
+        (nearly) the same whatever the input, invariant by being broken."""
+        return at_original(run) < 100 * LEARNED
 
     def spread(run) -> float:
         """Points between the best and the worst contrast factor; a model that did not learn counts as the
         widest spread (100), not as none."""
         accs = per_run[run.path]
         return 100.0 if unlearned(run) else 100 * (max(accs) - min(accs))
-
-    def at_original(run) -> float:
-        return 100 * per_run[run.path][FACTORS.index(1.0)] if run.status == "completed" else 100 * CHANCE
 
     tests = [arm_test("mechanism: accuracy spread across contrast, BN − IN (points)", groups.get("instance", []),
                       groups.get("batch", []), lambda r: -spread(r), MARGIN)]  # fmt: skip
