@@ -80,14 +80,14 @@ CLAIM = Claim(
         'to 0.1. Ba et al. 2016: LN for RNNs, statistics per time step, "RNNs benefit the most" (no MNIST number).'
     ),
     setup=(
-        "`lstm` with 100 hidden units, batch 64, Adam lr 1e-3 (the paper: RMSProp 1e-3), gradient clipping at 1 as "
-        "in the paper, nn.LSTM's uniform init (the paper: orthogonal recurrent weights); norms none (nn.LSTM), "
-        "layer (LN-LSTM), batch (BN-LSTM, γ=0.1), weight (WN on W_x, W_h). quick: "
-        "MNIST read as 28 rows of 28 pixels, 800 steps, evaluated every 100, 5 seeds. cpu: the paper's permuted "
-        "pixel MNIST, shortened to fit this CPU: the image average-pooled to 14x14, read as 196 pixels in a fixed "
-        "random order (one per seed, the same for every norm), 1,200 steps, evaluated every 200, 5 seeds, WN-LSTM "
-        "cut to fit (the paper: 784 pixels, to convergence). full: 784 permuted pixels with the paper's RMSProp "
-        "(momentum 0.9) and init (W_h = I, W_x orthogonal: `model.recurrent_init=identity`), 50 epochs (GPU). "
+        "`lstm` with 100 hidden units, batch 64, lr 1e-3, gradient clipping at 1 as in the paper; norms none "
+        "(nn.LSTM), layer (LN-LSTM), batch (BN-LSTM, γ=0.1), weight (WN on W_x, W_h). quick: MNIST read as 28 "
+        "rows of 28 pixels, Adam and nn.LSTM's uniform init (the paper: RMSProp, W_h = I), 800 steps, evaluated "
+        "every 100, 5 seeds. cpu: the paper's permuted pixel MNIST with its RMSProp (momentum 0.9) and init (W_h "
+        "= I, W_x orthogonal: `model.recurrent_init=identity`), shortened to fit this CPU: the image "
+        "average-pooled to 14x14, read as 196 pixels in a fixed random order (one per seed, the same for every "
+        "norm), 1,200 steps, evaluated every 200, 5 seeds, WN-LSTM cut to fit (the paper: 784 pixels, to "
+        "convergence). full: as cpu, on 784 permuted pixels for 50 epochs (GPU). "
         "For every norm h_0 is primed with Gaussian noise (std 0.1) in training, as the paper does "
         "(`model.h0_noise=0.1`): without it, BN-LSTM's statistics for the first, nearly blank steps have "
         "near-zero variance (on pixel sequences it diverges at step 2; on rows it reached only 67.5 ± 8.3% test "
