@@ -111,7 +111,7 @@ def tune(
         arms.setdefault(arm, cfg)  # the arm's first seed
     first_seed = min(cfg.seed for _, cfg in base)
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
-    start, selected, record = time.perf_counter(), {}, {}
+    start, selected, record, extra_runs = time.perf_counter(), {}, {}, {}
     for arm, cfg in arms.items():
         lrs = ",".join(repr(cfg.lr * m) for m in grid)
         command = [*arm, f"seed={first_seed}", f"lr={lrs}", *rest]
@@ -119,6 +119,7 @@ def tune(
         tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
         runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
         scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
+        extra_runs.update({r.path: r for r in runs if r.config["lr"] != cfg.lr})
         selected[arm] = max(scores, key=scores.get)
         record[" ".join(arm) or "(one arm)"] = {
             "fixed_lr": cfg.lr,
@@ -129,8 +130,13 @@ def tune(
     for arm, lr in selected.items():
         command = [*arm, f"lr={lr!r}", *extra]
         run_sweep(claim, profile, command, jobs, work, record=False)
-        tuned_jobs += [c.to_dict() for _, c in sweep_jobs(experiment, command)]
+        jobs_of_arm = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
+        tuned_jobs += jobs_of_arm
+        runs, _ = matching(load_runs(work / "runs" / experiment), jobs_of_arm)
+        extra_runs.update({r.path: r for r in runs if r.config["lr"] != arms[arm].lr})
     wall = time.perf_counter() - start
+    # a tuning resumed across calls is timed by its runs' own training time too: the call's wall misses earlier calls
+    trained = sum(r.summary.get("wall_s") or 0 for r in extra_runs.values())
     path = work / "runs" / experiment / "tuned.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     if previous.get("arms") == json.loads(json.dumps(record)):  # the same tuning again: keep the time that did it
@@ -153,7 +159,9 @@ def tune(
         edge = " (grid edge)" if r["selected"] in (r["fixed_lr"] * grid[0], r["fixed_lr"] * grid[-1]) else ""
         rows.append(f"| {name} | {r['fixed_lr']:.4g} | {scores} | **{r['selected']:.4g}**{edge} |")
     note = (
-        f"\n**Tuning** ({wall / 60:.1f} min): every arm ran its fixed lr × {', '.join(f'{m:.3g}' for m in grid)} "
+        f"\n**Tuning** ({wall / 60:.1f} min of wall time, the call that finished it; its {len(extra_runs)} runs "
+        f"beyond the fixed-lr ones trained {trained / 60:.1f} min, summed over the runs): every arm ran its fixed lr × "
+        f"{', '.join(f'{m:.3g}' for m in grid)} "
         f"at seed {first_seed}; the lr with the best validation endpoint was run with every seed (the test set "
         "was not read). The fixed-lr report is the profile's own (one directory up).\n\n"
         "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"

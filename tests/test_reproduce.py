@@ -117,6 +117,15 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
     summary = json.loads((tmp_path / "again" / "bn_convergence" / "summary.json").read_text())
     moved = sum(arm["selected"] != arm["fixed_lr"] for arm in record.values())
     assert summary["runs"] == 4 and summary["left_out"] == 4 + moved
+    # the tuning's cost survives a resumed tuning: its runs beyond the fixed-lr ones, their own times summed
+    (fixed_lr,) = {arm["fixed_lr"] for arm in record.values()}  # both arms: the profile's lr
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "bn_convergence").glob("*/summary.json")]
+    beyond = [s["wall_s"] for s in summaries if s["config"]["lr"] != fixed_lr]
+    assert len(beyond) == 4 + moved
+    assert (
+        f"its {4 + moved} runs beyond the fixed-lr ones trained {sum(beyond) / 60:.1f} min"
+        in (report / "tuned" / "README.md").read_text()
+    )
     # the same call again, reports elsewhere (--results): every run is found, and the tuning keeps its own time
     tuned_json = tmp_path / "runs" / "bn_convergence" / "tuned.json"
     before = json.loads(tuned_json.read_text())
