@@ -12,7 +12,7 @@ from normlab.config import DataConfig, ModelConfig, NormConfig
 from normlab.data import build_data
 from normlab.models import MODELS, build_model, compatible_norms
 from normlab.models.lstm import NormLSTM, as_sequence
-from normlab.norms import NORMS
+from normlab.norms import NORMS, recompute_batch_average_
 from normlab.norms.recurrent import SequenceIdentity, StepwiseBatchNorm, build_sequence_norm
 
 from conftest import TINY, assert_native_matches_python, run_cli
@@ -216,6 +216,76 @@ def test_stepwise_batch_norm_keeps_statistics_per_step():
     x5 = torch.randn(8, 4)
     late = (x5 - bn.running_mean[2]) / torch.sqrt(bn.running_var[2] + 1e-5) * gamma + beta
     torch.testing.assert_close(bn(x5, 5), late)  # steps beyond the last kept reuse the last
+
+
+def test_recurrent_bn_batch_average_is_the_plain_average_per_step_on_every_path():
+    """norm.bn_stats=batch_average for BN-LSTM: after recompute_batch_average_ each step's population mean and
+    variance are the plain averages of that step's batch means and unbiased variances (the recurrent BN paper's
+    estimate over the dataset), whether the layer sees every step at once or one at a time, in the full LSTM on
+    its compiled and Python paths too; weights, the caller's random state (h_0 noise) and the mode are untouched,
+    and the layer's momentum is restored."""
+    torch.manual_seed(4)
+    batches = [torch.randn(6, 3, 4) * (i + 1) + i for i in range(4)]
+    expected_mean = torch.stack([b.mean(0) for b in batches]).mean(0)  # (steps, features)
+    expected_var = torch.stack([b.var(0, unbiased=True) for b in batches]).mean(0)
+
+    class AllSteps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = StepwiseBatchNorm(4, steps=3, bn_stats="batch_average")
+
+        def forward(self, x):
+            return self.bn(x)
+
+    class OneStepAtATime(AllSteps):
+        def forward(self, x):
+            return torch.stack([self.bn(x[:, t], t) for t in range(x.shape[1])], 1)
+
+    for model in (AllSteps(), OneStepAtATime()):
+        model.train()
+        model(torch.randn(6, 3, 4) * 50)  # running averages to be replaced
+        model.eval()
+        assert recompute_batch_average_(model, batches) == 4 and not model.training
+        torch.testing.assert_close(model.bn.running_mean, expected_mean)
+        torch.testing.assert_close(model.bn.running_var, expected_var)
+        assert model.bn.momentum == 0.1
+    moving = AllSteps()
+    moving.bn.bn_stats = "moving"
+    assert recompute_batch_average_(moving, batches) == 0
+
+    cfg = ModelConfig(name="lstm", hidden_size=8, sequence="pixel", downsample=4, h0_noise=0.1)
+    images = [torch.randn(5, 1, 28, 28) for _ in range(3)]
+    states = []
+    for use_native in (True, False):
+        torch.manual_seed(0)  # the same weights on both paths
+        net = build_model(cfg, NormConfig(name="batch", bn_stats="batch_average"), (1, 28, 28), 10, seed=0)
+        net.core.use_native = use_native
+        weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k}
+        torch.manual_seed(1)  # the same h_0 noise on both paths
+        rng = torch.get_rng_state()
+        assert recompute_batch_average_(net.eval(), images) == 3
+        assert torch.equal(torch.get_rng_state(), rng)  # h_0 noise drawn inside, not from the caller's stream
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+        states.append({k: v for k, v in net.state_dict().items() if "running" in k})
+    for key, value in states[0].items():
+        torch.testing.assert_close(value, states[1][key])
+
+
+def test_recurrent_bn_running_average_forgets_a_rare_input_that_the_batch_average_keeps():
+    """Why the batch average: a feature that is nonzero in one image of 1,600 (a rarely inked pixel) decays to
+    variance ~0 in the running average, so at eval that input is scaled by ~1/sqrt(eps) = 316; the batch average
+    keeps its variance (its normalized value is then ~40: the input is that rare)."""
+    batches = [torch.zeros(8, 1, 1) for _ in range(200)]
+    batches[20][0] = 1.0
+    outputs = {}
+    for bn_stats in ("moving", "batch_average"):
+        bn = StepwiseBatchNorm(1, steps=1, bn_stats=bn_stats, gain_init=1.0)
+        bn.train()
+        for b in batches:
+            bn(b)
+        recompute_batch_average_(bn, batches)
+        outputs[bn_stats] = bn.eval()(torch.ones(1, 1, 1)).item()
+    assert outputs["moving"] > 250 and outputs["batch_average"] < 50, outputs
 
 
 def test_weight_norm_lstm_reparameterizes_both_matrices():

@@ -157,6 +157,29 @@ def test_internals_reach_the_summary(tmp_path):
     assert FEATURE_KINDS["mlp"] == "1d"
 
 
+def test_batch_average_statistics_change_the_evaluations_not_the_training(tmp_path):
+    """norm.bn_stats=batch_average recomputes BN-LSTM's population statistics before every evaluation without
+    touching the training: the same losses step for step (h_0 noise drawn from the same stream), other
+    evaluations, and the final model's running statistics are the batch average, not the running one."""
+    import torch
+
+    from normlab.runlog import read_checkpoint
+
+    base = ["model=lstm", "model.sequence=pixel", "model.downsample=4", "model.h0_noise=0.1", "norm=batch",
+            "max_steps=6", "eval_every=2"]  # fmt: skip
+    runs = {}
+    for bn_stats in ("moving", "batch_average"):
+        train(compose_config(*base, f"norm.bn_stats={bn_stats}"), tmp_path / bn_stats)
+        runs[bn_stats] = metrics(tmp_path / bn_stats)
+    losses = {k: [r["train_loss"] for r in v if "train_loss" in r] for k, v in runs.items()}
+    assert len(losses["moving"]) == 3 and losses["moving"] == losses["batch_average"]
+    evals = {k: [r["val_loss"] for r in v if "val_loss" in r] for k, v in runs.items()}
+    assert len(evals["moving"]) == 3 and all(a != b for a, b in zip(evals["moving"], evals["batch_average"]))
+    moving, average = (read_checkpoint(tmp_path / k / "last.pt")["model"] for k in runs)
+    assert torch.equal(moving["core.w_h.weight"], average["core.w_h.weight"])
+    assert not torch.equal(moving["core.norm_x.running_var"], average["core.norm_x.running_var"])
+
+
 @pytest.mark.parametrize(
     "optimizer",
     [

@@ -488,11 +488,11 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
             if len(bad):  # every rank sees the same sums, so every rank stops here together
                 status, diverged_at = "diverged", step - since_eval + bad[0].item()
                 break
-            if finished:  # SN with bn_stats=batch_average: recompute BN statistics over training batches
-                batches = (
-                    data.train_batch(order, i, cfg.batch_size, step, shard)[0] for i in range(min(steps_per_epoch, 200))
-                )
-                recompute_batch_average_(model, batches)
+            # norm.bn_stats=batch_average: population statistics recomputed over training batches for every evaluation
+            batches = (
+                data.train_batch(order, i, cfg.batch_size, step, shard)[0] for i in range(min(steps_per_epoch, 200))
+            )
+            recompute_batch_average_(model, batches)
             val_loss, val_acc = evaluate(model, data, dist, "val") if data.val is not None else (None, None)
             test_loss, test_acc = evaluate(model, data, dist, "test")
             if val_acc is not None and (best["val_acc"] is None or val_acc > best["val_acc"]):

@@ -18,7 +18,8 @@ from normlab.norms.weight import MeanOnlyBatchNorm, apply_weight_norm, init_weig
 from normlab.norms.group import GroupNorm, LayerNorm  # layer, group
 from normlab.norms.instance import InstanceNorm  # instance
 from normlab.norms.batch_instance import BatchInstanceNorm  # batch_instance
-from normlab.norms.switchable import SwitchableNorm, recompute_batch_average_  # switchable
+from normlab.norms.switchable import SwitchableNorm  # switchable
+from normlab.norms.population import recompute_batch_average_
 from normlab.norms.swap import swap_norms
 # isort: on
 

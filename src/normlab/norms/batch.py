@@ -10,11 +10,16 @@ from normlab.collectives import batch_moments
 from normlab.norms.registry import register_norm
 
 
-@register_norm("batch", options=("eps", "momentum"), batch_stats=True)
-def batch_norm(num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
-    """Batch statistics in training; running mean and unbiased running variance at eval, as torch does."""
+@register_norm("batch", options=("eps", "momentum", "bn_stats"), batch_stats=True)
+def batch_norm(
+    num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1, bn_stats: str = "moving"
+) -> nn.Module:
+    """Batch statistics in training; running mean and unbiased running variance at eval, as torch does, or with
+    bn_stats="batch_average" their plain average over training batches (`norms.population`)."""
     cls = nn.BatchNorm2d if kind == "2d" else nn.BatchNorm1d
-    return cls(num_features, eps=eps, momentum=momentum)
+    layer = cls(num_features, eps=eps, momentum=momentum)
+    layer.bn_stats = bn_stats
+    return layer
 
 
 @torch.no_grad()
@@ -53,6 +58,7 @@ class SyncedBatchNorm(_BatchNorm):
         """Replace every nn.BatchNorm1d/2d in `module` by a SyncedBatchNorm with the same parameters and buffers."""
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             synced = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            synced.bn_stats = getattr(module, "bn_stats", "moving")
             synced.load_state_dict(module.state_dict())
             return synced.to(module.weight.device)
         for name, child in module.named_children():

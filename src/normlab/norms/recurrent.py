@@ -2,8 +2,8 @@
 
 - `layer`: LN over the F features of each sample (Ba et al. 2016, Sec. 3.1), the same at every step.
 - `batch`: recurrent BN (Cooijmans et al. 2016): batch statistics per time step, running statistics per step
-  for eval (steps beyond the longest kept reuse the last), gain and bias shared over time, gain
-  initialised to 0.1 (Sec. 4).
+  for eval (steps beyond the longest kept reuse the last; with bn_stats="batch_average" the paper's average over
+  training batches, `norms.population`), gain and bias shared over time, gain initialised to 0.1 (Sec. 4).
 `build_sequence_norm` is the factory for this feature kind; the LSTM calls it, never a class by name.
 """
 
@@ -44,9 +44,11 @@ class StepwiseBatchNorm(nn.Module):
         eps: float = 1e-5,
         momentum: float = 0.1,
         gain_init: float = 0.1,
+        bn_stats: str = "moving",
     ):
         super().__init__()
         self.num_features, self.steps, self.eps, self.momentum = num_features, steps, eps, momentum
+        self.bn_stats = bn_stats  # "batch_average": population statistics recomputed (norms.population)
         self.weight = nn.Parameter(torch.full((num_features,), gain_init))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(steps, num_features))
@@ -72,7 +74,10 @@ class StepwiseBatchNorm(nn.Module):
         return self.running_mean[t], self.running_var[t]
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, steps={self.steps}, eps={self.eps}, momentum={self.momentum}"
+        return (
+            f"{self.num_features}, steps={self.steps}, eps={self.eps}, momentum={self.momentum}, "
+            f"bn_stats={self.bn_stats}"
+        )
 
 
 def build_sequence_norm(name: str, num_features: int, steps: int, **options) -> nn.Module:

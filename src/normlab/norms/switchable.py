@@ -7,7 +7,7 @@ is no IN term, so the mixture is of LN and BN only. Forward and backward are wri
 (`SwitchableNormFunction`; see `norms.fused` for why), and on CPU in one process run as compiled C
 (`norms.native`, when a C compiler is there). BN statistics at eval are running averages
 (`bn_stats="moving"`, torch's momentum convention) or, with `bn_stats="batch_average"`, are recomputed over
-training batches after training by `recompute_batch_average_`.
+training batches before each evaluation (`norms.population`).
 """
 
 import torch
@@ -188,31 +188,3 @@ class SwitchableNorm(nn.Module):
             f"{self.num_features}, kind={self.kind}, eps={self.eps}, momentum={self.momentum}, "
             f"bn_stats={self.bn_stats}, variant={self.variant}"
         )
-
-
-@torch.no_grad()
-def recompute_batch_average_(model: nn.Module, batches) -> int:
-    """For SN layers with bn_stats="batch_average": replace the running BN statistics by their plain average
-    over `batches` (an iterable of inputs), computed in training mode without touching the weights; with
-    variant="official", the variance pooled over the batches, mean(var + mean^2) - mean(mean)^2, as the official
-    code finalises it. Returns the number of batches used (0 when no layer asks for it)."""
-    layers = [m for m in model.modules() if isinstance(m, SwitchableNorm) and m.bn_stats == "batch_average"]
-    if not layers:
-        return 0
-    was_training = model.training
-    for m in layers:
-        m.averaged_batches = 0
-    used = 0
-    try:
-        model.train()
-        for x in batches:
-            model(x)
-            used += 1
-        for m in layers:
-            if m.variant == "official":
-                m.running_var.sub_(m.running_mean.square())
-    finally:
-        for m in layers:
-            m.averaged_batches = None
-        model.train(was_training)
-    return used
