@@ -46,7 +46,12 @@ def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[
             f"data.root (or NORMLAB_DATA) to a folder holding torchvision's {name} layout, or run with "
             "data.download=true and a network"
         )
-    return {split: spec.load(root, split) for split in ("train", "test")}
+    arrays = {split: spec.load(root, split) for split in ("train", "test")}
+    for split, size in (("train", spec.train_size), ("test", spec.test_size)):
+        if len(arrays[split][1]) != size:  # a file cut short with a header that agrees, or another dataset's
+            raise DataError(f"{spec.name}'s {split} split under {root} holds {len(arrays[split][1])} images, "
+                            f"not {size}: a truncated or different file; fetch it again")  # fmt: skip
+    return arrays
 
 
 @dataclass

@@ -83,7 +83,7 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-CHECKPOINT_FORMAT = "normlab-checkpoint/1"
+CHECKPOINT_MAGIC = b"normlab-checkpoint/2\n"  # then the payload's SHA-256 in hex, a newline, the payload
 
 
 class DamagedCheckpoint(Exception):
@@ -91,38 +91,75 @@ class DamagedCheckpoint(Exception):
 
 
 def save_checkpoint(path: Path, state: dict, previous: Path | None = None) -> None:
-    """`state` serialized with torch.save, stored with its SHA-256 (so that a truncated or bit-flipped file is
-    found out, not resumed), atomically; the checkpoint it replaces is kept as `previous` where given."""
+    """`state` (tensors and plain values only: it is read back with `weights_only=True`) serialized with
+    torch.save into memory, then written after a header holding its SHA-256, atomically: a truncated or
+    bit-flipped file is found out before anything in it is unpickled. The checkpoint it replaces is kept as
+    `previous` where given. (Serializing in memory first means a full disk surfaces as the OS's ENOSPC from the
+    write itself, not as whatever torch.save's writer makes of it.)"""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = CHECKPOINT_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    atomic_write(path, lambda f: (f.write(header), f.write(payload)), previous)
 
-    def write(f) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        payload = buffer.getvalue()
-        torch.save({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, f)
 
-    atomic_write(path, write, previous)
+def _load_weights_only(source) -> Any:
+    """torch.load restricted to tensors and plain containers (`weights_only=True`): a crafted file cannot run code.
+    NumPy's RNG state (a uint32 array) is admitted for checkpoints saved before it was stored as a tensor."""
+    import numpy as np
+
+    numpy_array = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(numpy_array):
+        return torch.load(source, map_location="cpu", weights_only=True)
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The state a checkpoint holds, after checking its checksum; DamagedCheckpoint says what is wrong. (A
-    checkpoint saved before checksums is a plain state: it is read as it is.)"""
+    """The state a checkpoint holds: the checksum is checked first, then the payload is unpickled with
+    `weights_only=True`, so that neither a damaged nor a crafted file gets further than an error.
+    DamagedCheckpoint says what is wrong. (Checkpoints of the earlier formats, a torch.save record holding the
+    payload and its checksum, or a plain state, are read with the same restriction.)"""
     try:
-        record = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes torch.load raise
-        raise DamagedCheckpoint(f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DamagedCheckpoint(f"unreadable: {e.strerror or type(e).__name__}") from None
+    if raw.startswith(CHECKPOINT_MAGIC):
+        checksum, _, payload = raw[len(CHECKPOINT_MAGIC) :].partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != checksum:
+            raise DamagedCheckpoint("its bytes do not match the checksum saved with them")
+    else:
+        payload = _load_legacy(raw)
+    if isinstance(payload, dict):  # a plain state, saved before checksums
+        state = payload
+    else:
+        try:
+            state = _load_weights_only(io.BytesIO(payload))
+        except Exception as e:  # noqa: BLE001 - checksum right, content refused or unreadable
+            raise DamagedCheckpoint(f"holds more than tensors and plain values ({_first_line(e)})") from None
+    if not isinstance(state, dict) or not state.get("config") or not isinstance(state.get("step"), int):
+        raise DamagedCheckpoint("is not a normlab checkpoint (no config or step)")
+    return state
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _load_legacy(raw: bytes) -> bytes | dict:
+    """A checkpoint of the formats before normlab-checkpoint/2: the payload of a {"format", "sha256", "payload"}
+    record, its checksum checked, or the plain state saved before checksums."""
+    try:
+        record = _load_weights_only(io.BytesIO(raw))
+    except Exception as e:  # noqa: BLE001 - whatever a damaged or crafted file makes torch.load raise
+        raise DamagedCheckpoint(f"unreadable: {_first_line(e)}") from None
     if not isinstance(record, dict):
         raise DamagedCheckpoint(f"holds a {type(record).__name__}, not a checkpoint")
-    if record.get("format") != CHECKPOINT_FORMAT:
-        if "config" in record and "model" in record:
-            return record  # saved before checksums
-        raise DamagedCheckpoint("is not a normlab checkpoint")
-    payload = record.get("payload")
-    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != record.get("sha256"):
-        raise DamagedCheckpoint("its bytes do not match the checksum saved with them")
-    try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - checksum right, content unreadable: a bug, reported the same way
-        raise DamagedCheckpoint(f"unreadable: {type(e).__name__}") from None
+    if record.get("format") == "normlab-checkpoint/1":
+        payload = record.get("payload")
+        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != record.get("sha256"):
+            raise DamagedCheckpoint("its bytes do not match the checksum saved with them")
+        return payload
+    return record
 
 
 def parse_metrics(path: Path) -> tuple[list[dict], int]:

@@ -292,16 +292,30 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: 
     return "fresh", None
 
 
+def rng_state() -> dict:
+    """The three generators' states as tensors and plain values (a checkpoint holds nothing else: it is read
+    back with weights_only=True); NumPy's MT19937 key becomes an int64 tensor."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    numpy = (name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    return {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    name, key, *rest = rng["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.int64).astype(np.uint32), *rest))
+    random.setstate(rng["python"])
+
+
 def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, extra: dict) -> None:
     """A plain-dict checkpoint: everything needed to continue exactly where this step left off."""
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     state = {
         "config": cfg.to_dict(),
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": rng,
+        "rng": rng_state(),
         **extra,
     }
     save_checkpoint(path, state, previous=path.with_name(PREVIOUS))
@@ -418,9 +432,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         step, best = ckpt["step"], ckpt.get("best", best)  # (a val_size=0 run saved before the split)
         train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
         stats.copy_(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        set_rng_state(ckpt["rng"])
     elif cfg.norm.init == "data" and NORMS[cfg.norm.name].weight_norm:
         init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
     if cfg.channels_last:

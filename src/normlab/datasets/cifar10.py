@@ -7,6 +7,26 @@ import numpy as np
 
 from normlab.datasets.registry import DataError, check_labels, register_dataset
 
+# the only globals a CIFAR-10 python batch refers to: NumPy rebuilding its uint8 array
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """pickle restricted to a batch's dict of arrays, lists and strings: any other global (a function a crafted
+    file would call) is refused before it is looked up, so reading a data file never runs code."""
+
+    def find_class(self, module: str, name: str):
+        allowed = ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}, which a CIFAR-10 batch never holds")
+        return allowed
+
+
 FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
@@ -27,7 +47,7 @@ def load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         path = root / "cifar-10-batches-py" / name
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+                batch = BatchUnpickler(f, encoding="latin1").load()
             if not isinstance(batch, dict) or not isinstance(batch.get("data"), np.ndarray):
                 raise TypeError("no 'data' array")
             data, batch_labels = batch["data"], np.asarray(batch["labels"], dtype=np.int64)

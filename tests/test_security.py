@@ -1,0 +1,125 @@
+"""Nothing read from a run dir or a data file runs code: crafted checkpoints (every format normlab has written,
+their checksums made right by the attacker) and a crafted CIFAR-10 batch are refused, and the code they carry
+never runs, from the library, the trainer's resume and the read-only scripts."""
+
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from normlab.runlog import CHECKPOINT_MAGIC, DamagedCheckpoint, read_checkpoint, save_checkpoint
+
+from conftest import DATA_ROOT, ROOT, TINY
+
+RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
+
+
+class Payload:
+    """Unpickling it calls os.system: it touches `marker`, the proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def crafted_state(marker: Path) -> dict:
+    return {"config": {"seed": 0}, "step": 5, "model": {}, "evil": Payload(marker)}
+
+
+def torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def crafted_checkpoints(marker: Path) -> dict[str, bytes]:
+    """A checkpoint of each format normlab reads, each carrying the payload, each checksum correct."""
+    payload = torch_bytes(crafted_state(marker))
+    digest = hashlib.sha256(payload).hexdigest()
+    return {
+        "current format": CHECKPOINT_MAGIC + digest.encode() + b"\n" + payload,
+        "format 1": torch_bytes({"format": "normlab-checkpoint/1", "sha256": digest, "payload": payload}),
+        "plain state": payload,
+        "a bare pickle": pickle.dumps(Payload(marker), protocol=2),
+    }
+
+
+@pytest.mark.parametrize("kind", ["current format", "format 1", "plain state", "a bare pickle"])
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, kind):
+    marker = tmp_path / "ran"
+    path = tmp_path / "last.pt"
+    path.write_bytes(crafted_checkpoints(marker)[kind])
+    with pytest.raises(DamagedCheckpoint):
+        read_checkpoint(path)
+    assert not marker.exists(), "the checkpoint ran code"
+
+
+def test_the_checksum_is_checked_before_anything_is_unpickled(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "last.pt", {"config": {"seed": 0}, "step": 1, "model": {}})
+    data = bytearray((tmp_path / "last.pt").read_bytes())
+    data[-10] ^= 0x01
+    (tmp_path / "last.pt").write_bytes(bytes(data))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled before the checksum was checked"))
+    with pytest.raises(DamagedCheckpoint, match="do not match the checksum"):
+        read_checkpoint(tmp_path / "last.pt")
+
+
+def test_a_checkpoint_without_a_config_is_not_taken_for_the_same_run(tmp_path):
+    save_checkpoint(tmp_path / "last.pt", {"config": {}, "step": 5, "model": {}})
+    with pytest.raises(DamagedCheckpoint, match="not a normlab checkpoint"):
+        read_checkpoint(tmp_path / "last.pt")
+
+
+def test_resuming_and_summarizing_a_run_dir_with_a_crafted_checkpoint_run_no_code(tmp_path, config):
+    from normlab.config import ConfigError
+    from normlab.trainer import train
+
+    marker = tmp_path / "ran"
+    run_dir = tmp_path / "runs" / "crafted"
+    (run_dir / ".hydra").mkdir(parents=True)  # as a killed run leaves it
+    (run_dir / "last.pt").write_bytes(crafted_checkpoints(marker)["current format"])
+    with pytest.raises(ConfigError, match="last.pt is damaged .*no earlier checkpoint is intact"):
+        train(config(*RUN, "max_steps=5"), run_dir)
+    summarized = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert summarized.returncode == 0, summarized.stderr
+    assert "incomplete (damaged last.pt)" in summarized.stdout
+    assert not marker.exists(), "a crafted checkpoint ran code"
+
+
+def test_a_crafted_cifar_batch_is_refused_without_running_its_code(tmp_path):
+    from normlab.config import DataConfig
+    from normlab.data import DataError, load_arrays
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in os.listdir(Path(DATA_ROOT) / "cifar-10-batches-py"):
+        (folder / name).symlink_to(Path(DATA_ROOT) / "cifar-10-batches-py" / name)
+    marker = tmp_path / "ran"
+    (folder / "data_batch_1").unlink()
+    (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Payload(marker), "labels": [0]}))
+    with pytest.raises(DataError, match="data_batch_1 is not a CIFAR-10 python batch .*posix.system"):
+        load_arrays("cifar10", DataConfig(root=str(tmp_path), download=False))
+    assert not marker.exists(), "a data file ran code"
+
+
+def test_a_resumed_run_reads_back_its_own_checkpoint_with_weights_only(tmp_path, config):
+    """The trainer's own checkpoints hold only what weights_only admits (the RNG states included)."""
+    from normlab.trainer import train
+
+    train(config(*TINY, *RUN, "max_steps=5"), tmp_path)
+    state = read_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 5 and set(state["rng"]) == {"torch", "numpy", "python"}
+    raw = (tmp_path / "last.pt").read_bytes()
+    payload = raw[len(CHECKPOINT_MAGIC) + 65 :]
+    assert torch.load(io.BytesIO(payload), weights_only=True)["step"] == 5
