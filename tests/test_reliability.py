@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from normlab.runlog import DiskFull, atomic_write_bytes, save_checkpoint
 
