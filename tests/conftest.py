@@ -61,6 +61,20 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
     )
 
 
+def scalar_points(run_dir: Path) -> list[tuple[str, int, float]]:
+    """Every scalar point the run's event files hold, read from the files themselves (no purge applied), the
+    timing-dependent samples_per_s left out: a killed and resumed run must hold each point once."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    points = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag != "samples_per_s" and value.metadata.plugin_data.plugin_name == "scalars":
+                    points.append((value.tag, event.step, float(value.tensor.float_val[0])))
+    return sorted(points)
+
+
 @pytest.fixture
 def config():
     return compose_config

@@ -48,3 +48,13 @@ def images(n: int = 300, classes: int = 4, seed: int = 0) -> dict:
         r, c = divmod(k, 2)
         x[labels == k, :, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 150
     return {"train": (x[:200], labels[:200]), "test": (x[200:], labels[200:])}
+
+
+def plain_net(num_classes: int) -> nn.Module:
+    """A user's MLP with no norm layer: a norm has nothing to replace in it."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
+def short_head(num_classes: int) -> nn.Module:
+    """A user's net with fewer outputs than the data has classes."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA_ROOT, ROOT, TINY, run_cli
+from conftest import DATA_ROOT, ROOT, TINY, run_cli, scalar_points
 
 
 def run_dirs(cwd):
@@ -214,6 +214,7 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
         return records, {k: summary[k] for k in ("status", "steps", "test_acc", "test_loss", "train_loss")}
 
     assert result(killed) == result(whole)
+    assert scalar_points(run_dirs(killed)[0]) == scalar_points(run_dirs(whole)[0])  # TensorBoard's points, once each
     assert [r["step"] for r in result(killed)[0]] == [250, 500, 750, 1000, 1250, 1500]
 
 

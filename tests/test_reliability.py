@@ -13,7 +13,7 @@ import pytest
 
 from normlab.runlog import DiskFull, atomic_write_bytes, save_checkpoint
 
-from conftest import DATA_ROOT, ROOT, TINY, run_cli
+from conftest import DATA_ROOT, ROOT, TINY, run_cli, scalar_points
 
 RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
 
@@ -236,3 +236,36 @@ def test_eval_every_is_part_of_the_run_dir_so_a_sweep_over_it_never_collides(tmp
     assert result.returncode == 0, result.stderr[-2000:]
     dirs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("summary.json"))
     assert len(dirs) == 4 and len({d.split(",eval_every=")[1] for d in dirs}) == 2
+
+
+def drop_last_checkpoint(run_dir: Path) -> None:
+    """As a process killed just before its last checkpoint: every event of the run written, the checkpoint
+    before it (prev.pt) the newest one."""
+    (run_dir / "summary.json").unlink()
+    (run_dir / "last.pt").unlink()
+
+
+def killed_before_any_checkpoint(run_dir: Path) -> None:
+    """As a process killed before its first checkpoint: events written, nothing to resume from."""
+    for name in ("summary.json", "last.pt", "prev.pt", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def damaged_summary(run_dir: Path) -> None:
+    """A finished run whose summary.json is damaged: re-running it resumes at its last step."""
+    (run_dir / "summary.json").write_text('{"status": "compl')
+
+
+@pytest.mark.parametrize("interruption", [drop_last_checkpoint, killed_before_any_checkpoint, damaged_summary])
+def test_tensorboard_events_are_exact_after_a_kill_resume_or_rerun(tmp_path, config, interruption, capsys):
+    from normlab.trainer import train
+
+    cfg = config(*RUN, "max_steps=20", "eval_every=5", "log_every=1", "checkpoint_every=10")
+    train(cfg, tmp_path / "whole")
+    expected = scalar_points(tmp_path / "whole")
+    assert {step for _, step, _ in expected} == set(range(1, 21))
+    run_dir = tmp_path / "interrupted"
+    train(cfg, run_dir)
+    interruption(run_dir)
+    train(cfg, run_dir)
+    assert scalar_points(run_dir) == expected

@@ -231,6 +231,33 @@ def eval_line(record: dict) -> str:
     return " · ".join(parts)
 
 
+def keep_events_up_to(run_dir: Path, step: int) -> None:
+    """Rewrite the run's TensorBoard event files so that they hold the events of steps <= `step` only (none on a
+    fresh start): what a killed process wrote after its checkpoint is gone from the files themselves, not just
+    hidden by a purge marker, so any reader sees each point once, as from an uninterrupted run. (The trainer
+    flushes the events before every checkpoint, so every point up to it is on disk.)"""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        if step == 0:
+            path.unlink()
+            continue
+        try:
+            records = list(RawEventFileLoader(str(path)).Load())
+        except Exception:  # noqa: BLE001 - a file too damaged to read holds nothing to keep
+            records = []
+        kept = [r for r in records if Event.FromString(r).step <= step]
+        if len(kept) == len(records):
+            continue
+        buffer = io.BytesIO()
+        writer = RecordWriter(buffer)
+        for record in kept:
+            writer.write(record)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
 class RunLog:
     """TensorBoard + metrics.jsonl for one run. On resume from `start_step`, later records are dropped from both."""
 
@@ -246,7 +273,8 @@ class RunLog:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         atomic_write_bytes(run_dir / "train.log", "".join(eval_line(r) + "\n" for r in kept).encode())
         self.records = kept
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if start_step > 0 else None)
+        keep_events_up_to(run_dir, start_step)
+        self.writer = SummaryWriter(log_dir=str(run_dir))
 
     def log_config(self, config: dict) -> None:
         """Once per run: its config in the HPARAMS tab (so a sweep is a sortable table) and the scalar layout."""
@@ -292,6 +320,10 @@ class RunLog:
         for name, param in model.named_parameters():
             if name.endswith(".gate"):
                 self.writer.add_histogram(f"norm/{name[: -len('.gate')]}/gate", param.detach().cpu(), step)
+
+    def flush(self) -> None:
+        """Every event so far on disk (before a checkpoint: a resume from it finds its points there)."""
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

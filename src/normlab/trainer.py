@@ -540,6 +540,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
             every_rank_stats = gather(stats, dist)  # each rank's train statistics since the last evaluation
             if dist.is_main:
+                log.flush()
                 extra = {
                     "world_size": dist.world_size,
                     "best": best,

@@ -32,10 +32,20 @@ def as_arrays(data, where: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise DataError(f"{where}: {split!r} images are {images.dtype}; expected uint8 or float")
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
             raise DataError(f"{where}: {split!r} labels must be class indices 0..K-1 (integers >= 0)")
+        if images.dtype != np.uint8 and not np.isfinite(images).all():
+            first = int(np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))[0])
+            raise DataError(f"{where}: {split!r} image {first} holds NaN or inf; every value must be finite")
         arrays[split] = (images, labels.astype(np.int64))
     if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
         raise DataError(f"{where}: train images {arrays['train'][0].shape[1:]} and test images "
                         f"{arrays['test'][0].shape[1:]} differ in shape")  # fmt: skip
+    classes = int(max(arrays["train"][1].max(), arrays["test"][1].max())) + 1
+    unseen = classes - len(np.unique(arrays["train"][1]))
+    if unseen:  # a stray label (1_000_000 among 0..9) would make a head of a million classes never trained
+        raise DataError(
+            f"{where}: the labels reach {classes - 1}, so the model would have {classes} classes, but "
+            f"{unseen} of them have no training image; labels must be 0..K-1 with every class in 'train'"
+        )
     return arrays
 
 

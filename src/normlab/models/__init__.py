@@ -17,6 +17,7 @@ from normlab.models import mlp, cnn, inception_lite, resnet, convpool, lstm, cus
 from normlab.models.custom import call_factory, check_forward
 from normlab.norms import NORMS, apply_weight_norm, norm_options, swap_norms
 from normlab.norms.recurrent import SEQUENCE_NORMS
+from normlab.norms.swap import slot
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "check_compatible", "compatible_norms", "register_model"]
 
@@ -58,6 +59,7 @@ def build_model(
     else:
         net = module if isinstance(module, nn.Module) else call_factory(module, in_shape, num_classes)
     if not spec.own_norms:
+        check_has_norm_slots(net, norm.name)
         try:
             return swap_norms(net, norm.name, **norm_options(norm))
         except ValueError as e:
@@ -65,6 +67,22 @@ def build_model(
     if NORMS[norm.name].weight_norm:
         apply_weight_norm(net)
     return net
+
+
+def check_has_norm_slots(net: nn.Module, norm: str) -> None:
+    """A norm other than none must find a layer to replace in your model: else norm=<name> would train the very
+    run norm=none does, under another name (weight norms put themselves on the conv and linear layers)."""
+    if norm == "none" or NORMS[norm].weight_norm:
+        return
+    for layer in net.modules():
+        try:
+            if slot(layer) is not None:
+                return
+        except ValueError:
+            return  # a norm layer normlab cannot take: swap_norms names it
+    raise ConfigError(f"norm={norm} is not allowed with this model ({type(net).__name__}): it has no normalization "
+                      "layer for normlab to replace, so the run would be norm=none's; add norm layers (e.g. "
+                      "nn.BatchNorm2d after each conv) where the norm belongs, or run norm=none")  # fmt: skip
 
 
 def compatibility_table() -> str:
@@ -86,7 +104,7 @@ def check_buildable(
     with torch.device("meta"):
         net = build_model(model, norm, in_shape, num_classes, module=module)
         if not MODELS[model.name].own_norms:  # yours: does it run with this norm on this data?
-            check_forward(net, in_shape)
+            check_forward(net, in_shape, num_classes)
 
 
 def check_config(cfg: Config, in_shape: tuple[int, ...], num_classes: int, module=None) -> None:

@@ -27,16 +27,21 @@ def call_factory(factory, in_shape: tuple[int, ...], num_classes: int) -> nn.Mod
     return net
 
 
-def check_forward(net: nn.Module, in_shape: tuple[int, ...]) -> None:
+def check_forward(net: nn.Module, in_shape: tuple[int, ...], num_classes: int) -> None:
     """A training-mode forward of a batch of 2 on the meta device (shapes only, no compute): a norm your model
-    cannot take (e.g. IN on 1x1 maps, features of the wrong size) is refused before any job starts."""
+    cannot take (e.g. IN on 1x1 maps, features of the wrong size), or outputs that are not one logit per class,
+    are refused before any job starts."""
     try:
-        net.train()(torch.empty(2, *in_shape, device="meta"))
+        out = net.train()(torch.empty(2, *in_shape, device="meta"))
     except NotImplementedError:
-        pass  # an op without a meta kernel: nothing can be said before the run
+        return  # an op without a meta kernel: nothing can be said before the run
     except Exception as e:  # noqa: BLE001 - the model cannot run on this data with this norm
         raise ConfigError(f"the model fails on a batch of shape {(2, *in_shape)}: {type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}") from None  # fmt: skip
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, num_classes):
+        raise ConfigError(f"the model gives {shape} for a batch of 2, not (2, {num_classes}): one logit per class of "
+                          "the data; build its head with num_classes (the factory's argument)")  # fmt: skip
 
 
 @register_model("custom", features="any", own_norms=False)

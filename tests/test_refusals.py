@@ -1,0 +1,83 @@
+"""Comparisons that cannot be made are refused before anything is written, in one ConfigError naming the value:
+a norm that would change nothing in your model, data given with a built-in dataset, outputs that are not one
+logit per class, a stray label, non-finite inputs, data files whose sizes are not their format's."""
+
+import pytest
+from factories import blobs, feature_net, plain_net, short_head
+
+import normlab
+from normlab.config import ConfigError
+
+RUN = ["batch_size=20", "max_steps=4", "data.val_size=50", "progress=false"]
+
+
+def refused(tmp_path, match: str, overrides=(), **given) -> None:
+    with pytest.raises(ConfigError, match=match):
+        normlab.train(tmp_path / "run", [*RUN, *overrides], **given)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_norm_that_finds_no_layer_in_your_model_is_refused_and_none_is_not(tmp_path):
+    refused(tmp_path, r"norm=group is not allowed with this model \(Sequential\): it has no normalization layer",
+            ["norm=group"], model=plain_net, data=blobs())  # fmt: skip
+    summary = normlab.train(tmp_path / "none", [*RUN, "norm=none"], model=plain_net, data=blobs())
+    assert summary["status"] == "completed"
+
+
+def test_a_model_whose_outputs_are_not_one_per_class_is_refused(tmp_path):
+    refused(tmp_path, r"the model gives \(2, 2\) for a batch of 2, not \(2, 3\)", ["norm=layer"],
+            model=short_head, data=blobs())  # fmt: skip
+
+
+def test_data_given_with_a_built_in_dataset_is_refused(tmp_path):
+    refused(tmp_path, "data is only taken with dataset=custom, not dataset=mnist", ["dataset=mnist"], data=blobs())
+
+
+def test_a_stray_label_and_non_finite_inputs_are_named(tmp_path):
+    data = blobs()
+    labels = data["train"][1].clone()
+    labels[7] = 1_000_000
+    stray = {**data, "train": (data["train"][0], labels)}
+    refused(tmp_path, "labels reach 1000000, so the model would have 1000001 classes, but 999997 of them have no "
+            "training image", model=feature_net, data=stray)  # fmt: skip
+    for bad in (float("nan"), float("inf")):
+        x = data["test"][0].clone()
+        x[5, 3] = bad
+        refused(
+            tmp_path, "'test' image 5 holds NaN or inf", model=feature_net, data={**data, "test": (x, data["test"][1])}
+        )
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_data_files_with_fewer_images_than_the_format_are_refused(tmp_path, dataset):
+    """A file cut short whose header agrees with what is left (MNIST), or a batch missing images (CIFAR-10)."""
+    import os
+    import pickle
+
+    from normlab.config import DataConfig
+    from normlab.data import DataError, load_arrays
+
+    from conftest import DATA_ROOT
+
+    folder = {"mnist": ("MNIST", "raw"), "cifar10": ("cifar-10-batches-py",)}[dataset]
+    source, target = os.path.join(DATA_ROOT, *folder), tmp_path.joinpath(*folder)
+    target.mkdir(parents=True)
+    for name in os.listdir(source):
+        (target / name).symlink_to(os.path.join(source, name))
+    if dataset == "mnist":
+        for name, dims in (("t10k-images-idx3-ubyte", 3), ("t10k-labels-idx1-ubyte", 1)):
+            raw = (target / name).read_bytes()
+            header = bytearray(raw[: 4 + 4 * dims])
+            header[4:8] = (100).to_bytes(4, "big")
+            per_item = (len(raw) - len(header)) // 10_000
+            (target / name).unlink()
+            (target / name).write_bytes(bytes(header) + raw[len(header) : len(header) + 100 * per_item])
+        words = "mnist's test split under .* holds 100 images, not 10000"
+    else:
+        batch = pickle.loads((target / "data_batch_1").read_bytes(), encoding="latin1")
+        short = {**batch, "data": batch["data"][:100], "labels": batch["labels"][:100]}
+        (target / "data_batch_1").unlink()
+        (target / "data_batch_1").write_bytes(pickle.dumps(short))
+        words = "cifar10's train split under .* holds 40100 images, not 50000"
+    with pytest.raises(DataError, match=words):
+        load_arrays(dataset, DataConfig(root=str(tmp_path), download=False))
