@@ -99,11 +99,15 @@ def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> li
         add(config("instance"), -5)
         gates = {layer: {"gate_mean": 0.9} for layer in LAYERS}
         add(config("batch_instance"), e, "favoured", layers=gates)
-    elif claim == "bn_learning_rate":
+    elif claim == "bn_learning_rate":  # BN x1 3 points above the plain net; BN x5 and x30 `effect` above BN x1
         for act in ("relu", "sigmoid"):
             for mult in (1, 5, 30):
-                add(config("none", lr=0.01 * mult, activation=act), 0, "baseline" if mult == 1 else None)
-                add(config("batch", lr=0.01 * mult, activation=act), e, "favoured" if mult == 5 else None)
+                add(config("none", lr=0.01 * mult, activation=act), 0 if mult == 1 else -e)
+                add(
+                    config("batch", lr=0.01 * mult, activation=act),
+                    3 + (e if mult > 1 else 0),
+                    "baseline" if mult == 1 and act == "relu" else "favoured" if act == "relu" else None,
+                )
     else:
         raise AssertionError(f"no synthetic runs for {claim}: add them here")
     return runs
@@ -236,7 +240,7 @@ def test_the_data_parallel_study_decides_synced_vs_local_bn_by_its_paired_interv
     (decided,) = result["tests"]
     assert decided.outcome == outcome and decided.method == "paired t" and len(decided.favoured) == 5
     assert decided.estimate == pytest.approx(effect, abs=0.5)
-    assert len(result["reported"]) == 5 and result["table"].count("(reported)") == 5
+    assert len(result["reported"]) == 5 and result["table"].count("| reported |") == 5
     assert result["table"].count("| 5/5 |") == len(data_parallel.VARIANTS)
 
 
@@ -255,3 +259,52 @@ def test_the_answers_cite_the_data_parallel_study_by_its_intervals_once_it_has_t
     text = (tmp_path / "README.md").read_text()
     assert "(5 seeds, 4 processes × 4 images vs 1 × 16): 4x4: synced BN − local BN, final test accuracy" in text
     assert "+1.50 [+0.50, +2.50] (holds)" in text and "no answer yet" not in text
+
+
+def learning_rate_runs(tmp_path, quality: dict) -> list[Run]:
+    """bn_learning_rate's 12 arms, each (norm, mult, act) at quality[(norm, mult)] points (relu and sigmoid)."""
+    return [
+        make_run(tmp_path, config(norm, lr=0.01 * mult, activation=act), quality[(norm, mult)], seed)
+        for act in ("relu", "sigmoid")
+        for norm in ("none", "batch")
+        for mult in (1, 5, 30)
+        for seed in SEEDS
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "bn_x5", "bn_x30"),
+    [
+        ("BN at x30 trains worse than BN at x1, better than the plain net (the old test passed it)", 3.0, -2.0),
+        ("BN at x5 trains worse than BN at x1", -2.0, 3.0),
+        ("neither high lr helps BN", 0.0, 0.0),
+    ],
+)
+def test_bn_learning_rate_is_never_reproduced_when_bn_does_not_gain_from_its_own_higher_rates(
+    tmp_path, case, bn_x5, bn_x30
+):
+    quality = {("none", 1): 0.0, ("none", 5): -5.0, ("none", 30): -80.0, ("batch", 1): 3.0,
+               ("batch", 5): 3.0 + bn_x5, ("batch", 30): 3.0 + bn_x30}  # fmt: skip
+    analysis = registry()["bn_learning_rate"].analyze(learning_rate_runs(tmp_path, quality), tmp_path)
+    assert analysis.verdict != "reproduced", case
+    # every BN arm is above the plain net at x1, as in the old test's reading: it would have said reproduced
+    assert all(t.outcome == "holds" for t in analysis.reported)
+
+
+def test_bn_learning_rate_without_a_plain_net_that_learns_is_not_testable(tmp_path):
+    quality = {("none", 1): -80.0, ("none", 5): -80.0, ("none", 30): -80.0, ("batch", 1): 0.0, ("batch", 5): 3.0,
+               ("batch", 30): 3.0}  # fmt: skip
+    analysis = registry()["bn_learning_rate"].analyze(learning_rate_runs(tmp_path, quality), tmp_path)
+    assert analysis.verdict == "not_testable"
+    (failed,) = [p for p in analysis.preconditions if not p.holds]
+    assert failed.value < 20 and failed.required == ">= 20" and analysis.reason.startswith("not testable here")
+
+
+def test_the_secondary_statements_are_shown_but_never_decide(tmp_path):
+    """Without BN the high lr does no harm (the secondary statement false): the primary statement still decides."""
+    quality = {("none", 1): 0.0, ("none", 5): 2.0, ("none", 30): 2.0, ("batch", 1): 3.0, ("batch", 5): 6.0,
+               ("batch", 30): 6.0}  # fmt: skip
+    analysis = registry()["bn_learning_rate"].analyze(learning_rate_runs(tmp_path, quality), tmp_path)
+    secondary = [t for t in analysis.tests if t.statement == "secondary"]
+    assert [t.outcome for t in secondary[:2]] == ["contradicted", "contradicted"]
+    assert analysis.verdict == "reproduced"

@@ -90,3 +90,47 @@ def test_endpoint_averages_the_last_evaluations():
     assert endpoint([0.1, 0.5, 0.9, 0.8, 0.7], k=3) == pytest.approx(0.8)
     assert endpoint([0.5], k=5) == 0.5
     assert math.isnan(endpoint([]))
+
+
+def test_equivalence_holds_inside_the_bounds_is_contradicted_outside_and_unclear_when_noisy():
+    from normlab.protocol import equivalent
+
+    base = [50.0, 52.0, 49.0, 51.0, 50.5]
+    flat = equivalent("flat", [b + d for b, d in zip(base, (0.1, -0.1, 0.2, 0.0, -0.2), strict=True)], base, 1.0)
+    assert flat.outcome == "holds" and -1 < flat.ci95[0] < flat.ci95[1] < 1
+    moved = equivalent("moved", [b + 3 + d for b, d in zip(base, (0.1, -0.1, 0.2, 0, -0.2), strict=True)], base, 1.0)
+    assert moved.outcome == "contradicted"
+    noisy = equivalent("noisy", [b + d for b, d in zip(base, (2.0, -2.5, 1.5, -1.0, 0.5), strict=True)], base, 1.0)
+    assert noisy.outcome == "unclear" and noisy.detectable > 1.0
+    # the interval is the 90% paired t interval (two one-sided tests at 5%)
+    low, high = stats.ttest_rel(noisy.favoured, noisy.baseline).confidence_interval(0.90)
+    assert noisy.ci95 == pytest.approx((low, high))
+
+
+def test_the_detectable_effect_is_the_one_detected_with_80_percent_power():
+    """Simulated paired experiments with the true effect at the stated detectable size: about 80% hold."""
+    rng = np.random.default_rng(0)
+    sd, n = 1.0, 5
+    sample = rng.normal(0, sd, n)
+    quantiles = stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)
+    detectable = compare("d", list(sample), [0.0] * n).detectable  # from the sample's own spread
+    assert detectable == pytest.approx(quantiles * np.std(sample, ddof=1) / np.sqrt(n))
+    expected = quantiles * sd / np.sqrt(n)
+    holds = 0
+    for _ in range(2000):
+        diff = rng.normal(expected, sd, n)
+        holds += compare("x", list(diff), [0.0] * n).outcome == "holds"
+    assert 0.72 < holds / 2000 < 0.88
+
+
+def test_a_failed_precondition_makes_the_verdict_not_testable_and_secondary_tests_never_decide():
+    from normlab.protocol import precondition, verdict
+
+    held = compare("a", [3.0, 3.1, 2.9, 3.2, 2.8], [0.0] * 5)
+    against = compare("b", [-3.0, -3.1, -2.9, -3.2, -2.8], [0.0] * 5)
+    assert verdict([held]) == "reproduced" and verdict([held, against]) == "not_reproduced"
+    assert verdict([held, against.as_secondary()]) == "reproduced"
+    gap = precondition("GN − BN at batch 32 (points)", -13.5, at_least=-2.0, need="a longer schedule")
+    assert not gap.holds and gap.required == ">= -2"
+    assert verdict([held], [gap]) == "not_testable"
+    assert precondition("x", float("nan"), at_least=0).holds is False

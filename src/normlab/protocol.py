@@ -7,6 +7,14 @@ running: the test **holds** if the interval's low end is above the margin, is **
 below it, and is **unclear** otherwise. A claim is **reproduced** if all its tests hold, **not reproduced** if any
 is contradicted, **inconclusive** otherwise.
 
+Where the hypothesis is equality ("flat", "the same"), a test is an **equivalence** test (`equivalent`): two
+one-sided tests against a bound ±δ stated in the claim's code, i.e. the 90% interval inside [−δ, +δ]. Every
+test reports the smallest effect its seeds could detect (`detectable`: 80% power at the 5% level, from the spread
+of the paired differences and the t quantiles), and a claim declares **preconditions** (`Precondition`): the
+conditions under which its tests can speak at all. A failed precondition makes the verdict **not testable
+here**, whatever the tests say. Tests are primary (they decide) or secondary (shown with their own outcome,
+never deciding).
+
 Endpoints are read off whole curves, not one evaluation: the mean of the last k evaluations (`endpoint`), and
 steps-to-target interpolated between evaluations (`steps_to_target`), with runs that never reach the target
 censored explicitly (`compare_steps`).
@@ -16,14 +24,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
 OUTCOMES = ("holds", "contradicted", "unclear")
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
+VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_testable")
+POWER = 0.80  # the power at which a test's `detectable` effect is stated
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,63 @@ class TestResult:
     favoured: list[float]  # per-seed values of the arm the paper favours
     baseline: list[float]
     note: str = ""
+    detectable: float = math.inf  # the smallest true effect beyond the margin these seeds detect with 80% power
+    statement: str = "primary"  # primary: decides the verdict; secondary: shown with its own outcome
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ci95": list(self.ci95)}
+
+    def as_secondary(self) -> TestResult:
+        return replace(self, statement="secondary")
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """A condition under which a claim's tests can speak, computed from the same runs: e.g. GN within 2 points of
+    BN at the largest batch, the baseline learning at all. `need` says what would make it hold."""
+
+    name: str
+    value: float
+    required: str  # e.g. ">= 20", "<= 2"
+    holds: bool
+    need: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def precondition(
+    name: str, value: float, at_least: float | None = None, at_most: float | None = None, need: str = ""
+) -> Precondition:
+    """`value` against its bounds, stated in the claim's code before the runs."""
+    holds = math.isfinite(value)
+    holds = holds and (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
+    bounds = ((">=", at_least), ("<=", at_most))
+    required = " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
+    return Precondition(name, float(value), required, bool(holds), need)
+
+
+def detectable_effect(se: float, df: float, alpha: float = 1 - CONFIDENCE, power: float = POWER) -> float:
+    """The smallest true difference (beyond the margin) that a test with this standard error and degrees of
+    freedom detects with `power` at level `alpha`: (t_{1-alpha/2} + t_{power}) · se."""
+    if not (df >= 1 and math.isfinite(se)):
+        return math.inf
+    df = min(df, 1e9)  # (a zero spread: the normal quantiles)
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def paired_se(diff: np.ndarray) -> tuple[float, float]:
+    """(standard error of the mean difference, degrees of freedom) of paired differences."""
+    return float(np.std(diff, ddof=1) / math.sqrt(len(diff))), len(diff) - 1
+
+
+def welch_se(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(standard error of the difference of means, Welch–Satterthwaite degrees of freedom) of two arms."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    if va + vb == 0:
+        return 0.0, math.inf
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(math.sqrt(va + vb)), float(df)
 
 
 def outcome(low: float, high: float, margin: float) -> str:
@@ -76,7 +139,38 @@ def compare(
         low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
         method = "Welch t"
     low, high = float(low), float(high)
-    return TestResult(name, estimate, (low, high), margin, outcome(low, high, margin), method, a.tolist(), b.tolist())
+    detectable = detectable_effect(*(paired_se(a - b) if paired else welch_se(a, b)))
+    return TestResult(name, estimate, (low, high), margin, outcome(low, high, margin), method, a.tolist(), b.tolist(),
+                      detectable=detectable)  # fmt: skip
+
+
+def equivalent(name: str, first: Sequence[float], second: Sequence[float], delta: float) -> TestResult:
+    """first − second is within ±`delta` (two one-sided tests at 5% each: the 90% paired interval inside
+    [−delta, +delta]): **holds** if it is, **contradicted** if the interval lies wholly outside the bounds,
+    **unclear** otherwise. For hypotheses of equality ("GN's error stays flat"), where a difference test with
+    margin 0 would read "no evidence of a difference" as a finding."""
+    a, b = np.round(np.asarray(first, dtype=float), 9), np.round(np.asarray(second, dtype=float), 9)
+    if len(a) != len(b):
+        raise ValueError(f"{name}: an equivalence test pairs seeds, got {len(a)} and {len(b)} runs")
+    diff = a - b
+    estimate = float(diff.mean()) if len(diff) else math.nan
+    method = "paired TOST (90% interval within ±δ)"
+    if len(diff) < 2 or not np.isfinite(diff).all():
+        return TestResult(name, estimate, (-math.inf, math.inf), delta, "unclear", "no interval: fewer than 2 runs",
+                          a.tolist(), b.tolist())  # fmt: skip
+    if np.ptp(diff) <= 1e-9 * max(1.0, float(np.abs(diff).max())):
+        low = high = float(diff[0])
+    else:
+        low, high = (float(v) for v in stats.ttest_rel(a, b).confidence_interval(1 - 2 * (1 - CONFIDENCE)))
+    if -delta < low and high < delta:
+        result = "holds"
+    elif low > delta or high < -delta:
+        result = "contradicted"
+    else:
+        result = "unclear"
+    detectable = detectable_effect(*paired_se(diff), alpha=2 * (1 - CONFIDENCE))
+    return TestResult(name, estimate, (low, high), delta, result, method, a.tolist(), b.tolist(),
+                      detectable=detectable)  # fmt: skip
 
 
 def compare_steps(
@@ -113,9 +207,12 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return float(v.mean()), float(low), float(high)
 
 
-def verdict(tests: Sequence[TestResult]) -> str:
-    """reproduced if every test holds, not_reproduced if any is contradicted, inconclusive otherwise."""
-    outcomes = [t.outcome for t in tests]
+def verdict(tests: Sequence[TestResult], preconditions: Sequence[Precondition] = ()) -> str:
+    """not_testable if a precondition fails; else, over the primary tests: reproduced if every one holds,
+    not_reproduced if any is contradicted, inconclusive otherwise. Secondary tests never decide."""
+    if any(not p.holds for p in preconditions):
+        return "not_testable"
+    outcomes = [t.outcome for t in tests if t.statement == "primary"]
     if outcomes and all(o == "holds" for o in outcomes):
         return "reproduced"
     if "contradicted" in outcomes:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from normlab import protocol
-from normlab.protocol import TestResult
+from normlab.protocol import Precondition, TestResult
 from normlab.runlog import write_json
 from normlab.runs import load_runs
 
@@ -24,10 +24,11 @@ class Analysis:
     plots: list[str] = field(default_factory=list)  # file names written into the output dir
     notes: str = ""
     reported: list[TestResult] = field(default_factory=list)  # intervals shown beside, not part of the verdict
+    preconditions: list[Precondition] = field(default_factory=list)  # a failed one: "not testable here"
 
     @property
     def verdict(self) -> str:
-        return protocol.verdict(self.tests)
+        return protocol.verdict(self.tests, self.preconditions)
 
 
 def fmt_interval(ci95) -> str:
@@ -47,15 +48,34 @@ def label(summary: dict) -> str:
 
 
 def tests_table(tests: list[TestResult], reported: list[TestResult]) -> str:
-    """The tests as a markdown table: estimate, 95% interval, margin, outcome, method, runs per arm."""
+    """The tests as a markdown table: statement (primary decides), estimate, 95% interval, margin, outcome, the
+    smallest effect the seeds detect, method, runs per arm."""
+
+    def role(t: TestResult) -> str:
+        return "reported" if t not in tests else t.statement
+
     rows = [
-        f"| {t.name} | {t.estimate:+.2f} | {fmt_interval(t.ci95)} | {t.margin:+g} | "
-        f"{t.outcome}{'' if t in tests else ' (reported)'} | {t.method} | {len(t.favoured)} / {len(t.baseline)} |"
+        f"| {t.name} | {role(t)} | {t.estimate:+.2f} | {fmt_interval(t.ci95)} | {t.margin:+g} | {t.outcome} | "
+        f"{t.detectable:.2f} | {t.method} | {len(t.favoured)} / {len(t.baseline)} |"
         for t in [*tests, *reported]
     ]
-    header = "| test (paper's direction: positive) | estimate | 95% interval | margin | outcome | method | runs |"
+    header = (
+        "| test (paper's direction: positive) | statement | estimate | 95% interval | margin | outcome | detectable "
+        "| method | runs |"
+    )
     notes = [f"- {t.name}: {t.note}" for t in [*tests, *reported] if t.note]
-    return "\n".join([header, "|---|---|---|---|---|---|---|", *rows, "", *notes])
+    return "\n".join([header, "|---|---|---|---|---|---|---|---|---|", *rows, "", *notes])
+
+
+def preconditions_table(preconditions: list[Precondition]) -> str:
+    """The conditions under which the tests can speak, each with its value and bound; what would be needed."""
+    if not preconditions:
+        return "No preconditions stated."
+    rows = [
+        f"| {p.name} | {p.value:.2f} | {p.required} | {'holds' if p.holds else '**fails**'} | {p.need or '—'} |"
+        for p in preconditions
+    ]
+    return "\n".join(["| precondition | value | required | | what would be needed |", "|---|---|---|---|---|", *rows])
 
 
 def arms(runs) -> dict[str, list]:
@@ -117,6 +137,32 @@ def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
     return keep, [r for r in runs if r not in keep]
 
 
+def criteria_commit(claim: str, runs_commit: str) -> tuple[str, str]:
+    """The commit that last changed the claim's tests, margins and preconditions (its module or the protocol), and a
+    sentence saying whether they were fixed before the runs were made (the runs' commit contains it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    files = [f"src/normlab/claims/{claim}.py", "src/normlab/protocol.py"]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+    try:
+        commit = git("log", "-1", "--format=%h", "--", *files).stdout.strip()
+        runs = [c for c in runs_commit.split(",") if c and c != "unknown"]
+        before = bool(commit) and bool(runs) and all(git("merge-base", "--is-ancestor", commit, c).returncode == 0
+                                                     for c in runs)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "The commit of the criteria is unknown (no git)."
+    if not commit:
+        return "unknown", "The commit of the criteria is unknown (not in a git checkout)."
+    if before:
+        return commit, f"Criteria (tests, margins, preconditions) last changed at {commit}, before the runs."
+    return commit, (f"Criteria last changed at {commit}, which the runs' commit does not contain: they were "
+                    "changed after the runs, which they now judge.")  # fmt: skip
+
+
 def write_report(
     claim: Claim,
     profile: str,
@@ -160,6 +206,7 @@ def write_report(
         "criterion": claim.criterion,
         "numbers": analysis.numbers,
         "seeds": min((len(rs) for rs in arms(runs).values()), default=0),  # the fewest of any arm
+        "preconditions": [p.to_dict() for p in analysis.preconditions],
         "tests": [t.to_dict() for t in analysis.tests],  # each with the per-seed values it was computed from
         "reported": [t.to_dict() for t in analysis.reported],
         "runs": len(runs),
@@ -170,6 +217,7 @@ def write_report(
         "commit": ",".join(sorted({(r.summary.get("git_commit") or "unknown")[:7] for r in runs})) or "unknown",
         "date": datetime.date.today().isoformat(),
     }
+    summary["criteria_commit"], criteria_note = criteria_commit(claim.name, summary["commit"])
     write_json(out / "summary.json", summary)
     extra = "".join(f" {o}" for o in overrides) + flags  # flags: reproduce.py's own (--tune --grid ...)
     command = f"python scripts/reproduce.py {claim.name} --profile {profile}{extra}"
@@ -190,8 +238,12 @@ def write_report(
 
 Made by `{command}` (it runs `python run.py -m experiment={experiment}` and then
 `python scripts/report.py {claim.name} --profile {profile}`), {len(runs)} runs ({statuses}), {wall_s / 60:.1f} min of
-{time_of}, commit {summary["commit"]}, {summary["date"]}.{others}
+{time_of}, commit {summary["commit"]}, {summary["date"]}.{others} {criteria_note}
 {notes}
+
+## Preconditions
+
+{preconditions_table(analysis.preconditions)}
 
 ## Results
 
@@ -204,10 +256,12 @@ Made by `{command}` (it runs `python run.py -m experiment={experiment}` and then
 {claim.criterion}
 
 The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)): each a difference in the
-paper's direction over seeds, with its 95% interval, against a margin stated before running. A test **holds** if
-the interval's low end is above the margin, is **contradicted** if its high end is below it, **unclear** otherwise;
-the claim is reproduced if all hold, not reproduced if any is contradicted, inconclusive otherwise (the table under
-Results; rows marked *reported* do not decide).
+paper's direction over seeds, with its 95% interval, against a margin stated before running (an equivalence test:
+its 90% interval inside ±δ). A test **holds** if the interval's low end is above the margin, is **contradicted**
+if its high end is below it, **unclear** otherwise; *detectable* is the smallest true effect its seeds detect
+with 80% power. The claim is **not testable here** if a precondition fails; else, over its primary tests, it is
+reproduced if all hold, not reproduced if any is contradicted, inconclusive otherwise (the table under Results;
+secondary and *reported* rows do not decide).
 
 Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
 `{json.dumps(analysis.numbers)}`
