@@ -1,5 +1,7 @@
 """conf/ composes for every group option, and the typed config rejects what it must."""
 
+import re
+
 import pytest
 
 from normlab.cli import config_groups
@@ -74,7 +76,7 @@ def test_model_norm_matrix(model, norm):
         ("model.activation=gelu", "model.activation='gelu' is not allowed"),
         ("norm.momentum=0", "norm.momentum=0.0 is not allowed"),
         ("scheduler=step scheduler.milestones=[2]", "scheduler.milestones=[2.0] is not allowed"),
-        ("+model.dept=3", "unknown config key 'model.dept'"),
+        ("+model.dept=3", "model.dept=3 is not allowed for model=mlp: it does not read it"),
         ("channels_last=sideways", "channels_last='sideways' is not allowed; expected true, false or auto"),
     ],
 )
@@ -103,3 +105,30 @@ def test_channels_last_auto_is_nhwc_for_conv_nets_with_every_norm_but_instance()
     assert compose_config("model=mlp").channels_last is False and compose_config("model=lstm").channels_last is False
     assert compose_config("model=cnn", "channels_last=false").channels_last is False
     assert compose_config("model=cnn", "norm=instance", "channels_last=true").channels_last is True
+
+
+def test_each_models_options_are_the_keys_its_conf_file_lists():
+    """The registry's `options` (what the model reads; any other model.* key is refused) and conf/model/<name>.yaml
+    name the same keys."""
+    import yaml
+
+    from normlab.models import MODELS
+
+    for name, spec in MODELS.items():
+        listed = set(yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())) - {"name"}
+        assert listed == {"_target_" if k == "target" else k for k in spec.options}, name
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+model.h0_noise=0.1", "model.h0_noise=0.1 is not allowed for model=mlp: it does not read it (model=mlp "
+         "reads hidden, activation, init_std, norm_logits)"),
+        ("+model.width=64", "model.width=64 is not allowed for model=mlp"),
+    ],
+)  # fmt: skip
+def test_a_key_the_model_does_not_read_is_refused(override, message):
+    from normlab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compose_config(override)

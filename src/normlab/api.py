@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from normlab.checks import check
+from normlab.checks import check, check_model_keys
 from normlab.cli import one_line, plain_config, register_groups, register_resolvers
 from normlab.config import ConfigError, config_from_dict
 from normlab.trainer import train as train_run
@@ -58,6 +58,8 @@ def train(
         overrides.append("model=custom")
     if data is not None and "dataset" not in given:
         overrides.append("dataset=custom")
-    cfg = config_from_dict(compose(overrides))
+    values = compose(overrides)
+    check_model_keys(values)
+    cfg = config_from_dict(values)
     spec = check(cfg, data, model)
     return train_run(cfg, Path(run_dir), data=spec if data is not None else None, model=model)

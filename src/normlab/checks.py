@@ -19,8 +19,25 @@ def check(cfg: Config, data=None, model=None) -> DatasetSpec:
     return spec
 
 
+def check_model_keys(values: dict[str, Any]) -> None:
+    """Every model.* key given is one the chosen model reads (its registry entry's `options`): a key added for
+    another model (`+model.width=64` on the MLP) would be accepted and silently ignored."""
+    from normlab.config import ConfigError
+    from normlab.models import MODELS
+
+    model = values.get("model")
+    if not isinstance(model, dict) or model.get("name") not in MODELS:
+        return  # a wrong type or name: config_from_dict and the model checks say so
+    name, options = model["name"], MODELS[model["name"]].options
+    for key, value in model.items():
+        if key not in ("name", "_target_", *options):
+            raise ConfigError(f"model.{key}={value} is not allowed for model={name}: it does not read it (model={name} "
+                              f"reads {', '.join(options) or 'no other key'})")  # fmt: skip
+
+
 def load_config(values: dict[str, Any], data=None, model=None) -> Config:
     """A checked Config from a plain (resolved) dict, as Hydra composes it."""
+    check_model_keys(values)
     cfg = config_from_dict(values)
     check(cfg, data, model)
     return cfg

@@ -197,9 +197,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                 message = one_line(e)
                 if "Could not override" in message:
                     key = message.split("'")[1]
-                    message = (
-                        f"unknown config key {key!r}; see `python run.py --cfg job` for the keys (+{key}=... adds one)"
-                    )
+                    message = f"unknown config key {key!r}; `python run.py --cfg job` lists the keys this config has"
                 fail(message + where)
             try:
                 checked.append((job, typed_config(cfg, experiment)))

@@ -220,9 +220,6 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
-# model keys that only one model reads -> (that model, the value every other model must keep)
-ONE_MODEL_KEYS = {"init_std": ("mlp", None), "norm_logits": ("mlp", False), "recurrent_init": ("lstm", "uniform")}
-YAML_WORDS = {None: "null", False: "false"}  # how an error message spells a default
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -285,13 +282,6 @@ def validate(cfg: Config) -> None:
         m.recurrent_init in RECURRENT_INITS,
         f"model.recurrent_init={m.recurrent_init!r} is not allowed; choose from {', '.join(RECURRENT_INITS)}",
     )
-    for key, (model, default) in ONE_MODEL_KEYS.items():
-        value = getattr(m, key)
-        _check(
-            value == default or m.name == model,
-            f"model.{key}={value} is not allowed for model={m.name}; it applies to model={model} "
-            f"(else {YAML_WORDS.get(default, default)})",
-        )
     _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
     _check(
         m.sequence in ("rows", "pixel"),

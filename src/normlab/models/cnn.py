@@ -31,6 +31,6 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn", features="2d")
+@register_model("cnn", features="2d", options=("width", "activation"))
 def build(cfg, norm, in_shape, num_classes, seed):
     return CNN(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

@@ -53,6 +53,6 @@ class ConvPool(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("convpool", features="2d")
+@register_model("convpool", features="2d", options=("width", "activation"))
 def build(cfg, norm, in_shape, num_classes, seed):
     return ConvPool(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

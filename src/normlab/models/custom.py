@@ -44,6 +44,6 @@ def check_forward(net: nn.Module, in_shape: tuple[int, ...], num_classes: int) -
                           "the data; build its head with num_classes (the factory's argument)")  # fmt: skip
 
 
-@register_model("custom", features="any", own_norms=False)
+@register_model("custom", features="any", own_norms=False, options=("target",))
 def build(cfg, norm, in_shape, num_classes, seed):
     return call_factory(import_target(cfg.target, "model._target_"), in_shape, num_classes)

@@ -48,6 +48,6 @@ class InceptionLite(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("inception_lite", features="2d")
+@register_model("inception_lite", features="2d", options=("width", "activation"))
 def build(cfg, norm, in_shape, num_classes, seed):
     return InceptionLite(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

@@ -165,7 +165,9 @@ class LSTMClassifier(nn.Module):
         return self.classifier(self.core(seq))
 
 
-@register_model("lstm", features="seq")
+@register_model(
+    "lstm", features="seq", options=("hidden_size", "sequence", "downsample", "permute", "h0_noise", "recurrent_init")
+)
 def build(cfg, norm, in_shape, num_classes, seed):
     return LSTMClassifier(
         in_shape,

@@ -39,7 +39,7 @@ def gaussian_init_(model: nn.Module, std: float) -> None:
                 nn.init.zeros_(module.bias)
 
 
-@register_model("mlp", features="1d")
+@register_model("mlp", features="1d", options=("hidden", "activation", "init_std", "norm_logits"))
 def build(cfg, norm, in_shape, num_classes, seed):
     model = MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm), cfg.norm_logits)
     if cfg.init_std is not None:

@@ -16,19 +16,20 @@ class ModelSpec:
     build: Callable[..., nn.Module]  # build(cfg: ModelConfig, norm: NormConfig, in_shape, num_classes, seed)
     features: str  # what its norms see: "1d" (N, C), "2d" (N, C, H, W), "seq" (recurrent terms), "any" (custom)
     own_norms: bool = True  # it builds its norm slots from the NormConfig; False: normlab swaps them in (custom)
+    options: tuple[str, ...] = ()  # the model.* keys it reads (conf/model/<name>.yaml lists the same, a test says)
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, features: str, own_norms: bool = True):
+def register_model(name: str, features: str, own_norms: bool = True, options: tuple[str, ...] = ()):
     """Decorator for a builder `build(cfg: ModelConfig, norm: NormConfig, in_shape, num_classes, seed)` that
-    returns the module: `model=<name>` builds it."""
+    returns the module: `model=<name>` builds it. `options`: the model.* keys it reads (any other is refused)."""
 
     def register(build):
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = ModelSpec(build, features, own_norms)
+        MODELS[name] = ModelSpec(build, features, own_norms, tuple(options))
         return build
 
     return register

@@ -51,6 +51,6 @@ class ResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("resnet", features="2d")
+@register_model("resnet", features="2d", options=("depth", "activation"))
 def build(cfg, norm, in_shape, num_classes, seed):
     return ResNet(in_shape, num_classes, cfg.depth, cfg.activation, norm_layer(norm), layer_bias(norm))
