@@ -81,3 +81,41 @@ def test_data_files_with_fewer_images_than_the_format_are_refused(tmp_path, data
         words = "cifar10's train split under .* holds 40100 images, not 50000"
     with pytest.raises(DataError, match=words):
         load_arrays(dataset, DataConfig(root=str(tmp_path), download=False))
+
+
+COMMAND_LINES = [
+    (["~lr"], "~lr is not allowed: every key of normlab's config is needed"),
+    (["~norm"], "~norm is not allowed"),
+    (["lr=0.1", "lr=0.2"], "lr is given twice (lr=0.1 and lr=0.2); give it once"),
+    (["channels_last=true"], "channels_last=true is not allowed with model=mlp: it has no conv layers"),
+    (["amp=true"], "amp=true is not allowed here: bfloat16 autocast runs on CUDA only"),
+    (["norm.sync=true"], "norm.sync=true is not allowed in one process"),
+    (["norm.eps=1e300"], "norm.eps=1e+300 is not allowed; it must be in (0, 1]"),
+    (["lr=1e308", "lr_batch_size=1", "batch_size=100"], "the learning rate used, lr * batch_size / lr_batch_size"),
+    (["model=lstm", "model.downsample=100"], "the model fails on a batch of shape (2, 1, 28, 28): RuntimeError"),
+    (["max_steps=100000000000000000000"], "at most 10,000,000 steps between evaluations"),
+    (["max_steps=1000000000", "eval_every=1000000000"], "at most 10,000,000 steps between evaluations"),
+    (["+model.width=64"], "model.width=64 is not allowed for model=mlp: it does not read it"),
+    (["-m", "model=lstm", "model.downsample=1,100"], "model.downsample=100"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), COMMAND_LINES, ids=[" ".join(a) for a, _ in COMMAND_LINES])
+def test_a_pointless_or_impossible_command_line_is_one_error_line_before_anything_runs(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    """The command line's pre-check (every job of a sweep), in process: exit 2, one `error:` line, nothing made."""
+    import torch
+
+    from normlab.cli import precheck
+
+    from conftest import CONF, TINY
+
+    if "amp=true" in args and torch.cuda.is_available():
+        pytest.skip("amp is allowed where CUDA is")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        precheck([*TINY, *args], CONF)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()

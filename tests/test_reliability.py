@@ -117,7 +117,8 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_leaves_nothing_half_writ
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-def test_ctrl_c_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path, signum):
     args = [*TINY, "max_steps=100000", "eval_every=50", "checkpoint_every=50"]
     env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
@@ -129,7 +130,7 @@ def test_ctrl_c_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path
     deadline = time.time() + 120
     while not list(tmp_path.rglob("last.pt")) and time.time() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -129,6 +130,24 @@ class Config:
         return self.lr if self.lr_batch_size is None else self.lr * self.batch_size / self.lr_batch_size
 
 
+EVALUATIONS = 20  # eval_every=null: about this many evaluations per run, whatever its length
+TRAIN_POINTS_PER_EVAL = 10  # log_every=null: training-curve points between two evaluations
+MAX_EVAL_GAP = 10_000_000  # steps between evaluations at most: the trainer keeps each step's loss until the next
+
+
+def cadences(cfg: Config, total_steps: int) -> tuple[int, int]:
+    """(eval_every, log_every): as configured, or chosen from the run's length so that any run, short or long,
+    draws curves (evaluations of validation and test; the training loss and accuracy in between, on the device
+    already, logged to TensorBoard). A ConfigError where evaluations would be more than MAX_EVAL_GAP steps apart."""
+    eval_every = cfg.eval_every or max(1, -(-total_steps // EVALUATIONS))
+    log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
+    if min(eval_every, total_steps) > MAX_EVAL_GAP:
+        raise ConfigError(f"{total_steps:,} steps with an evaluation every {eval_every:,} are not allowed: at most "
+                          f"{MAX_EVAL_GAP:,} steps between evaluations (each step's loss is kept until the next); "
+                          "set eval_every, or train fewer steps")  # fmt: skip
+    return eval_every, log_every
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check `value` against a field's type (int, float, bool, str, tuples, optionals); ints pass as floats."""
     origin = typing.get_origin(annotation)
@@ -235,6 +254,21 @@ def validate(cfg: Config) -> None:
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is not allowed; it must be >= 1")
     _check(cfg.lr > 0, f"lr={cfg.lr} is not allowed; it must be > 0")
     _check(
+        math.isfinite(cfg.scaled_lr) and cfg.scaled_lr > 0,
+        f"lr={cfg.lr} with batch_size={cfg.batch_size} and lr_batch_size={cfg.lr_batch_size} is not allowed: the "
+        f"learning rate used, lr * batch_size / lr_batch_size = {cfg.scaled_lr:g}, must be finite and > 0",
+    )
+    _check(
+        not cfg.amp or (cfg.device != "cpu" and torch.cuda.is_available()),
+        "amp=true is not allowed here: bfloat16 autocast runs on CUDA only and this run is on the CPU; drop amp",
+    )
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    _check(
+        not cfg.norm.sync or world > 1,
+        "norm.sync=true is not allowed in one process: it syncs BN statistics across the processes of torchrun "
+        "(torchrun --nproc_per_node=N run.py ...); drop it, or launch with torchrun",
+    )
+    _check(
         cfg.lr_batch_size is None or cfg.lr_batch_size >= 1,
         f"lr_batch_size={cfg.lr_batch_size} is not allowed; it must be >= 1 or null (null = lr as given)",
     )
@@ -289,7 +323,8 @@ def validate(cfg: Config) -> None:
     )
 
     n = cfg.norm
-    _check(n.eps > 0, f"norm.eps={n.eps} is not allowed; it must be > 0")
+    _check(0 < n.eps <= 1, f"norm.eps={n.eps} is not allowed; it must be in (0, 1] (a small constant beside the "
+                             "variance: 1e-5 in the papers)")  # fmt: skip
     _check(0 < n.momentum <= 1, f"norm.momentum={n.momentum} is not allowed; it must be in (0, 1]")
     _check(
         n.num_groups is None or n.num_groups >= 2,

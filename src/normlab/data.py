@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normlab.config import Config, ConfigError, DataConfig
+from normlab.config import Config, ConfigError, DataConfig, cadences
 from normlab.datasets import DataError, DatasetSpec, dataset_spec
 
 VAL_SEED = 0  # the validation images are the same for every run seed: a fixed draw, not the run's
@@ -175,6 +175,7 @@ def check_config(cfg: Config, spec: DatasetSpec) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: the training set has only {train_images} "
                           "images")  # fmt: skip
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * (train_images // cfg.batch_size)
+    cadences(cfg, total)
     if cfg.scheduler.warmup_steps >= total:
         raise ConfigError(f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} is not allowed: the run has only "
                           f"{total} steps; warm up for fewer, or train longer")  # fmt: skip

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from normlab.config import RESUMABLE_KEYS, Config, ConfigError
+from normlab.config import RESUMABLE_KEYS, Config, ConfigError, cadences
 from normlab.data import InMemoryData, build_data
 from normlab.datasets import DatasetSpec, dataset_spec
 from normlab.distributed import Dist, env_world, sync_norms
@@ -71,17 +71,6 @@ LEGACY_VALUES = {
 }
 WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
 SINGLE = Dist()  # one process
-EVALUATIONS = 20  # eval_every=null: about this many evaluations per run, whatever its length
-TRAIN_POINTS_PER_EVAL = 10  # log_every=null: training-curve points between two evaluations
-
-
-def cadences(cfg: Config, total_steps: int) -> tuple[int, int]:
-    """(eval_every, log_every): as configured, or chosen from the run's length so that any run, short or long,
-    draws curves (evaluations of validation and test; the training loss and accuracy in between, on the device
-    already, logged to TensorBoard)."""
-    eval_every = cfg.eval_every or max(1, -(-total_steps // EVALUATIONS))
-    log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
-    return eval_every, log_every
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,6 +1,7 @@
 """Architectures, one file each registering its builder (`models.registry`), `build_model`, and the one place
 that says which norm fits which model (`compatible_norms`)."""
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -101,10 +102,10 @@ def check_buildable(
     object (not a factory) cannot be built again: it is checked when the run swaps its norms."""
     if isinstance(module, nn.Module):
         return
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch's notes on meta tensors: the error, if any, is the one line)
         net = build_model(model, norm, in_shape, num_classes, module=module)
-        if not MODELS[model.name].own_norms:  # yours: does it run with this norm on this data?
-            check_forward(net, in_shape, num_classes)
+        check_forward(net, in_shape, num_classes)  # does it run with this norm on this data (e.g. an LSTM's pooling)?
 
 
 def check_config(cfg: Config, in_shape: tuple[int, ...], num_classes: int, module=None) -> None:
@@ -117,6 +118,9 @@ def check_config(cfg: Config, in_shape: tuple[int, ...], num_classes: int, modul
     if MODELS[cfg.model.name].features in ("2d", "seq") and len(in_shape) != 3:
         raise ConfigError(f"model={cfg.model.name} takes (C, H, W) images; dataset={cfg.dataset.name} gives samples "
                           f"of shape {tuple(in_shape)}")  # fmt: skip
+    if cfg.channels_last and MODELS[cfg.model.name].features not in ("2d", "any"):
+        raise ConfigError(f"channels_last=true is not allowed with model={cfg.model.name}: it has no conv layers "
+                          "for the NHWC layout to speed up; drop it (channels_last=auto chooses)")  # fmt: skip
     if cfg.batch_size == 1 and NORMS[norm].batch_stats:
         raise ConfigError(f"batch_size=1 is not allowed with norm={norm}: its batch statistics need >= 2 samples "
                           "per batch (use batch_size >= 2, or a per-sample norm such as group or layer)")  # fmt: skip
