@@ -13,14 +13,13 @@ Runs without a summary.json (killed, or still running) are listed as `incomplete
 import argparse
 import csv
 import io
-import json
 import math
 import signal
 import sys
 from pathlib import Path
 
 from normlab.protocol import mean_interval
-from normlab.runlog import flat_hparams
+from normlab.runlog import flat_hparams, read_json
 from normlab.runs import swept_keys
 
 COLUMNS = ["run", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
@@ -35,9 +34,8 @@ def find_runs(root: Path) -> list[Path]:
 
 def run_row(run_dir: Path, root: Path) -> dict:
     row = {"run": str(run_dir.relative_to(root)) or "."}
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    summary = read_json(run_dir / "summary.json")  # None: missing, damaged or not an object
+    if summary is None or "status" not in summary:
         summary = {"status": "incomplete"}
         if (run_dir / "last.pt").exists():
             from normlab.runlog import DamagedCheckpoint, read_checkpoint
@@ -48,7 +46,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
                 summary["status"] = "incomplete (damaged last.pt)"
     for key in COLUMNS[1:]:
         row[key] = summary.get(key)
-    row["config"] = flat_hparams(summary.get("config", {}))
+    config = summary.get("config")
+    row["config"] = flat_hparams(config if isinstance(config, dict) else {})
     if summary.get("status") == "failed":
         row["status"] = f"failed: {summary.get('error', '')}"[:80]
     return row

@@ -270,3 +270,38 @@ def test_tensorboard_events_are_exact_after_a_kill_resume_or_rerun(tmp_path, con
     interruption(run_dir)
     train(cfg, run_dir)
     assert scalar_points(run_dir) == expected
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["summary is a number", "summary lacks its status", "summary's config is empty", "last.pt is a directory",
+     "metrics.jsonl is a directory"],
+)  # fmt: skip
+def test_a_damaged_run_dir_is_resumed_or_refused_in_one_line_and_overwrite_clears_it(tmp_path, config, damage):
+    import json
+
+    from normlab.config import ConfigError
+    from normlab.trainer import train
+
+    cfg = config(*RUN, "max_steps=10")
+    done = train(cfg, tmp_path)
+    summary = tmp_path / "summary.json"
+    if damage == "summary is a number":
+        summary.write_text("5")
+    elif damage == "summary lacks its status":
+        summary.write_text(json.dumps({k: v for k, v in json.loads(summary.read_text()).items() if k != "status"}))
+    elif damage == "summary's config is empty":
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "config": {}}))
+    if damage.startswith("summary"):  # a read-only tool over the damaged dir: a row, not a traceback
+        summarized = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path)],
+                                    capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert summarized.returncode == 0 and "incomplete" in summarized.stdout, summarized.stderr
+    else:
+        name = damage.split()[0]
+        (tmp_path / name).unlink()
+        (tmp_path / name).mkdir()
+        with pytest.raises(ConfigError, match=f"{name} is not a file .*use overwrite=true"):
+            train(cfg, tmp_path)
+        cfg = config(*RUN, "max_steps=10", "overwrite=true")
+    again = train(cfg, tmp_path)  # resumed from the final checkpoint, or started over
+    assert again["status"] == "completed" and again["test_acc"] == done["test_acc"]

@@ -77,10 +77,12 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`; None where it is missing, unreadable, damaged or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 CHECKPOINT_MAGIC = b"normlab-checkpoint/2\n"  # then the payload's SHA-256 in hex, a newline, the payload

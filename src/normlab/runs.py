@@ -4,7 +4,6 @@ for the protocol (normlab.protocol)."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from normlab import protocol
 from normlab.config import RESUMABLE_KEYS
-from normlab.runlog import flat_hparams, read_metrics
+from normlab.runlog import flat_hparams, read_json, read_metrics
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
 # what never makes two runs different arms: the seed, what a resumed run may change, where the data lives
@@ -118,8 +117,8 @@ def load_runs(root: Path) -> list[Run]:
     """Every run under `root` that has a summary.json with a config (failed runs without one are skipped)."""
     runs = []
     for summary_path in sorted(root.rglob("summary.json")):
-        summary = json.loads(summary_path.read_text())
-        if "config" in summary:
+        summary = read_json(summary_path)  # None: damaged, or not an object
+        if summary is not None and isinstance(summary.get("config"), dict) and "status" in summary:
             runs.append(Run(summary_path.parent, summary, read_metrics(summary_path.parent / "metrics.jsonl")))
     return runs
 

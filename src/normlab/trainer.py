@@ -53,6 +53,7 @@ from normlab.runlog import (
 CHECKPOINT = "last.pt"
 PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if last.pt is damaged
 SUMMARY = "summary.json"
+RUN_FILES = (CHECKPOINT, PREVIOUS, SUMMARY, "metrics.jsonl", "train.log")  # what a run writes beside its events
 # keys added to normlab since runs were first saved, with the value that describes a run saved before them
 LEGACY_VALUES = {
     "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
@@ -259,16 +260,19 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: 
     holding another config's run is a ConfigError, never silently mixed."""
     if cfg.overwrite and not clear:  # another rank cleared it already
         return "fresh", None
+    run_files = [run_dir / name for name in RUN_FILES] + sorted(run_dir.glob("events.out.tfevents.*"))
     if cfg.overwrite:
-        for name in (CHECKPOINT, PREVIOUS, SUMMARY, "metrics.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-        for event_file in run_dir.glob("events.out.tfevents.*"):
-            event_file.unlink()
+        for path in run_files:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
         return "fresh", None
+    for path in run_files:
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path} is not a file (a directory?); move it away, or use overwrite=true to start the "
+                              "run over")  # fmt: skip
     summary = read_json(run_dir / SUMMARY)
-    if summary is not None and "config" in summary:
+    if isinstance(summary, dict) and isinstance(summary.get("config"), dict) and summary["config"]:
         check_same_run(summary["config"], cfg, run_dir)
-        if summary["status"] in ("completed", "diverged"):
+        if summary.get("status") in ("completed", "diverged"):
             check_world_size(summary, world_size, run_dir)
             return "skip", summary  # no need to load the checkpoint
     ckpt = newest_intact_checkpoint(run_dir, speak=clear)
