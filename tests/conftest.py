@@ -47,8 +47,17 @@ def compose_config(*overrides: str):
     return load_config(compose([*TINY, *overrides]))
 
 
+def last_wins(args) -> list[str]:
+    """The command line with each key once, the last value kept (a test adds its own value to TINY's; normlab
+    refuses a key given twice with two values)."""
+    keys = [a.split("=", 1)[0] if "=" in a and not a.startswith("-") else None for a in args]
+    return [a for i, (a, k) in enumerate(zip(args, keys, strict=True)) if k is None or k not in keys[i + 1 :]]
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python run.py ARGS` in `cwd` (so runs/ lands there), with the test data root (and `env` added)."""
+    """`python run.py ARGS` in `cwd` (so runs/ lands there), with the test data root (and `env` added); a key
+    given twice keeps its last value, as Hydra would (`last_wins`)."""
+    args = last_wins(args)
     env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],

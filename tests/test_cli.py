@@ -131,8 +131,8 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, message):
-    base = [a for a in TINY if not any(a.startswith(b.split("=")[0] + "=") for b in args)]
-    result = run_cli(*base, "max_steps=3", *args, cwd=tmp_path)
+    base = [a for a in [*TINY, "max_steps=3"] if not any(a.startswith(b.split("=")[0] + "=") for b in args)]
+    result = run_cli(*base, *args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

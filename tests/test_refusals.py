@@ -114,8 +114,52 @@ def test_a_pointless_or_impossible_command_line_is_one_error_line_before_anythin
     if "amp=true" in args and torch.cuda.is_available():
         pytest.skip("amp is allowed where CUDA is")
     monkeypatch.chdir(tmp_path)
+    keys = {a.split("=")[0] for a in args}
     with pytest.raises(SystemExit) as exit_:
-        precheck([*TINY, *args], CONF)
+        precheck([*(t for t in TINY if t.split("=")[0] not in keys), *args], CONF)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+SWEEPS = [
+    (["-m", "progress=true,false"], "the sweep runs progress=True and progress=False: the same run"),
+    (["-m", "lr=0.1,0.10"], "the sweep runs"),
+    (["-m", "checkpoint_every=100,500"], "checkpoint_every=100 and checkpoint_every=500: the same run"),
+    (["--config-name=config", "-m", "lr=0.1,-1"], "lr=-1.0 is not allowed"),
+    (["-cn", "config", "lr=-1"], "lr=-1.0 is not allowed"),
+    # every job of a large sweep is checked, the 2,101st too
+    (["-m", "seed=range(0,2100)", "batch_size=32,100000"], "batch_size=100000 is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), SWEEPS, ids=[" ".join(a) for a, _ in SWEEPS])
+def test_a_sweep_is_validated_whole_however_it_is_launched(tmp_path, monkeypatch, capsys, args, message):
+    from normlab.cli import precheck
+
+    from conftest import CONF, TINY
+
+    monkeypatch.chdir(tmp_path)
+    keys = {a.split("=")[0] for a in args}
+    with pytest.raises(SystemExit) as exit_:
+        precheck([*(t for t in TINY if t.split("=")[0] not in keys), *args], CONF)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_large_sweep_composes_once_per_choice_of_config_groups(monkeypatch):
+    """2,000 jobs over seeds and lrs: Hydra composes once per norm, each job's values are set on a copy, and
+    the result is the config Hydra itself composes."""
+    import hydra
+
+    from normlab.cli import precheck
+
+    from conftest import CONF, TINY, compose_config
+
+    calls = []
+    real = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **k: (calls.append(k.get("overrides")), real(*a, **k))[1])
+    jobs = precheck([*TINY, "-m", "norm=batch,group", "seed=range(0,500)", "lr=0.1,0.2"], CONF)
+    assert len(jobs) == 2000 and len(calls) <= 3  # the sweeper params' composition, then one per norm
+    job, cfg = jobs[-1]
+    assert cfg == compose_config(*job)

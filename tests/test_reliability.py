@@ -13,7 +13,7 @@ import pytest
 
 from normlab.runlog import DiskFull, atomic_write_bytes, save_checkpoint
 
-from conftest import DATA_ROOT, ROOT, TINY, run_cli, scalar_points
+from conftest import DATA_ROOT, ROOT, TINY, last_wins, run_cli, scalar_points
 
 RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
 
@@ -30,7 +30,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 def test_a_second_process_on_a_locked_run_dir_is_refused_and_a_killed_owner_never_blocks(tmp_path):
     """Two launches of the same command at once: the second gets one error line, exit 2, and touches nothing;
     the first, SIGKILLed, leaves no lock behind."""
-    args = [*TINY, *RUN, "max_steps=100000", "progress=false"]
+    args = last_wins([*TINY, *RUN, "max_steps=100000", "progress=false"])
     env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
     owner = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,

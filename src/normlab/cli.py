@@ -8,6 +8,7 @@ so a typo fails in a second instead of after the first jobs of a sweep.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 import time
@@ -17,8 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from normlab.checks import load_config
 from normlab.config import Config, ConfigError
-
-MAX_PRECHECK_JOBS = 2000
 
 
 def register_resolvers() -> None:
@@ -137,24 +136,79 @@ def check_writable(overrides) -> None:
             fail(f"cannot write run directories under {path}: {ancestor} is not a writable directory")
 
 
+# Hydra's flags that print something instead of running jobs; every other command is validated whole
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+VALUE_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--package", "-p")
+
+
+def split_flags(argv: list[str], conf_dir: Path) -> tuple[list[str], str, Path, bool] | None:
+    """(overrides, config name, config dir, sweeping) of a command line; None for one that only prints (--help,
+    --cfg, ...). `--config-name` and `--config-path` are honoured, so that no flag switches the check off."""
+    args, name, sweeping, i = [], "config", False, 0
+    if any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
+        return None
+    while i < len(argv):
+        flag, _, value = argv[i].partition("=")
+        if flag in VALUE_FLAGS:
+            if not value and i + 1 < len(argv):
+                i, value = i + 1, argv[i + 1]
+            if flag in ("--config-name", "-cn"):
+                name = value
+            elif flag in ("--config-path", "-cp"):
+                conf_dir = Path(value) if Path(value).is_absolute() else conf_dir.parent / value
+        elif argv[i] in ("-m", "--multirun"):
+            sweeping = True
+        elif not argv[i].startswith("-"):
+            args.append(argv[i])
+        i += 1
+    return args, name, conf_dir, sweeping
+
+
+def job_config(job: tuple[str, ...], groups: dict, name: str, cache: dict) -> DictConfig:
+    """The composed config of one job. Hydra composes once per combination of config-group choices (and + / ~
+    overrides); plain `key=value` overrides are set on a copy of it, as Hydra would set them last: a sweep of
+    thousands of seeds or learning rates composes once, not thousands of times."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    def structural(item: str) -> bool:
+        return item[0] in "+~" or item.split("=", 1)[0] in groups
+
+    base = tuple(j for j in job if structural(j))
+    if base not in cache:
+        cache[base] = compose(config_name=name, overrides=list(base))
+    cfg = cache[base].copy()
+    parser = OverridesParser.create()
+    for item in job:
+        if not structural(item):
+            (o,) = parser.parse_overrides([item])
+            if OmegaConf.select(cfg, o.key_or_group, default=KeyError) is KeyError:  # not a key: Hydra says so
+                return compose(config_name=name, overrides=list(job))
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False)
+    return cfg
+
+
 def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Config]]:
-    """Compose and validate every job the command line asks for; exit 2 with one line at the first bad one.
-    Returns each job's overrides and typed config (what the reports match runs against)."""
-    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
-        return []  # Hydra's own flags (--help, --cfg, ...): let Hydra handle the command
+    """Compose and validate every job the command line asks for, however it is launched; exit 2 with one line at
+    the first bad one, or where two jobs would be the same run (one run dir written by two processes). Returns
+    each job's overrides and typed config (what the reports match runs against)."""
+    split = split_flags(argv, conf_dir)
+    if split is None:
+        return []  # --help, --cfg, ...: Hydra prints, runs nothing
+    args, config_name, conf_dir, sweeping = split
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from normlab.trainer import comparable
+
     register_resolvers()
     register_groups(conf_dir)
-    args = [a for a in argv if not a.startswith("-")]
     try:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception as e:  # noqa: BLE001 - Hydra's parse errors are user input errors
         fail(f"cannot parse the command line: {one_line(e)}")
     check_writable(overrides)
-    sweeping = "-m" in argv or "--multirun" in argv
     for o in overrides:
         if o.is_sweep_override() and not sweeping and not o.key_or_group.startswith("hydra"):
             fail(f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
@@ -167,7 +221,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
         if o.is_delete():
             fail(f"{o.input_line} is not allowed: every key of normlab's config is needed (give {key} a value "
                  "instead)")  # fmt: skip
-        if key in given:
+        if key in given and given[key] != o.input_line:  # Hydra would take the last one, silently
             fail(f"{key} is given twice ({given[key]} and {o.input_line}); give it once")
         given[key] = o.input_line
     groups = config_groups(conf_dir)
@@ -185,25 +239,25 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
         choices.append([f"{prefix}{key}={v}" for v in values] if values else [f"{prefix}{key}"])
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        if "-m" in argv or "--multirun" in argv:  # sweeps an experiment config declares (hydra.sweeper.params)
+        if sweeping:  # sweeps an experiment config declares (hydra.sweeper.params)
             first = [c[0] for c in choices]
             try:
-                params = compose(config_name="config", overrides=first, return_hydra_config=True).hydra.sweeper.params
+                composed = compose(config_name=config_name, overrides=first, return_hydra_config=True)
             except Exception as e:  # noqa: BLE001 - composition errors are user input errors
                 fail(one_line(e))
             given = {o.key_or_group for o in overrides}
-            for key, value in (params or {}).items():
+            for key, value in (composed.hydra.sweeper.params or {}).items():
                 if key not in given:
                     (o,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
                     if _values(o) is not None:
                         choices.append([f"{key}={v}" for v in _values(o)])
-        jobs = list(itertools.islice(itertools.product(*choices), MAX_PRECHECK_JOBS))
-        checked = []
+        jobs = list(itertools.product(*choices))
+        checked, runs, cache = [], {}, {}
         for job in jobs:
             experiment = next((j.split("=", 1)[1] for j in job if j.startswith("experiment=")), "default")
             where = f" (in the job {' '.join(job)})" if len(jobs) > 1 else ""
             try:
-                cfg = compose(config_name="config", overrides=list(job))
+                cfg = job_config(job, groups, config_name, cache)
             except Exception as e:  # noqa: BLE001 - composition errors are user input errors
                 message = one_line(e)
                 if "Could not override" in message:
@@ -211,9 +265,17 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                     message = f"unknown config key {key!r}; `python run.py --cfg job` lists the keys this config has"
                 fail(message + where)
             try:
-                checked.append((job, typed_config(cfg, experiment)))
+                typed = typed_config(cfg, experiment)
             except ConfigError as e:
                 fail(f"{e}{where}")
+            run = json.dumps(comparable(typed.to_dict()), sort_keys=True)
+            if run in runs:
+                first, second = ([j for j in a if j not in b] for a, b in ((runs[run], job), (job, runs[run])))
+                what = f"{' '.join(first)} and {' '.join(second)}" if first else f"{' '.join(job)} twice"
+                fail(f"the sweep runs {what}: the same run (they differ only in keys that do not change a run, or in "
+                     "how a value is written), which would write one run dir; give each value once")  # fmt: skip
+            runs[run] = job
+            checked.append((job, typed))
     GlobalHydra.instance().clear()
     return checked
 

@@ -1,6 +1,7 @@
 """Architectures, one file each registering its builder (`models.registry`), `build_model`, and the one place
 that says which norm fits which model (`compatible_norms`)."""
 
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -102,6 +103,17 @@ def check_buildable(
     object (not a factory) cannot be built again: it is checked when the run swaps its norms."""
     if isinstance(module, nn.Module):
         return
+    if module is None:  # the same model and norm in every job of a sweep over seeds or lrs: built once
+        return _check_registered_build(model, norm, tuple(in_shape), num_classes)
+    _build_on_meta(model, norm, in_shape, num_classes, module)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_registered_build(model: ModelConfig, norm: NormConfig, in_shape: tuple[int, ...], num_classes: int):
+    _build_on_meta(model, norm, in_shape, num_classes, None)
+
+
+def _build_on_meta(model, norm, in_shape, num_classes, module) -> None:
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (torch's notes on meta tensors: the error, if any, is the one line)
         net = build_model(model, norm, in_shape, num_classes, module=module)
