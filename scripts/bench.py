@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.argtypes import positive_int
 from normlab.claims import reference_summary
 from normlab.claims.plots import new_figure, save
 from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig
@@ -432,7 +433,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=PARTS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from normlab import protocol
+from normlab.argtypes import existing_dir, output_file
 from normlab.claims.plots import new_figure, save
 from normlab.runlog import flat_hparams
 from normlab.runs import load_runs, paired, swept_keys
@@ -90,10 +91,10 @@ def plot(numbers: dict, by: list[str], method: str, out: Path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="a runs/ or sweep directory")
+    parser.add_argument("root", type=existing_dir, help="a runs/ or sweep directory")
     parser.add_argument("--method", default="norm.name", help="the config key whose values are ranked")
     parser.add_argument("--by", nargs="*", help="keys to compare within (default: every other swept key)")
-    parser.add_argument("--out", type=Path, help="write the plot here (accuracy vs the first --by key)")
+    parser.add_argument("--out", type=output_file, help="write the plot here (accuracy vs the first --by key)")
     args = parser.parse_args(argv)
     runs = [r for r in load_runs(args.root) if r.status in ("completed", "diverged")]
     if not runs:

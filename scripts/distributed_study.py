@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from normlab.argtypes import existing_dir
 from normlab.claims.base import fmt_test
 from normlab.claims.data_parallel import MARGIN, VARIANTS, analyze
 from normlab.claims.plots import curves
@@ -118,7 +119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
     parser.add_argument("--seeds", default=SEEDS, help=f"comma-separated seeds (default {SEEDS}, the protocol's)")
-    parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ go (default: the repo)")
+    parser.add_argument("--workdir", type=existing_dir, default=ROOT, help="where runs/ go (default: the repo)")
     parser.add_argument("--results", type=Path, help="where the report goes (default: <workdir>/results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. max_steps=100")
     args = parser.parse_intermixed_args()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from normlab.argtypes import positive_int
 from normlab.config import ModelConfig, NormConfig
 from normlab.datasets import DATASETS
 from normlab.models import MODELS, build_model, compatibility_table
@@ -73,8 +74,8 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per model and dataset")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed training steps per model and dataset")
     parser.add_argument("--readme", action="store_true", help="write the tables into README.md")
     args = parser.parse_args()
     matrix = compatibility_table()

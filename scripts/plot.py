@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from normlab.argtypes import existing_dir, output_file
 from normlab.claims.plots import curves
 from normlab.runs import load_runs, swept_keys
 
@@ -28,12 +29,12 @@ def lookup(config: dict, dotted: str):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="a runs/ or sweep directory")
+    parser.add_argument("root", type=existing_dir, help="a runs/ or sweep directory")
     parser.add_argument("--group", default=None, help="dotted config keys to group by, comma-separated "
                         "(default: every key the runs differ in but the seed)")  # fmt: skip
     parser.add_argument("--metric", default="test_acc", help="a metrics.jsonl key (test_acc, train_loss, ...)")
     parser.add_argument("--filter", action="append", default=[], help="KEY=VALUE on the config, repeatable")
-    parser.add_argument("--out", type=Path, default=Path("plot.png"))
+    parser.add_argument("--out", type=output_file, default=Path("plot.png"))
     args = parser.parse_args(argv)
     runs = load_runs(args.root)
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from normlab.argtypes import existing_dir, positive_int
 from normlab.claims import PROFILES, experiment_name, registry, write_index, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,12 @@ def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, .
     return precheck(["-m", f"experiment={experiment}", *overrides], ROOT / "conf")
 
 
+def sweeps_lr(claim: str, profile: str, extra: list[str]) -> bool:
+    """Whether the claim's sweep varies the learning rate itself (bn_learning_rate): tuning it means nothing."""
+    jobs = sweep_jobs(experiment_name(claim, profile), extra)
+    return any(o.startswith("lr=") and o not in extra for job, _ in jobs for o in job)
+
+
 def tune(
     claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path, grid: tuple[float, ...]
 ) -> tuple[list[dict], str]:
@@ -103,8 +110,6 @@ def tune(
 
     experiment = experiment_name(claim, profile)
     base = sweep_jobs(experiment, extra)
-    if any(o.startswith("lr=") and o not in extra for job, _ in base for o in job):  # the sweep varies lr itself
-        raise SystemExit(f"error: {claim} sweeps the learning rate itself; --tune is for claims that do not")
     arms: dict[tuple[str, ...], object] = {}
     for job, cfg in base:
         arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=")))
@@ -177,15 +182,22 @@ def main(argv=None) -> int:
     parser.add_argument("claim", choices=[*claims, "all"])
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--report-only", action="store_true", help="skip the sweeps, rebuild the reports")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)"
+    )
     parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (--grid)")
     parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
                         help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
-    parser.add_argument("--workdir", type=Path, default=ROOT, help="where runs/ and results/ go (default: the repo)")
+    parser.add_argument(
+        "--workdir", type=existing_dir, default=ROOT, help="where runs/ and results/ go (default: the repo)"
+    )
     parser.add_argument("--results", type=Path, help="where the reports go (default: <workdir>/results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweeps, e.g. device=cuda")
     args = parser.parse_intermixed_args(argv)
     names = list(claims) if args.claim == "all" else [args.claim]
+    fixed_lr = {name for name in names if args.tune and sweeps_lr(name, args.profile, args.overrides)}
+    if fixed_lr and args.claim != "all":  # refused before any sweep starts
+        parser.error(f"--tune is not allowed for {args.claim}: it sweeps the learning rate itself")
     failed = []
     work = args.workdir.resolve()
     for name in names:
@@ -198,7 +210,7 @@ def main(argv=None) -> int:
         report += ["--runs", str(work / "runs"), "--results", str(results), *args.overrides]
         if subprocess.run(report, cwd=work).returncode != 0:
             failed.append(name)  # the runs are kept: fix the report, then --report-only
-        if args.tune:
+        if args.tune and name not in fixed_lr:  # (`all --tune` tunes the claims that do not sweep the lr)
             jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid)
             summary = write_report(claims[name], args.profile, work / "runs", results, jobs, tuple(args.overrides),
                                    variant="tuned", notes=note, flags=tune_flags(args.grid))  # fmt: skip

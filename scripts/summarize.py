@@ -18,6 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
+from normlab.argtypes import existing_dir
 from normlab.protocol import mean_interval
 from normlab.runlog import flat_hparams, read_json
 from normlab.runs import swept_keys
@@ -108,7 +109,7 @@ def by_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="a runs/ or sweep directory")
+    parser.add_argument("root", type=existing_dir, help="a runs/ or sweep directory")
     parser.add_argument("--sort", default=None, help="column to sort by (default: run, or the swept keys)")
     parser.add_argument("--reverse", action="store_true", help="sort descending")
     group = parser.add_mutually_exclusive_group()

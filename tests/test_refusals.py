@@ -163,3 +163,28 @@ def test_a_large_sweep_composes_once_per_choice_of_config_groups(monkeypatch):
     assert len(jobs) == 2000 and len(calls) <= 3  # the sweeper params' composition, then one per norm
     job, cfg = jobs[-1]
     assert cfg == compose_config(*job)
+
+
+SCRIPT_FLAGS = [
+    (["reproduce.py", "bn_convergence", "--jobs", "0"], "argument --jobs: 0 is not allowed; it must be >= 1"),
+    (["reproduce.py", "bn_convergence", "--workdir", "/nonexistent/normlab"], "argument --workdir: /nonexistent"),
+    (["reproduce.py", "bn_learning_rate", "--tune"], "--tune is not allowed for bn_learning_rate: it sweeps the"),
+    (["compare.py", ".", "--out", "/nonexistent/normlab/plot.png"], "its folder /nonexistent/normlab does not exist"),
+    (["plot.py", "/nonexistent/normlab"], "argument root: /nonexistent/normlab is not allowed: no such folder"),
+    (["summarize.py", "/nonexistent/normlab"], "no such folder"),
+    (["bench.py", "--repeats", "0"], "argument --repeats: 0 is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), SCRIPT_FLAGS, ids=[" ".join(a) for a, _ in SCRIPT_FLAGS])
+def test_the_scripts_refuse_bad_flags_before_any_work(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script, *rest = args
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *rest], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].count("error:") == 1 and not list(tmp_path.iterdir())

@@ -1,0 +1,34 @@
+"""argparse types for the scripts' flags: a bad value is refused by argparse (usage, one `error:` line, exit 2)
+before any work starts, never found out halfway."""
+
+import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (--jobs, --repeats, --steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; it must be >= 1")
+    return value
+
+
+def existing_dir(text: str) -> Path:
+    """A folder that exists (--workdir, a runs/ root)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: no such folder")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write whose folder exists (--out)."""
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: its folder {path.parent} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: it is a folder, not a file")
+    return path
