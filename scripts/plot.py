@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from normlab.argtypes import existing_dir, output_file
+from normlab.argtypes import existing_dir, key_value, output_file
 from normlab.claims.plots import curves
 from normlab.runs import load_runs, swept_keys
 
@@ -33,20 +33,20 @@ def main(argv=None) -> int:
     parser.add_argument("--group", default=None, help="dotted config keys to group by, comma-separated "
                         "(default: every key the runs differ in but the seed)")  # fmt: skip
     parser.add_argument("--metric", default="test_acc", help="a metrics.jsonl key (test_acc, train_loss, ...)")
-    parser.add_argument("--filter", action="append", default=[], help="KEY=VALUE on the config, repeatable")
+    parser.add_argument("--filter", action="append", default=[], type=key_value,
+                        help="KEY=VALUE on the config, repeatable")  # fmt: skip
     parser.add_argument("--out", type=output_file, default=Path("plot.png"))
     args = parser.parse_args(argv)
     runs = load_runs(args.root)
     try:
-        for f in args.filter:
-            key, value = f.split("=", 1)
+        for key, value in args.filter:
             runs = [r for r in runs if str(lookup(r.config, key)) == value]
         keys = args.group.split(",") if args.group else swept_keys([r.config for r in runs]) or ["norm.name"]
         groups = {}
         for run in runs:
             label = ", ".join(f"{k}={lookup(run.config, k)}" for k in keys)
             groups.setdefault(label, []).append(run)
-    except (KeyError, ValueError) as e:
+    except KeyError as e:
         print(f"error: {e} is not a config key of these runs (e.g. norm.name, batch_size, lr)", file=sys.stderr)
         return 2
     if not groups:

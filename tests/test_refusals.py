@@ -173,6 +173,7 @@ SCRIPT_FLAGS = [
     (["plot.py", "/nonexistent/normlab"], "argument root: /nonexistent/normlab is not allowed: no such folder"),
     (["summarize.py", "/nonexistent/normlab"], "no such folder"),
     (["bench.py", "--repeats", "0"], "argument --repeats: 0 is not allowed"),
+    (["plot.py", ".", "--filter", "norm.name"], "argument --filter: 'norm.name' is not allowed; expected KEY=VALUE"),
 ]
 
 

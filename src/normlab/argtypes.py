@@ -32,3 +32,11 @@ def output_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is not allowed: it is a folder, not a file")
     return path
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE (--filter norm.name=group)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected KEY=VALUE, e.g. norm.name=group")
+    return key, value
