@@ -19,7 +19,7 @@ from normlab import protocol
 from normlab.argtypes import existing_dir, output_file
 from normlab.claims.plots import new_figure, save
 from normlab.runlog import flat_hparams
-from normlab.runs import load_runs, paired, swept_keys
+from normlab.runs import distinct, load_runs, paired, swept_keys
 
 
 def ms_per_step(run) -> float:
@@ -57,11 +57,16 @@ def compare(runs, method: str, by: list[str]) -> tuple[str, dict]:
 
 
 def recommendation(method: str, ranked) -> str:
-    """The best against the runner-up: sure if the paired interval of their difference excludes 0."""
+    """The best against the runner-up: sure if the paired interval of their difference excludes 0; nothing is
+    recommended as sure from one seed per arm (no interval)."""
     if len(ranked) == 1:
         return f"Only {method}={ranked[0][0]} ran here."
     (best, best_runs, _, _), (second, second_runs, _, _) = ranked[0], ranked[1]
     a, b, is_paired = paired(best_runs, second_runs, lambda r: r.endpoint("val_acc"))
+    if min(len(a), len(b)) < 2:
+        lead = sum(a) / len(a) - sum(b) / len(b)
+        return (f"**No recommendation** — {best} is ahead of {second} by {lead:+.2f} points at 1 seed: no interval, "
+                "nothing tells this from seed noise; run 2 or more seeds (the protocol runs 5).")  # fmt: skip
     t = protocol.compare(f"{best} − {second}", a, b, 0.0, paired=is_paired)
     interval = f"{t.estimate:+.2f} points [{t.ci95[0]:+.2f}, {t.ci95[1]:+.2f}] ({t.method}, {len(a)} seeds)"
     if t.outcome == "holds":
@@ -96,15 +101,22 @@ def main(argv=None) -> int:
     parser.add_argument("--by", nargs="*", help="keys to compare within (default: every other swept key)")
     parser.add_argument("--out", type=output_file, help="write the plot here (accuracy vs the first --by key)")
     args = parser.parse_args(argv)
-    runs = [r for r in load_runs(args.root) if r.status in ("completed", "diverged")]
+    runs, copies = distinct([r for r in load_runs(args.root) if r.status in ("completed", "diverged")])
     if not runs:
         print(f"error: no finished runs under {args.root}", file=sys.stderr)
         return 2
+    if copies:
+        print(f"note: {copies} run(s) are copies of another run (the same config and seed): each counted once")
     swept = swept_keys([r.config for r in runs])
     by = args.by if args.by is not None else [k for k in swept if k != args.method]
     unknown = [k for k in [args.method, *by] if k not in flat_hparams(runs[0].config)]
     if unknown:
         print(f"error: {unknown[0]} is not a config key of these runs; swept here: {swept}", file=sys.stderr)
+        return 2
+    unnamed = [k for k in swept if k not in (args.method, *by)]
+    if unnamed:  # runs that differ in them would be pooled into one arm, as if they were seeds of one run
+        print(f"error: the runs also differ in {', '.join(unnamed)}, which --by does not name; add them "
+              f"(--by {' '.join([*by, *unnamed])}) or compare a folder of one sweep", file=sys.stderr)  # fmt: skip
         return 2
     table, numbers = compare(runs, args.method, by)
     print(table)

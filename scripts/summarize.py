@@ -21,7 +21,7 @@ from pathlib import Path
 from normlab.argtypes import existing_dir
 from normlab.protocol import mean_interval
 from normlab.runlog import flat_hparams, read_json
-from normlab.runs import swept_keys
+from normlab.runs import run_identity, swept_keys
 
 COLUMNS = ["run", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
 MEASURES = ("best_val_acc", "val_acc", "test_acc")  # what --seeds averages
@@ -95,7 +95,8 @@ def by_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
         arms.setdefault(tuple(str(row.get(k)) for k in keys), []).append(row)
     out = []
     for where, members in arms.items():
-        done = [r for r in members if r["status"] == "completed"]
+        # a copy of a run (the same config and seed) counts once
+        done = list({run_identity(r["config"]): r for r in members if r["status"] == "completed"}.values())
         arm = dict(zip(keys, where), runs=len(members), completed=len(done))
         arm["seeds"] = ",".join(sorted({str(r["config"].get("seed")) for r in done}, key=lambda v: (len(v), v)))
         for m in MEASURES:

@@ -197,7 +197,7 @@ def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path):
     assert "setup plugin" not in output and "Best value" in output  # alembic's lines gone, the sweeper's kept
 
 
-def _fake_run(root, norm, batch_size, seed, acc):
+def _fake_run(root, norm, batch_size, seed, acc, name="", **extra):
     """A finished run on disk: its summary and a metrics.jsonl whose validation curve ends at `acc`."""
     config = {
         "norm": {"name": norm},
@@ -205,8 +205,9 @@ def _fake_run(root, norm, batch_size, seed, acc):
         "seed": seed,
         "lr": 0.1,
         "scheduler": {"name": "cosine"},
+        **extra,
     }
-    run = root / f"{norm}-bs{batch_size}-s{seed}"
+    run = root / f"{norm}-bs{batch_size}-s{seed}{name}"
     run.mkdir(parents=True)
     summary = {"status": "completed", "config": config, "samples_per_s": 1000.0 * batch_size, "test_acc": acc}
     (run / "summary.json").write_text(json.dumps(summary))
@@ -239,3 +240,25 @@ def test_what_never_makes_two_arms_includes_every_resumable_key():
     from normlab.runs import NOT_SWEPT
 
     assert set(RESUMABLE_KEYS) <= set(NOT_SWEPT)
+
+
+def test_compare_and_summarize_never_show_more_certainty_than_the_runs_hold(tmp_path):
+    """The new user's folder: two seed-0 sweeps of the card's command, one with lr_batch_size=32, and a copy of
+    one run. Pooled, compare used to recommend batch with a zero-width interval over "2 seeds"."""
+    sweep = tmp_path / "default"
+    for lr_batch_size, accs in ((None, (0.80, 0.70)), (32, (0.82, 0.66))):
+        for norm, acc in zip(("batch", "group"), accs, strict=True):
+            for bs in (2, 32):
+                _fake_run(sweep, norm, bs, 0, acc - (0.1 if bs == 2 and norm == "batch" else 0),
+                          name=f"-lbs{lr_batch_size}", lr_batch_size=lr_batch_size)  # fmt: skip
+    _fake_run(sweep, "batch", 2, 0, 0.70, name="-copy", lr_batch_size=None)  # the same run again
+    pooled = script("compare.py", sweep, "--by", "batch_size")
+    assert pooled.returncode == 2 and "also differ in lr_batch_size, which --by does not name" in pooled.stderr
+    result = script("compare.py", sweep)
+    assert result.returncode == 0, result.stderr
+    assert "1 run(s) are copies of another run" in result.stdout
+    assert "**No recommendation** — " in result.stdout and "at 1 seed: no interval" in result.stdout
+    assert "**Recommendation: " not in result.stdout and "(1 seed)" in result.stdout
+    seeds = script("summarize.py", sweep, "--seeds", "--csv")
+    rows = list(csv.DictReader(seeds.stdout.splitlines()))
+    assert seeds.returncode == 0 and all(r["completed"] == "1" and "[" not in r["best_val_acc"] for r in rows), rows

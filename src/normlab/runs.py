@@ -4,6 +4,7 @@ for the protocol (normlab.protocol)."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -121,6 +122,26 @@ def load_runs(root: Path) -> list[Run]:
         if summary is not None and isinstance(summary.get("config"), dict) and "status" in summary:
             runs.append(Run(summary_path.parent, summary, read_metrics(summary_path.parent / "metrics.jsonl")))
     return runs
+
+
+def run_identity(config: dict) -> str:
+    """What makes a run (its config without what a resume may change, the seed included), as one string: two run
+    dirs with the same identity are copies of one run."""
+    from normlab.trainer import comparable
+
+    return json.dumps(comparable(config), sort_keys=True)
+
+
+def distinct(runs: list[Run]) -> tuple[list[Run], int]:
+    """`runs` with each run once (copies of one run, e.g. a sweep repeated into another folder, count once) and
+    the number of copies dropped."""
+    seen, out = set(), []
+    for run in runs:
+        identity = run_identity(run.config)
+        if identity not in seen:
+            seen.add(identity)
+            out.append(run)
+    return out, len(runs) - len(out)
 
 
 def group(runs: list[Run], key) -> dict:
