@@ -123,8 +123,15 @@ Written once in `src/normlab/protocol.py`, used by every claim:
   seeds. It is compared with a **margin stated in the claim's code before running** (0 for "better", a negative
   margin for "not worse by more than"): it **holds** if the interval's low end is above the margin, is
   **contradicted** if its high end is below the margin, and is **unclear** otherwise.
-- A claim is **reproduced** if all its tests hold, **not reproduced** if any is contradicted, **inconclusive**
-  otherwise. Intervals marked *reported* are shown beside a claim's tests without deciding it.
+- Where the hypothesis is equality ("flat", "not worse"), the test is an equivalence or non-inferiority test
+  against a bound δ stated in the claim's code (equivalence: the 90% interval inside ±δ, two one-sided tests).
+  Every test states its **detectable** effect: the smallest true effect its seeds detect with 80% power.
+- Each claim states **preconditions** in its code (e.g. the baseline learns at all): where one fails, the verdict
+  is **not testable here**, naming what failed, by how much, and what would be needed, never "not reproduced".
+- A claim is **reproduced** if all its primary tests hold, **not reproduced** if any is contradicted,
+  **inconclusive** otherwise. Secondary tests (finer points of the paper) and intervals marked *reported* are
+  shown with their own outcomes without deciding it. Reports made before this round carry no preconditions and
+  no detectable effects; they say so by omission, and are re-made as their references are re-run.
 
 | claim | profile | verdict | tests: estimate [95% interval] (outcome) | seeds | wall min |
 |---|---|---|---|---|---|

@@ -57,6 +57,8 @@ def _equal_steps(results: Path) -> str:
 
 def answers(results: Path, references: dict[str, str]) -> str:
     """The answers, citing each claim's reference report (`references`: claim -> Claim.reference)."""
+    convergence, convergence_ref = _cite(results, "bn_convergence", references)
+    rates, rates_ref = _cite(results, "bn_learning_rate", references)
     small, small_ref = _cite(results, "bn_small_batch", references)
     rnn, rnn_ref = _cite(results, "ln_rnn", references)
     contrast, contrast_ref = _cite(results, "in_contrast", references)
@@ -72,6 +74,12 @@ def answers(results: Path, references: dict[str, str]) -> str:
         "Differences in points of accuracy unless stated, 95% intervals over seeds.",
         "",
     ]
+    lines.append(f"- **Does BN train faster?** {convergence_ref}: {_tests(convergence, '', reported=False)}.")
+    lines.append(
+        f"- **Does BN allow higher learning rates?** {rates_ref}: {_tests(rates, 'BN x', reported=False)}. BN is "
+        "compared with itself at the base lr, as the paper's Fig. 3 does; what the same rates do without BN, and "
+        f"with sigmoids, is shown as secondary: {_tests(rates, 'no norm x1 −', reported=False)}."
+    )
     lines.append(
         f"- **Which norm for CNNs?** {small_ref}: {_tests(small, 'GN − BN')}; {bin_ref}: {_tests(bin_, 'BIN')}. "
         + (" Learning rates tuned per arm on validation." if tuned else "")

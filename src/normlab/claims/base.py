@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +38,12 @@ def fmt_interval(ci95) -> str:
 
 
 def fmt_test(t: dict) -> str:
-    """A test of a summary.json: `name: estimate [low, high] (outcome)`, in the test's own units."""
-    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'])} ({t['outcome']})"
+    """A test of a summary.json: `name: estimate [low, high] (outcome)`, in the test's own units; with the
+    smallest effect its seeds detect, and whether it is secondary, where the summary says (newer reports)."""
+    extra = f"; detectable {t['detectable']:.2f}" if isinstance(t.get("detectable"), (int, float)) and math.isfinite(
+        t["detectable"]) else ""  # fmt: skip
+    extra += "; secondary" if t.get("statement") == "secondary" else ""
+    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'])} ({t['outcome']}{extra})"
 
 
 def label(summary: dict) -> str:
