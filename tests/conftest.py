@@ -47,6 +47,17 @@ def compose_config(*overrides: str):
     return load_config(compose([*TINY, *overrides]))
 
 
+def linked_dataset(root: Path, name: str) -> Path:
+    """A data root `root` whose files of dataset `name` link to the real ones (replace one to damage it); returns
+    the folder holding them."""
+    folder = {"mnist": ("MNIST", "raw"), "cifar10": ("cifar-10-batches-py",)}[name]
+    source, target = Path(DATA_ROOT).joinpath(*folder), root.joinpath(*folder)
+    target.mkdir(parents=True)
+    for file in sorted(source.iterdir()):
+        (target / file.name).symlink_to(file)
+    return target
+
+
 def last_wins(args) -> list[str]:
     """The command line with each key once, the last value kept (a test adds its own value to TINY's; normlab
     refuses a key given twice with two values)."""

@@ -5,6 +5,8 @@ import torch.nn.functional as F
 
 from normlab.data import PAD, crop_flip, crop_flip_params
 
+from conftest import linked_dataset
+
 
 def test_crop_flip_is_a_per_image_padded_crop_then_flip():
     """The batched gather gives what torchvision's RandomCrop(padding=4) + RandomHorizontalFlip do per image,
@@ -76,20 +78,6 @@ def test_split_sizes_that_leave_no_training_images_are_refused_before_loading():
     assert compose_config("data.val_size=0", "data.train_subset=60000").data.train_subset == 60000
 
 
-def _copy_dataset(tmp_path, name):
-    """A data root in tmp_path whose files link to the real ones (replace one to damage it)."""
-    import os
-
-    from conftest import DATA_ROOT
-
-    folder = {"mnist": ("MNIST", "raw"), "cifar10": ("cifar-10-batches-py",)}[name]
-    source, target = os.path.join(DATA_ROOT, *folder), tmp_path.joinpath(*folder)
-    target.mkdir(parents=True)
-    for file in os.listdir(source):
-        (target / file).symlink_to(os.path.join(source, file))
-    return target
-
-
 def _load(tmp_path, name):
     from normlab.config import DataConfig
     from normlab.data import load_arrays
@@ -105,14 +93,14 @@ def test_damaged_data_files_are_named_before_training(tmp_path):
 
     from normlab.data import DataError
 
-    raw = _copy_dataset(tmp_path / "m", "mnist")
+    raw = linked_dataset(tmp_path / "m", "mnist")
     labels = (raw / "t10k-labels-idx1-ubyte").read_bytes()
     (raw / "t10k-labels-idx1-ubyte").unlink()
     (raw / "t10k-labels-idx1-ubyte").write_bytes(labels[:8] + bytes([12]) + labels[9:])
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte has label 12 at index 0, outside 0..9"):
         _load(tmp_path / "m", "mnist")
 
-    folder = _copy_dataset(tmp_path / "c", "cifar10")
+    folder = linked_dataset(tmp_path / "c", "cifar10")
     original = (folder / "test_batch").read_bytes()
     batch = pickle.loads(original, encoding="latin1")
     cases = {

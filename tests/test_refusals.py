@@ -3,11 +3,13 @@ a norm that would change nothing in your model, data given with a built-in datas
 logit per class, a stray label, non-finite inputs, data files whose sizes are not their format's."""
 
 import pytest
+import torch
 from factories import blobs, feature_net, plain_net, short_head
 
 import normlab
 from normlab.config import ConfigError
 
+CUDA = torch.cuda.is_available()
 RUN = ["batch_size=20", "max_steps=4", "data.val_size=50", "progress=false"]
 
 
@@ -51,19 +53,14 @@ def test_a_stray_label_and_non_finite_inputs_are_named(tmp_path):
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_data_files_with_fewer_images_than_the_format_are_refused(tmp_path, dataset):
     """A file cut short whose header agrees with what is left (MNIST), or a batch missing images (CIFAR-10)."""
-    import os
     import pickle
 
     from normlab.config import DataConfig
     from normlab.data import DataError, load_arrays
 
-    from conftest import DATA_ROOT
+    from conftest import linked_dataset
 
-    folder = {"mnist": ("MNIST", "raw"), "cifar10": ("cifar-10-batches-py",)}[dataset]
-    source, target = os.path.join(DATA_ROOT, *folder), tmp_path.joinpath(*folder)
-    target.mkdir(parents=True)
-    for name in os.listdir(source):
-        (target / name).symlink_to(os.path.join(source, name))
+    target = linked_dataset(tmp_path, dataset)
     if dataset == "mnist":
         for name, dims in (("t10k-images-idx3-ubyte", 3), ("t10k-labels-idx1-ubyte", 1)):
             raw = (target / name).read_bytes()
@@ -88,7 +85,6 @@ COMMAND_LINES = [
     (["~norm"], "~norm is not allowed"),
     (["lr=0.1", "lr=0.2"], "lr is given twice (lr=0.1 and lr=0.2); give it once"),
     (["channels_last=true"], "channels_last=true is not allowed with model=mlp: it has no conv layers"),
-    (["amp=true"], "amp=true is not allowed here: bfloat16 autocast runs on CUDA only"),
     (["norm.sync=true"], "norm.sync=true is not allowed in one process"),
     (["norm.eps=1e300"], "norm.eps=1e+300 is not allowed; it must be in (0, 1]"),
     (["lr=1e308", "lr_batch_size=1", "batch_size=100"], "the learning rate used, lr * batch_size / lr_batch_size"),
@@ -97,29 +93,8 @@ COMMAND_LINES = [
     (["max_steps=1000000000", "eval_every=1000000000"], "at most 10,000,000 steps between evaluations"),
     (["+model.width=64"], "model.width=64 is not allowed for model=mlp: it does not read it"),
     (["-m", "model=lstm", "model.downsample=1,100"], "model.downsample=100"),
+    *([(["amp=true"], "amp=true is not allowed here: bfloat16 autocast runs on CUDA only")] if not CUDA else []),
 ]
-
-
-@pytest.mark.parametrize(("args", "message"), COMMAND_LINES, ids=[" ".join(a) for a, _ in COMMAND_LINES])
-def test_a_pointless_or_impossible_command_line_is_one_error_line_before_anything_runs(
-    tmp_path, monkeypatch, capsys, args, message
-):
-    """The command line's pre-check (every job of a sweep), in process: exit 2, one `error:` line, nothing made."""
-    import torch
-
-    from normlab.cli import precheck
-
-    from conftest import CONF, TINY
-
-    if "amp=true" in args and torch.cuda.is_available():
-        pytest.skip("amp is allowed where CUDA is")
-    monkeypatch.chdir(tmp_path)
-    keys = {a.split("=")[0] for a in args}
-    with pytest.raises(SystemExit) as exit_:
-        precheck([*(t for t in TINY if t.split("=")[0] not in keys), *args], CONF)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "runs").exists()
 
 
 SWEEPS = [
@@ -133,8 +108,15 @@ SWEEPS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), SWEEPS, ids=[" ".join(a) for a, _ in SWEEPS])
-def test_a_sweep_is_validated_whole_however_it_is_launched(tmp_path, monkeypatch, capsys, args, message):
+PRECHECKED = COMMAND_LINES + SWEEPS
+
+
+@pytest.mark.parametrize(("args", "message"), PRECHECKED, ids=[" ".join(a) for a, _ in PRECHECKED])
+def test_a_command_line_or_sweep_that_cannot_run_is_one_error_line_before_anything_runs(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    """The command line's pre-check, in process: every job of a sweep, however launched; exit 2, one `error:`
+    line, nothing made."""
     from normlab.cli import precheck
 
     from conftest import CONF, TINY
@@ -145,6 +127,7 @@ def test_a_sweep_is_validated_whole_however_it_is_launched(tmp_path, monkeypatch
         precheck([*(t for t in TINY if t.split("=")[0] not in keys), *args], CONF)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_large_sweep_composes_once_per_choice_of_config_groups(monkeypatch):

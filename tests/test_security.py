@@ -15,7 +15,7 @@ import torch
 
 from normlab.runlog import CHECKPOINT_MAGIC, DamagedCheckpoint, read_checkpoint, save_checkpoint
 
-from conftest import DATA_ROOT, ROOT, TINY
+from conftest import ROOT, TINY, linked_dataset
 
 RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
 
@@ -101,10 +101,7 @@ def test_a_crafted_cifar_batch_is_refused_without_running_its_code(tmp_path):
     from normlab.config import DataConfig
     from normlab.data import DataError, load_arrays
 
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    for name in os.listdir(Path(DATA_ROOT) / "cifar-10-batches-py"):
-        (folder / name).symlink_to(Path(DATA_ROOT) / "cifar-10-batches-py" / name)
+    folder = linked_dataset(tmp_path, "cifar10")
     marker = tmp_path / "ran"
     (folder / "data_batch_1").unlink()
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Payload(marker), "labels": [0]}))
