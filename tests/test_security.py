@@ -120,3 +120,22 @@ def test_a_resumed_run_reads_back_its_own_checkpoint_with_weights_only(tmp_path,
     raw = (tmp_path / "last.pt").read_bytes()
     payload = raw[len(CHECKPOINT_MAGIC) + 65 :]
     assert torch.load(io.BytesIO(payload), weights_only=True)["step"] == 5
+
+
+def test_a_checkpoint_of_the_earlier_format_still_resumes(tmp_path):
+    """normlab-checkpoint/1 (a torch.save record holding the payload and its checksum, NumPy's RNG state as an
+    array) reads back under weights_only, and its RNG state restores."""
+    import numpy as np
+
+    from normlab.trainer import set_rng_state
+
+    np.random.seed(7)
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": __import__("random").getstate()}
+    expected = np.random.rand()
+    payload = torch_bytes({"config": {"seed": 0}, "step": 3, "model": {}, "rng": rng})
+    record = {"format": "normlab-checkpoint/1", "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
+    (tmp_path / "last.pt").write_bytes(torch_bytes(record))
+    state = read_checkpoint(tmp_path / "last.pt")
+    np.random.seed(0)
+    set_rng_state(state["rng"])
+    assert state["step"] == 3 and np.random.rand() == expected
