@@ -137,8 +137,8 @@ Written once in `src/normlab/protocol.py`, used by every claim:
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-The quick profiles in this table together took {total / 60:.1f} min here (2 CPU cores): the wall time of `reproduce.py`, or for a
-sweep it did not time, its runs' training time summed (each report says which).
+The quick profiles in this table together took {total / 60:.1f} min here (2 CPU cores): the wall time of
+`reproduce.py`, or for a sweep it did not time, its runs' training time summed (each report says which).
 
 {answers(results, {c.name: c.reference for c in registry().values()})}
 """
