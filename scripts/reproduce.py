@@ -144,8 +144,8 @@ def tune(
     trained = sum(r.summary.get("wall_s") or 0 for r in extra_runs.values())
     path = work / "runs" / experiment / "tuned.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    if previous.get("arms") == json.loads(json.dumps(record)):  # the same tuning again: keep the time that did it
-        wall = max(wall, previous.get("wall_s", 0))
+    if previous.get("arms") == json.loads(json.dumps(record)):  # the same tuning again: keep the time of the call
+        wall = previous.get("wall_s", wall)  # that finished it (this one found every run made; its wall is not it)
     path.write_text(json.dumps({"wall_s": wall, "grid": grid, "arms": record}, indent=2))
     out = results_dir(results, claim, profile) / "tuned"
     out.mkdir(parents=True, exist_ok=True)

@@ -213,7 +213,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
         if o.is_sweep_override() and not sweeping and not o.key_or_group.startswith("hydra"):
             fail(f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
                  "value, or give one value")  # fmt: skip
-    given: dict[str, str] = {}
+    given: dict[str, tuple[str, str]] = {}
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra"):
@@ -221,9 +221,10 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
         if o.is_delete():
             fail(f"{o.input_line} is not allowed: every key of normlab's config is needed (give {key} a value "
                  "instead)")  # fmt: skip
-        if key in given and given[key] != o.input_line:  # Hydra would take the last one, silently
-            fail(f"{key} is given twice ({given[key]} and {o.input_line}); give it once")
-        given[key] = o.input_line
+        value = o.input_line if o.is_sweep_override() else repr(o.value())  # progress=false is progress=False
+        if key in given and given[key][1] != value:  # Hydra would take the last one, silently
+            fail(f"{key} is given twice ({given[key][0]} and {o.input_line}); give it once")
+        given[key] = (o.input_line, value)
     groups = config_groups(conf_dir)
     choices = []
     for o in overrides:
