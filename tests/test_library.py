@@ -105,6 +105,28 @@ def test_resnet_has_he_et_al_layers_and_parameters():
         params(21)
 
 
+@pytest.mark.parametrize("norm", ["batch", "group", "layer", "switchable"])
+def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
+    """Goyal et al. 2017: γ = 0 in each block's last norm, so a block computes act(shortcut(x)) at init."""
+    from normlab.models.resnet import BasicBlock
+
+    model = build_model(ModelConfig(name="resnet", depth=8, zero_init_residual=True), NormConfig(name=norm),
+                        (3, 32, 32), 10)  # fmt: skip
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 3
+    x = torch.randn(4, 16, 16, 16)
+    for block in blocks:
+        out = block(x)
+        assert torch.equal(out, torch.relu(block.shortcut(x)))
+        assert block.second[1].weight.abs().sum() == 0 and block.first[1].weight.abs().sum() > 0
+        x = out
+    plain = build_model(ModelConfig(name="resnet", depth=8), NormConfig(name=norm), (3, 32, 32), 10)
+    assert all(b.second[1].weight.abs().sum() > 0 for b in plain.modules() if isinstance(b, BasicBlock))
+    with pytest.raises(ConfigError, match="zero_init_residual=true needs a norm with a per-channel scale"):
+        build_model(ModelConfig(name="resnet", depth=8, zero_init_residual=True), NormConfig(name="none"),
+                    (3, 32, 32), 10)  # fmt: skip
+
+
 def test_resnet56_with_group_norm_trains_from_the_command_line(tmp_path):
     result = run_cli(*TINY, "dataset=cifar10", "model=resnet", "model.depth=56", "norm=group", "max_steps=2",
                      "batch_size=8", "eval_every=2", cwd=tmp_path)  # fmt: skip

@@ -55,6 +55,7 @@ class ModelConfig:
     h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
     recurrent_init: str = "uniform"  # lstm: uniform (nn.LSTM's) | orthogonal | identity (W_h = I, Cooijmans)
     depth: int = 20  # resnet: 6n + 2 layers (20, 32, 44, 56, 110)
+    zero_init_residual: bool = False  # resnet: γ = 0 in each block's last norm (Goyal et al. 2017; the GN paper)
     target: str | None = None  # model=custom: `_target_`, the dotted path of a factory make_net(num_classes=...)
 
 

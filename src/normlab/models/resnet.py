@@ -15,11 +15,13 @@ from normlab.models.registry import layer_bias, norm_layer, register_model
 class BasicBlock(nn.Module):
     """x -> conv-norm-act -> conv-norm, plus the shortcut, then act."""
 
-    def __init__(self, c_in, c_out, stride, norm, activation, bias):
+    def __init__(self, c_in, c_out, stride, norm, activation, bias, zero_init=False):
         super().__init__()
         self.first = conv_norm_act(c_in, c_out, norm, activation, bias, stride=stride)
         second = conv_norm_act(c_out, c_out, norm, activation, bias)
         self.second = nn.Sequential(*list(second)[:2])  # conv, norm: the activation comes after the sum
+        if zero_init:  # the block starts as the identity (plus the shortcut's zero-padded channels)
+            nn.init.zeros_(scale_of(self.second[1], c_out))
         self.act = ACTIVATIONS[activation]()
         self.stride, self.pad = stride, c_out - c_in
 
@@ -32,8 +34,18 @@ class BasicBlock(nn.Module):
         return self.act(self.second(self.first(x)) + self.shortcut(x))
 
 
+def scale_of(layer: nn.Module, channels: int) -> nn.Parameter:
+    """The norm layer's per-channel scale γ (its `weight` of shape (channels,)); a ConfigError for a norm without
+    one (none, weight, weight_meanbn), which zero_init_residual cannot start at the identity."""
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != (channels,):
+        raise ConfigError(f"model.zero_init_residual=true needs a norm with a per-channel scale γ; {type(layer).__name__}"
+                          " has none (use a norm such as batch, group, layer, or zero_init_residual=false)")  # fmt: skip
+    return weight
+
+
 class ResNet(nn.Module):
-    def __init__(self, in_shape, num_classes, depth, activation, norm, bias):
+    def __init__(self, in_shape, num_classes, depth, activation, norm, bias, zero_init_residual=False):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ConfigError(f"model.depth={depth} is not allowed; a CIFAR ResNet has 6n+2 layers: 20, 32, 44, 56, "
@@ -42,7 +54,8 @@ class ResNet(nn.Module):
         layers, c = [conv_norm_act(in_shape[0], 16, norm, activation, bias)], 16
         for stage, width in enumerate((16, 32, 64)):
             for i in range(n):
-                layers.append(BasicBlock(c, width, 2 if stage and not i else 1, norm, activation, bias))
+                stride = 2 if stage and not i else 1
+                layers.append(BasicBlock(c, width, stride, norm, activation, bias, zero_init_residual))
                 c = width
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, num_classes)
@@ -51,6 +64,7 @@ class ResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("resnet", features="2d", options=("depth", "activation"))
+@register_model("resnet", features="2d", options=("depth", "activation", "zero_init_residual"))
 def build(cfg, norm, in_shape, num_classes, seed):
-    return ResNet(in_shape, num_classes, cfg.depth, cfg.activation, norm_layer(norm), layer_bias(norm))
+    return ResNet(in_shape, num_classes, cfg.depth, cfg.activation, norm_layer(norm), layer_bias(norm),
+                  cfg.zero_init_residual)  # fmt: skip
