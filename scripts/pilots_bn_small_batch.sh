@@ -10,8 +10,7 @@ pilots=(
   "model.width=16"                                                   # the cpu reference's net
   "model.width=16 data.augment=false"                                # without crop+flip (BN's regulariser)
   "dataset=mnist model.width=16 data.augment=false epochs=1"         # an easier task (its ceiling compresses)
-  "model=resnet model.zero_init_residual=true"                       # + γ = 0 in each block's last norm (GN paper)
-  "model=resnet model.zero_init_residual=false"                      # ResNet-20 as He et al.
+  "model=resnet model.zero_init_residual=true"                       # ResNet-20, γ = 0 in each block's last norm
   "model.width=16 epochs=10"                                         # a 3.3x longer schedule
 )
 for pilot in "${pilots[@]}"; do

@@ -14,16 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from normlab.claims import PROFILES, experiment_name, registry, write_index, write_report
-from normlab.cli import precheck
+from normlab.claims import PROFILES, experiment_name, profile_jobs, registry, write_index, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def profile_jobs(claim: str, profile: str, overrides: list[str]) -> list[dict]:
-    """The configs of every job of the profile's sweep, as dicts (what matching runs must have)."""
-    jobs = precheck(["-m", f"experiment={experiment_name(claim, profile)}", *overrides], ROOT / "conf")
-    return [config.to_dict() for _, config in jobs]
 
 
 def main(argv=None) -> int:
@@ -41,7 +34,8 @@ def main(argv=None) -> int:
         results = args.results or (
             args.runs / experiment_name(name, args.profile) / "report" if args.overrides else ROOT / "results"
         )
-        jobs = profile_jobs(name, args.profile, args.overrides)
+        jobs = profile_jobs(claims[name], args.profile, args.overrides, ROOT / "conf")
+        jobs = [config.to_dict() for _, config in jobs]
         summary = write_report(claims[name], args.profile, args.runs, results, jobs, tuple(args.overrides))
         print(f"{name} ({args.profile}): {summary['verdict']} — {summary['reason']}")
         if not args.overrides or args.results:

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from normlab.argtypes import existing_dir, positive_int
-from normlab.claims import PROFILES, experiment_name, registry, write_index, write_report
+from normlab.claims import PROFILES, experiment_name, profile_jobs, registry, write_index, write_report
+from normlab.claims.base import sweep_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,18 +34,26 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
-def run_sweep(claim: str, profile: str, extra: list[str], jobs: int, work: Path, record: bool = True) -> float:
+def run_sweep(
+    claim: str, profile: str, extra: list[str], jobs: int, work: Path, record: bool = True, sweeps=([],)
+) -> float:
+    """`run.py -m experiment=<claim>_<profile> <sweep> <extra>` for each of `sweeps` (the profile's: its grid and
+    the claim's further sweeps, `sweep_lines`); with `record`, their summed wall time goes into
+    runs/<experiment>/reproduce.json."""
     experiment = experiment_name(claim, profile)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
-    command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", "progress=false", *parallel]
-    command += extra
-    print(f"+ OMP_NUM_THREADS={threads}", " ".join(command[1:]), flush=True)
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=work, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"error: the sweep for {claim} exited with {result.returncode}")
+    wall, commands = 0.0, []
+    for sweep in sweeps:
+        command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", "progress=false", *parallel]
+        command += [*sweep, *extra]
+        print(f"+ OMP_NUM_THREADS={threads}", " ".join(command[1:]), flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(command, cwd=work, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        wall += time.perf_counter() - start
+        if result.returncode != 0:
+            raise SystemExit(f"error: the sweep for {claim} exited with {result.returncode}")
+        commands.append(f"OMP_NUM_THREADS={threads} " + " ".join(command[1:]))
     path = work / "runs" / experiment / "reproduce.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     if record and wall > previous.get("wall_s", 0):  # the time of the run that did the work, not of a resume
@@ -55,7 +64,7 @@ def run_sweep(claim: str, profile: str, extra: list[str], jobs: int, work: Path,
                     "machine": machine(),
                     "jobs": jobs,
                     "threads_per_job": threads,
-                    "command": f"OMP_NUM_THREADS={threads} " + " ".join(command[1:]),
+                    "command": " && ".join(commands),
                 },
                 indent=2,
             )
@@ -85,7 +94,7 @@ def tune_flags(grid: tuple[float, ...]) -> str:
 
 
 def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], object]]:
-    """Every job of `run.py -m experiment=<experiment> <overrides>`: its overrides and typed config."""
+    """Every job of one command, `run.py -m experiment=<experiment> <overrides>`: its overrides and typed config."""
     from normlab.cli import precheck
 
     return precheck(["-m", f"experiment={experiment}", *overrides], ROOT / "conf")
@@ -93,7 +102,7 @@ def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, .
 
 def sweeps_lr(claim: str, profile: str, extra: list[str]) -> bool:
     """Whether the claim's sweep varies the learning rate itself (bn_learning_rate): tuning it means nothing."""
-    jobs = sweep_jobs(experiment_name(claim, profile), extra)
+    jobs = profile_jobs(registry()[claim], profile, extra, ROOT / "conf")
     return any(o.startswith("lr=") and o not in extra for job, _ in jobs for o in job)
 
 
@@ -109,7 +118,7 @@ def tune(
     from normlab.runs import load_runs
 
     experiment = experiment_name(claim, profile)
-    base = sweep_jobs(experiment, extra)
+    base = profile_jobs(registry()[claim], profile, extra, ROOT / "conf")  # every sweep's arms
     arms: dict[tuple[str, ...], object] = {}
     for job, cfg in base:
         arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=")))
@@ -205,7 +214,8 @@ def main(argv=None) -> int:
         experiment = experiment_name(name, args.profile)
         results = args.results or (work / "runs" / experiment / "report" if args.overrides else work / "results")
         if not args.report_only:
-            run_sweep(name, args.profile, args.overrides, max(1, args.jobs), work)
+            sweeps = sweep_lines(claims[name], args.profile)
+            run_sweep(name, args.profile, args.overrides, max(1, args.jobs), work, sweeps=sweeps)
         report = [sys.executable, str(ROOT / "scripts" / "report.py"), name, "--profile", args.profile]
         report += ["--runs", str(work / "runs"), "--results", str(results), *args.overrides]
         if subprocess.run(report, cwd=work).returncode != 0:

@@ -94,7 +94,9 @@ def test_swap_norms_keeps_device_and_dtype_and_refuses_what_is_not_over_channels
 
 def test_resnet_has_he_et_al_layers_and_parameters():
     def params(depth):
-        model = build_model(ModelConfig(name="resnet", depth=depth), NormConfig(name="batch"), (3, 32, 32), 10)
+        model = build_model(
+            ModelConfig(name="resnet", depth=depth, width=16), NormConfig(name="batch"), (3, 32, 32), 10
+        )
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         return len(convs) + 1, sum(p.numel() for p in model.parameters())  # + the classifier
 
@@ -110,7 +112,7 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
     """Goyal et al. 2017: γ = 0 in each block's last norm, so a block computes act(shortcut(x)) at init."""
     from normlab.models.resnet import BasicBlock
 
-    model = build_model(ModelConfig(name="resnet", depth=8, zero_init_residual=True), NormConfig(name=norm),
+    model = build_model(ModelConfig(name="resnet", depth=8, width=16, zero_init_residual=True), NormConfig(name=norm),
                         (3, 32, 32), 10)  # fmt: skip
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 3
@@ -120,10 +122,10 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
         assert torch.equal(out, torch.relu(block.shortcut(x)))
         assert block.second[1].weight.abs().sum() == 0 and block.first[1].weight.abs().sum() > 0
         x = out
-    plain = build_model(ModelConfig(name="resnet", depth=8), NormConfig(name=norm), (3, 32, 32), 10)
+    plain = build_model(ModelConfig(name="resnet", depth=8, width=16), NormConfig(name=norm), (3, 32, 32), 10)
     assert all(b.second[1].weight.abs().sum() > 0 for b in plain.modules() if isinstance(b, BasicBlock))
     with pytest.raises(ConfigError, match="zero_init_residual=true needs a norm with a per-channel scale"):
-        build_model(ModelConfig(name="resnet", depth=8, zero_init_residual=True), NormConfig(name="none"),
+        build_model(ModelConfig(name="resnet", depth=8, width=16, zero_init_residual=True), NormConfig(name="none"),
                     (3, 32, 32), 10)  # fmt: skip
 
 

@@ -134,3 +134,22 @@ def test_a_failed_precondition_makes_the_verdict_not_testable_and_secondary_test
     assert not gap.holds and gap.required == ">= -2"
     assert verdict([held], [gap]) == "not_testable"
     assert precondition("x", float("nan"), at_least=0).holds is False
+
+
+def test_a_precondition_scoped_to_one_test_leaves_the_others_deciding():
+    from normlab.protocol import NOT_TESTABLE, gate, precondition, verdict
+
+    held = compare("mechanism", [3.0, 3.1, 2.9, 3.2, 2.8], [0.0] * 5)
+    against = compare("mechanism", [-3.0, -3.1, -2.9, -3.2, -2.8], [0.0] * 5)
+    outcome = compare("outcome", [1.0, 1.2, 0.9, 1.1, 1.0], [0.0] * 5)
+    failed = precondition("gap", -13.5, at_least=-2.0, scope="outcome")
+    met = precondition("gap", -0.5, at_least=-2.0, scope="outcome")
+    gated = gate(outcome, failed)
+    assert gated.outcome == NOT_TESTABLE and gated.estimate == outcome.estimate and "-13.50" in gated.note
+    assert gate(outcome, met) == outcome
+    assert verdict([held, gate(outcome, met)], [met]) == "reproduced"
+    assert verdict([held, gated], [failed]) == "not_testable"  # the outcome is not testable, the rest holds
+    assert verdict([against, gated], [failed]) == "not_reproduced"  # a tested part contradicted still decides
+    assert verdict([held, gated.as_secondary()], [failed]) == "reproduced"
+    with pytest.raises(ValueError, match="scoped to 'outcome', not 'mechanism'"):
+        gate(held, failed)

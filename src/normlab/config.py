@@ -45,7 +45,7 @@ class ModelConfig:
     name: str = "mlp"
     activation: str = "relu"
     hidden: tuple[int, ...] = (100, 100, 100)  # mlp
-    width: int = 32  # cnn, inception_lite, convpool
+    width: int = 32  # cnn, inception_lite, convpool, resnet (conf/model/resnet.yaml: 16, He et al.'s)
     hidden_size: int = 100  # lstm
     sequence: str = "rows"  # lstm: rows | pixel
     permute: bool = False  # lstm: fixed random permutation of the sequence

@@ -12,8 +12,9 @@ one-sided tests against a bound ±δ stated in the claim's code, i.e. the 90% in
 test reports the smallest effect its seeds could detect (`detectable`: 80% power at the 5% level, from the spread
 of the paired differences and the t quantiles), and a claim declares **preconditions** (`Precondition`): the
 conditions under which its tests can speak at all. A failed precondition makes the verdict **not testable
-here**, whatever the tests say. Tests are primary (they decide) or secondary (shown with their own outcome,
-never deciding).
+here**, whatever the tests say; one scoped to a single test (`gate`) makes that test **not testable**, and the
+others still decide (a contradicted one still gives "not reproduced"). Tests are primary (they decide) or
+secondary (shown with their own outcome, never deciding).
 
 Endpoints are read off whole curves, not one evaluation: the mean of the last k evaluations (`endpoint`), and
 steps-to-target interpolated between evaluations (`steps_to_target`), with runs that never reach the target
@@ -31,6 +32,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 OUTCOMES = ("holds", "contradicted", "unclear")
+NOT_TESTABLE = "not testable"  # the outcome of a test whose precondition failed (`gate`)
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_testable")
 POWER = 0.80  # the power at which a test's `detectable` effect is stated
 
@@ -66,20 +68,39 @@ class Precondition:
     required: str  # e.g. ">= 20", "<= 2"
     holds: bool
     need: str = ""
+    scope: str = ""  # "": the whole claim; else the name of the one test it conditions (`gate`)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def precondition(
-    name: str, value: float, at_least: float | None = None, at_most: float | None = None, need: str = ""
+    name: str,
+    value: float,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    need: str = "",
+    scope: str = "",
 ) -> Precondition:
-    """`value` against its bounds, stated in the claim's code before the runs."""
+    """`value` against its bounds, stated in the claim's code before the runs; `scope`: the one test it conditions
+    (see `gate`), or the whole claim."""
     holds = math.isfinite(value)
     holds = holds and (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
     bounds = ((">=", at_least), ("<=", at_most))
     required = " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
-    return Precondition(name, float(value), required, bool(holds), need)
+    return Precondition(name, float(value), required, bool(holds), need, scope)
+
+
+def gate(test: TestResult, condition: Precondition) -> TestResult:
+    """`test` conditioned on a precondition scoped to it: where that fails, the test's outcome is **not testable**
+    (its estimate and interval kept, to read, never deciding), e.g. "GN beats BN at batch 2" in a setup where GN
+    is far behind BN at every batch."""
+    if condition.scope != test.name:
+        raise ValueError(f"the precondition {condition.name!r} is scoped to {condition.scope!r}, not {test.name!r}")
+    if condition.holds:
+        return test
+    return replace(test, outcome=NOT_TESTABLE, note=f"not testable here: {condition.name} is {condition.value:.2f}, "
+                   f"needs {condition.required}")  # fmt: skip
 
 
 def detectable_effect(se: float, df: float, alpha: float = 1 - CONFIDENCE, power: float = POWER) -> float:
@@ -208,15 +229,18 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def verdict(tests: Sequence[TestResult], preconditions: Sequence[Precondition] = ()) -> str:
-    """not_testable if a precondition fails; else, over the primary tests: reproduced if every one holds,
-    not_reproduced if any is contradicted, inconclusive otherwise. Secondary tests never decide."""
-    if any(not p.holds for p in preconditions):
+    """not_testable if a precondition of the whole claim fails; else, over the primary tests: not_reproduced if
+    any is contradicted, not_testable if any is not testable (its own precondition failed), reproduced if every
+    one holds, inconclusive otherwise. Secondary tests never decide."""
+    if any(not p.holds for p in preconditions if not p.scope):
         return "not_testable"
     outcomes = [t.outcome for t in tests if t.statement == "primary"]
-    if outcomes and all(o == "holds" for o in outcomes):
-        return "reproduced"
     if "contradicted" in outcomes:
         return "not_reproduced"
+    if NOT_TESTABLE in outcomes:
+        return "not_testable"
+    if outcomes and all(o == "holds" for o in outcomes):
+        return "reproduced"
     return "inconclusive"
 
 

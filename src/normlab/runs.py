@@ -102,6 +102,13 @@ def arm_test(name: str, favoured: list[Run], baseline: list[Run], measure, margi
     return protocol.compare(name, a, b, margin, paired=is_paired)
 
 
+def arm_equivalence(name: str, first: list[Run], second: list[Run], measure, delta: float):
+    """The protocol's equivalence test (TOST, ±`delta`) of first − second in `measure`, paired by seed (without
+    two common seeds: no interval)."""
+    a, b, is_paired = paired(first, second, measure)
+    return protocol.equivalent(name, a if is_paired else [], b if is_paired else [], delta)
+
+
 def steps_test(name: str, favoured: list[Run], baseline: list[Run], target: float, budget: float, margin=0.0):
     """Steps to `target` (validation), the paper's arm faster by more than `margin` steps; censored runs as in
     protocol.compare_steps."""

@@ -77,7 +77,8 @@ def preconditions_table(preconditions: list[Precondition]) -> str:
     if not preconditions:
         return "No preconditions stated."
     rows = [
-        f"| {p.name} | {p.value:.2f} | {p.required} | {'holds' if p.holds else '**fails**'} | {p.need or '—'} |"
+        f"| {p.name}{f' (conditions: {p.scope})' if p.scope else ''} | {p.value:.2f} | {p.required} | "
+        f"{'holds' if p.holds else '**fails**'} | {p.need or '—'} |"
         for p in preconditions
     ]
     return "\n".join(["| precondition | value | required | | what would be needed |", "|---|---|---|---|---|", *rows])
@@ -105,6 +106,24 @@ class Claim:
     # profile at per-arm tuned lrs), and why that one
     reference: str = ""
     reference_why: str = "the one profile run at 5 seeds under the protocol (no tuned or longer one was made)"
+    # a profile whose design is not one full grid: further sweeps of its experiment, each a line of overrides
+    # (`run.py -m experiment=<claim>_<profile> <line>`) run after the grid, into the same runs/<experiment>/
+    sweeps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def profile_jobs(claim: Claim, profile: str, overrides: list[str], conf: Path) -> list[tuple[tuple[str, ...], object]]:
+    """Every job of the profile: its experiment's grid and the claim's further sweeps (`Claim.sweeps`), each with
+    `overrides`; as (the job's overrides, its typed config), composed as `run.py -m` does."""
+    from normlab.cli import precheck
+
+    experiment = experiment_name(claim.name, profile)
+    return [job for sweep in sweep_lines(claim, profile)
+            for job in precheck(["-m", f"experiment={experiment}", *sweep, *overrides], conf)]  # fmt: skip
+
+
+def sweep_lines(claim: Claim, profile: str) -> list[list[str]]:
+    """The overrides of each sweep the profile runs: the grid (none) and the claim's further sweeps."""
+    return [[], *(line.split() for line in claim.sweeps.get(profile, ()))]
 
 
 # quick: short, 5 seeds; steps: the equal-steps control of the batch-size claims; cpu, full: longer variants;

@@ -33,11 +33,27 @@ def curves(groups: dict, path: Path, title: str, key: str = "test_acc", ylabel: 
     return path.name
 
 
-def lines(xs, series: dict, path: Path, title: str, xlabel: str, ylabel: str, log2_reversed: bool = False) -> str:
-    """One marked line per label over the same x values (e.g. error vs batch size, accuracy vs contrast)."""
+def lines(
+    xs,
+    series: dict,
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    log2_reversed: bool = False,
+    intervals: dict | None = None,
+) -> str:
+    """One marked line per label over the same x values (e.g. error vs batch size, accuracy vs contrast); with
+    `intervals` (label -> [(low, high)] per x), each point's interval as an error bar."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, values in series.items():
-        ax.plot(xs, values, marker="o", label=label)
+        bounds = (intervals or {}).get(label)
+        if bounds is None:
+            ax.plot(xs, values, marker="o", label=label)
+            continue
+        below = [v - low if abs(low) < float("inf") else 0 for v, (low, _) in zip(values, bounds, strict=True)]
+        above = [high - v if abs(high) < float("inf") else 0 for v, (_, high) in zip(values, bounds, strict=True)]
+        ax.errorbar(xs, values, yerr=[below, above], marker="o", capsize=3, label=label)
     if log2_reversed:  # batch sizes: powers of two, largest first as in the GN paper
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(x) for x in xs])

@@ -2,7 +2,8 @@
 blocks (two 3x3 convs each) at 16, 32 and 64 channels (the 2nd and 3rd starting with stride 2), global average
 pooling and a linear classifier: 6n + 2 layers (ResNet-20, 32, 44, 56, 110). The shortcuts are identities, with
 stride-2 subsampling and zero-padded channels where the shape changes (the paper's option A, no parameters). A
-norm follows every convolution, as BN does in the paper; the BIN paper trains ResNet-110 so."""
+norm follows every convolution, as BN does in the paper; the BIN paper trains ResNet-110 so. `width` scales the
+16/32/64 channels (16: He et al.'s; k x 16: Zagoruyko & Komodakis' wide ResNets)."""
 
 import torch.nn.functional as F
 from torch import nn
@@ -39,24 +40,25 @@ def scale_of(layer: nn.Module, channels: int) -> nn.Parameter:
     one (none, weight, weight_meanbn), which zero_init_residual cannot start at the identity."""
     weight = getattr(layer, "weight", None)
     if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != (channels,):
-        raise ConfigError(f"model.zero_init_residual=true needs a norm with a per-channel scale γ; {type(layer).__name__}"
-                          " has none (use a norm such as batch, group, layer, or zero_init_residual=false)")  # fmt: skip
+        raise ConfigError(f"model.zero_init_residual=true needs a norm with a per-channel scale γ; "
+                          f"{type(layer).__name__} has none (use a norm such as batch, group, layer, or "
+                          "zero_init_residual=false)")  # fmt: skip
     return weight
 
 
 class ResNet(nn.Module):
-    def __init__(self, in_shape, num_classes, depth, activation, norm, bias, zero_init_residual=False):
+    def __init__(self, in_shape, num_classes, depth, width, activation, norm, bias, zero_init_residual=False):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ConfigError(f"model.depth={depth} is not allowed; a CIFAR ResNet has 6n+2 layers: 20, 32, 44, 56, "
                               "110, ...")  # fmt: skip
         n = (depth - 2) // 6
-        layers, c = [conv_norm_act(in_shape[0], 16, norm, activation, bias)], 16
-        for stage, width in enumerate((16, 32, 64)):
+        layers, c = [conv_norm_act(in_shape[0], width, norm, activation, bias)], width
+        for stage, channels in enumerate((width, 2 * width, 4 * width)):
             for i in range(n):
                 stride = 2 if stage and not i else 1
-                layers.append(BasicBlock(c, width, stride, norm, activation, bias, zero_init_residual))
-                c = width
+                layers.append(BasicBlock(c, channels, stride, norm, activation, bias, zero_init_residual))
+                c = channels
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, num_classes)
 
@@ -64,7 +66,7 @@ class ResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("resnet", features="2d", options=("depth", "activation", "zero_init_residual"))
+@register_model("resnet", features="2d", options=("depth", "width", "activation", "zero_init_residual"))
 def build(cfg, norm, in_shape, num_classes, seed):
-    return ResNet(in_shape, num_classes, cfg.depth, cfg.activation, norm_layer(norm), layer_bias(norm),
+    return ResNet(in_shape, num_classes, cfg.depth, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm),
                   cfg.zero_init_residual)  # fmt: skip
