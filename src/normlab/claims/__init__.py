@@ -129,9 +129,11 @@ Written once in `src/normlab/protocol.py`, used by every claim:
   against a bound δ stated in the claim's code (equivalence: the 90% interval inside ±δ, two one-sided tests).
   Every test states its **detectable** effect: the smallest true effect its seeds detect with 80% power.
 - Each claim states **preconditions** in its code (e.g. the baseline learns at all): where one fails, the verdict
-  is **not testable here**, naming what failed, by how much, and what would be needed, never "not reproduced".
-- A claim is **reproduced** if all its primary tests hold, **not reproduced** if any is contradicted,
-  **inconclusive** otherwise. Secondary tests (finer points of the paper) and intervals marked *reported* are
+  is **not testable here**, naming what failed, by how much, and what would be needed, never "not reproduced". A
+  precondition scoped to one test (e.g. "GN beats BN at batch 2" needs GN near BN at batch 32) makes only that
+  test *not testable*; the other statements are still decided.
+- A claim is **not reproduced** if any primary test is contradicted, **not testable here** if any is not
+  testable, **reproduced** if all hold, **inconclusive** otherwise. Secondary tests (finer points of the paper) and intervals marked *reported* are
   shown with their own outcomes without deciding it. Reports made before this round carry no preconditions and
   no detectable effects; they say so by omission, and are re-made as their references are re-run.
 

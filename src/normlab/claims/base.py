@@ -283,9 +283,10 @@ The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)
 paper's direction over seeds, with its 95% interval, against a margin stated before running (an equivalence test:
 its 90% interval inside ±δ). A test **holds** if the interval's low end is above the margin, is **contradicted**
 if its high end is below it, **unclear** otherwise; *detectable* is the smallest true effect its seeds detect
-with 80% power. The claim is **not testable here** if a precondition fails; else, over its primary tests, it is
-reproduced if all hold, not reproduced if any is contradicted, inconclusive otherwise (the table under Results;
-secondary and *reported* rows do not decide).
+with 80% power. The claim is **not testable here** if a precondition of the whole claim fails; a precondition
+scoped to one test makes that test *not testable*. Over its primary tests, the claim is not reproduced if any is
+contradicted, not testable here if any is not testable, reproduced if all hold, inconclusive otherwise (the table
+under Results; secondary and *reported* rows do not decide).
 
 Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
 `{json.dumps(analysis.numbers)}`

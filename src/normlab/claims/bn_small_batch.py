@@ -21,6 +21,8 @@ BATCHES = (32, 16, 8, 4, 2)
 LARGE, SMALL = BATCHES[0], BATCHES[-1]
 POPULATION = "batch (population stats)"  # BN evaluated with batch-averaged statistics instead of running averages
 NORMS = ("batch", POPULATION, "group", "layer", "instance", "switchable")
+SHORT = {"batch": "BN", POPULATION: "BN (population stats)", "group": "GN", "layer": "LN", "instance": "IN",
+         "switchable": "SN"}  # fmt: skip
 RISE = 1.0  # points: BN's error must rise by more than this from batch 32 to 2 (the paper: +11.1)
 DELTA = 1.0  # points: GN's error must stay within ±DELTA of its batch-32 value (the paper: 0.0; it moves <= 0.2)
 GAP = 2.0  # points: GN within this of BN at batch 32, or "GN beats BN at batch 2" cannot be tested (paper: 0.5)
@@ -54,11 +56,11 @@ def analyze(runs, out):
         return groups.get((norm, batch), [])
 
     def rise(norm, margin=RISE):
-        return arm_test(f"{norm}: error at batch {SMALL} − at batch {LARGE} (points; > {margin:g})",
+        return arm_test(f"{SHORT[norm]}: error at batch {SMALL} − at batch {LARGE} (points; > {margin:g})",
                         arm(norm, SMALL), arm(norm, LARGE), err, margin)  # fmt: skip
 
     def flat(norm):
-        return arm_equivalence(f"{norm}: error at batch {SMALL} − at batch {LARGE} (points; within ±{DELTA:g})",
+        return arm_equivalence(f"{SHORT[norm]}: error at batch {SMALL} − at batch {LARGE} (points; within ±{DELTA:g})",
                                arm(norm, SMALL), arm(norm, LARGE), err, DELTA)  # fmt: skip
 
     at_large = arm_test(f"at batch {LARGE}: GN − BN, final test accuracy (points; paper −0.5)", arm("group", LARGE),
@@ -85,7 +87,7 @@ def analyze(runs, out):
         protocol.compare(f"error rise from batch {LARGE} to {SMALL}: BN's − GN's (points; the earlier test)",
                          *rise_pairs(arm, "batch", "group")),
         *(flat(norm) for norm in norms if norm in ("layer", "instance", "switchable")),
-        *(arm_test(f"at batch {SMALL}: {norm} − BN, final test accuracy (points)", arm(norm, SMALL),
+        *(arm_test(f"at batch {SMALL}: {SHORT[norm]} − BN, final test accuracy (points)", arm(norm, SMALL),
                    arm("batch", SMALL), acc) for norm in norms if norm in ("layer", "instance", "switchable")),
     ]  # fmt: skip
 
@@ -94,7 +96,7 @@ def analyze(runs, out):
         errs = {b: [err(r) for r in arm(norm, b)] for b in batches}
         intervals[norm] = {b: mean_interval(errs[b]) for b in batches if errs[b]}
         numbers[norm] = {f"err_bs{b}": intervals[norm][b][0] for b in intervals[norm]}
-        change = [t for t in [*tests, *reported] if t.name.startswith(f"{norm}: error at batch")]
+        change = [t for t in [*tests, *reported] if t.name.startswith(f"{SHORT[norm]}: error at batch")]
         if change:
             numbers[norm]["change"] = change[0].estimate
         rows.append(f"| {norm} | " + " | ".join(mean_std(errs[b], digits=1) for b in batches) +
@@ -117,7 +119,7 @@ def analyze(runs, out):
         batches,
         {norm: [intervals[norm].get(b, (float("nan"),))[0] for b in batches] for norm in norms},
         out / "error_vs_batch.png",
-        "CIFAR-10: test error vs batch size (cf. GN paper Fig. 1), 95% intervals",
+        "test error vs batch size, 95% intervals (cf. GN paper Fig. 1)",
         f"batch size (lr = 0.1·N/{LARGE})",
         "test error (%)",
         log2_reversed=True,
