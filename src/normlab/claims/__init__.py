@@ -86,8 +86,11 @@ def write_index(results: Path) -> None:
             link = path.parent.relative_to(results).as_posix() + "/README.md"
             tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"
             profile = f"**{label(s)}** (reference)" if path.parent == reference else label(s)
+            # a report whose criterion is no longer the claim's: its runs judged by tests the code no longer states
+            earlier = s.get("criterion", claim.criterion) != claim.criterion
+            stale = " (made under an earlier criterion)" if earlier else ""
             rows.append(
-                f"| [{claim.name}]({link}) | {profile} | **{s['verdict'].replace('_', ' ')}** | {tests} | "
+                f"| [{claim.name}]({link}) | {profile} | **{s['verdict'].replace('_', ' ')}**{stale} | {tests} | "
                 f"{s.get('seeds', '?')} | {s['wall_s'] / 60:.1f} |"
             )
     total = sum(
@@ -133,9 +136,11 @@ Written once in `src/normlab/protocol.py`, used by every claim:
   precondition scoped to one test (e.g. "GN beats BN at batch 2" needs GN near BN at batch 32) makes only that
   test *not testable*; the other statements are still decided.
 - A claim is **not reproduced** if any primary test is contradicted, **not testable here** if any is not
-  testable, **reproduced** if all hold, **inconclusive** otherwise. Secondary tests (finer points of the paper) and intervals marked *reported* are
-  shown with their own outcomes without deciding it. Reports made before this round carry no preconditions and
-  no detectable effects; they say so by omission, and are re-made as their references are re-run.
+  testable, **reproduced** if all hold, **inconclusive** otherwise. Secondary tests (finer points of the paper)
+  and intervals marked *reported* are shown with their own outcomes without deciding it. A report whose criterion
+  the claim's code no longer states says "made under an earlier criterion". Reports made before this round carry
+  no preconditions and no detectable effects; they say so by omission, and are re-made as their references are
+  re-run.
 
 | claim | profile | verdict | tests: estimate [95% interval] (outcome) | seeds | wall min |
 |---|---|---|---|---|---|
@@ -144,6 +149,6 @@ Written once in `src/normlab/protocol.py`, used by every claim:
 The quick profiles in this table together took {total / 60:.1f} min here (2 CPU cores): the wall time of
 `reproduce.py`, or for a sweep it did not time, its runs' training time summed (each report says which).
 
-{answers(results, {c.name: c.reference for c in registry().values()})}
+{answers(results, registry())}
 """
     (results / "README.md").write_text(text)
