@@ -136,3 +136,53 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
     assert json.loads(tuned_json.read_text()) == before
     elsewhere = json.loads((tmp_path / "elsewhere" / "bn_convergence" / "tuned" / "summary.json").read_text())
     assert elsewhere["tests"] == tuned["tests"] and elsewhere["runs"] == 4
+
+
+def test_a_profile_runs_its_claims_further_sweeps_and_its_report_counts_them():
+    """bn_small_batch's cpu profile: the grid (BN, GN x 5 batch sizes) and the claim's further sweeps (BN with
+    population statistics at every batch size, LN and IN at 32 and 2), 5 seeds each, seed 0 never among them."""
+    from normlab.claims import profile_jobs
+
+    jobs = profile_jobs(registry()["bn_small_batch"], "cpu", [], CONF)
+    arms = {(c.norm.name, c.norm.bn_stats, c.batch_size) for _, c in jobs}
+    assert len(jobs) == 5 * len(arms) == 5 * (10 + 5 + 4)
+    assert {(n, b) for n, s, b in arms if n in ("layer", "instance")} == {(n, b) for n in ("layer", "instance")
+                                                                         for b in (32, 2)}  # fmt: skip
+    assert {b for n, s, b in arms if s == "batch_average"} == {32, 16, 8, 4, 2}
+    assert {c.seed for _, c in jobs} == {1, 2, 3, 4, 5}
+
+
+def test_finished_runs_are_archived_restored_skipped_and_reported(tmp_path):
+    """archive_runs.py: save keeps the records of finished runs only; restore puts them back where a sweep finds
+    them, so re-running it trains nothing; report.py reads the archive as a runs/ folder."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    args = ["-m", "experiment=bn_small_batch", *TINY, "max_steps=3", "norm=batch,group", "batch_size=32", "seed=1,2"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    sweep = tmp_path / "runs" / "bn_small_batch"
+    (sweep / "killed-run").mkdir()
+    (sweep / "killed-run" / "metrics.jsonl").write_text("{}\n")  # no summary: never finished
+
+    def script(*argv):
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "archive_runs.py"), *argv], cwd=tmp_path,
+                              capture_output=True, text=True)  # fmt: skip
+
+    saved = script("save", str(sweep), "archive")
+    assert saved.returncode == 0 and "saved 4 finished runs" in saved.stdout, saved.stderr
+    kept = sorted(p.name for p in (tmp_path / "archive" / "bn_small_batch").iterdir())
+    assert len(kept) == 4 and "killed-run" not in kept
+    assert {p.name for p in (tmp_path / "archive" / "bn_small_batch").glob("*/*")} == {"summary.json", "metrics.jsonl"}
+    fresh = tmp_path / "elsewhere"
+    fresh.mkdir()
+    restored = script("restore", "archive", str(fresh / "runs"))
+    assert "restored 4 runs" in restored.stdout
+    again = script("restore", "archive", str(fresh / "runs"))
+    assert "restored 0 runs" in again.stdout and "4 run dirs already there" in again.stdout
+    rerun = run_cli(*args, cwd=fresh)
+    assert rerun.returncode == 0 and rerun.stdout.count("skipped (already completed") == 4, rerun.stdout[-2000:]
+    summary = write_report(registry()["bn_small_batch"], "quick", tmp_path / "archive", tmp_path / "results")
+    assert summary["runs"] == 4 and summary["seeds"] == 2
+    assert script("save", str(tmp_path / "missing"), "archive").returncode == 2
