@@ -110,9 +110,10 @@ def tune(
     claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path, grid: tuple[float, ...]
 ) -> tuple[list[dict], str]:
     """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
-    runs `grid` × its lr at the first seed; the lr with the best validation endpoint is selected, then run with
-    every seed. Returns the configs of the tuned runs and a markdown note (selection table, sensitivity plot).
-    Runs at the profile's own lr are the fixed-lr runs: found, not run again."""
+    runs `grid` × its lr at a tuning seed that is not among the reported ones (the lowest free one: 0 where the
+    profile reports 1-5); the lr with the best validation endpoint is selected, then run with every reported seed
+    (those at the profile's own lr are its fixed-lr runs: found, not run again). Returns the configs of the tuned
+    runs and a markdown note (selection table, sensitivity plot)."""
     from normlab.claims import experiment_name, matching, results_dir
     from normlab.claims.plots import new_figure, save
     from normlab.runs import load_runs
@@ -123,17 +124,18 @@ def tune(
     for job, cfg in base:
         arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=")))
         arms.setdefault(arm, cfg)  # the arm's first seed
-    first_seed = min(cfg.seed for _, cfg in base)
+    seeds = {cfg.seed for _, cfg in base}
+    tuning_seed = next(s for s in range(len(seeds) + 1) if s not in seeds)  # never a reported seed
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
     start, selected, record, extra_runs = time.perf_counter(), {}, {}, {}
     for arm, cfg in arms.items():
         lrs = ",".join(repr(cfg.lr * m) for m in grid)
-        command = [*arm, f"seed={first_seed}", f"lr={lrs}", *rest]
+        command = [*arm, f"seed={tuning_seed}", f"lr={lrs}", *rest]
         run_sweep(claim, profile, command, jobs, work, record=False)
         tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
         runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
         scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
-        extra_runs.update({r.path: r for r in runs if r.config["lr"] != cfg.lr})
+        extra_runs.update({r.path: r for r in runs})  # the tuning seed's runs: none is a fixed-lr run
         selected[arm] = max(scores, key=scores.get)
         record[" ".join(arm) or "(one arm)"] = {
             "fixed_lr": cfg.lr,
@@ -176,8 +178,9 @@ def tune(
         f"\n**Tuning** ({wall / 60:.1f} min of wall time, the call that finished it; its {len(extra_runs)} runs "
         f"beyond the fixed-lr ones trained {trained / 60:.1f} min, summed over the runs): every arm ran its fixed lr × "
         f"{', '.join(f'{m:.3g}' for m in grid)} "
-        f"at seed {first_seed}; the lr with the best validation endpoint was run with every seed (the test set "
-        "was not read). The fixed-lr report is the profile's own (one directory up).\n\n"
+        f"at seed {tuning_seed}, which is not a reported seed; the lr with the best validation endpoint was run "
+        "with every reported seed (the test set was not read). The fixed-lr report is the profile's own (one "
+        "directory up).\n\n"
         "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\n![{plot}]({plot})\n"

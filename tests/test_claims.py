@@ -127,9 +127,9 @@ def test_every_claim_has_synthetic_runs(tmp_path):
         assert build(claim, EFFECT, tmp_path)
 
 
-# a tie where a claim's margin asks for more than no difference: BN whose error does not rise with the batch
-# contradicts bn_small_batch's "rises by more than 1 point"
-TIE = {"bn_small_batch": "not_reproduced"}
+# a tie where a claim's margin asks for more than no difference: a BN whose error does not rise as the batch
+# shrinks contradicts bn_small_batch's "rises by more than 1 point" and ln_small_batch's "falls by more than 0.5"
+TIE = {"bn_small_batch": "not_reproduced", "ln_small_batch": "not_reproduced"}
 
 
 @pytest.mark.parametrize("claim", CLAIMS)
@@ -186,6 +186,24 @@ def test_bn_small_batch_fails_whenever_a_part_of_the_papers_statement_is_false(t
     if verdict == "not_testable":
         assert outcome.outcome == "not testable" and "not testable here" in analysis.reason
         assert analysis.preconditions[0].value == pytest.approx(-8, abs=0.5) and not analysis.preconditions[0].holds
+
+
+@pytest.mark.parametrize(
+    ("case", "quality", "verdict"),
+    [
+        ("the paper's claim", {("batch", 4): -3}, "reproduced"),
+        ("BN improves at the small batch (an absolute change would pass)", {("batch", 4): 3, ("layer", 4): 4},
+         "not_reproduced"),
+        ("LN is not flat (it falls too, by less)", {("batch", 4): -4, ("layer", 4): -2}, "not_reproduced"),
+        ("LN does not beat BN at batch 4", {("batch", 4): -3, ("layer", 128): -4, ("layer", 4): -4},
+         "not_reproduced"),
+    ],
+)  # fmt: skip
+def test_ln_small_batch_is_directional_and_fails_whenever_a_part_is_false(tmp_path, case, quality, verdict):
+    runs = [make_run(tmp_path, config(norm, bs), quality.get((norm, bs), 0.0), seed)
+            for norm in ("batch", "layer") for bs in (128, 4) for seed in SEEDS]  # fmt: skip
+    analysis = registry()["ln_small_batch"].analyze(runs, tmp_path)
+    assert analysis.verdict == verdict, (case, [(t.name, t.estimate, t.ci95, t.outcome) for t in analysis.tests])
 
 
 def test_bn_small_batch_separates_running_averages_from_batch_noise(tmp_path):

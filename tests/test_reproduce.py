@@ -75,8 +75,9 @@ def test_a_tuning_grid_without_1_or_with_a_bad_multiple_is_one_line_and_exit_2(g
 
 
 def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_one(tmp_path):
-    """reproduce.py --tune --grid 1/2,1,2 on tiny data: each arm runs its lr × 1/2, 1, 2 at the first seed, the
-    best validation endpoint is run with every seed, and the tuned report sits beside the fixed-lr one; the
+    """reproduce.py --tune --grid 1/2,1,2 on tiny data: each arm runs its lr × 1/2, 1, 2 at a seed that is not
+    reported (2, as seeds 0 and 1 are), the best validation endpoint is run with every reported seed, and the
+    tuned report sits beside the fixed-lr one; the
     index marks the tuned one bn_convergence's reference. Overridden runs never touch results/: both reports go
     beside the runs."""
     import subprocess
@@ -110,21 +111,23 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
     assert "| [bn_convergence](bn_convergence/README.md) | quick |" in index
     assert "- bn_convergence: quick, tuned, the quick profile with each arm at its own learning rate" in index
     assert not (tmp_path / "results").exists()
-    # the fixed-lr report made again counts exactly its 4 runs and leaves out the 4 tuning runs at other lrs and
-    # the seed-1 runs of arms whose selected lr is not the fixed one
+    # the fixed-lr report made again counts exactly its 4 runs and leaves out the 6 tuning runs (seed 2) and the
+    # 2 runs of each arm whose selected lr is not the fixed one
     again = [sys.executable, str(ROOT / "scripts" / "report.py"), "bn_convergence", "--runs", str(tmp_path / "runs"),
              "--results", str(tmp_path / "again"), *overrides]  # fmt: skip
     assert subprocess.run(again, capture_output=True, text=True, env=env).returncode == 0
     summary = json.loads((tmp_path / "again" / "bn_convergence" / "summary.json").read_text())
     moved = sum(arm["selected"] != arm["fixed_lr"] for arm in record.values())
-    assert summary["runs"] == 4 and summary["left_out"] == 4 + moved
+    assert summary["runs"] == 4 and summary["left_out"] == 6 + 2 * moved
     # the tuning's cost survives a resumed tuning: its runs beyond the fixed-lr ones, their own times summed
     (fixed_lr,) = {arm["fixed_lr"] for arm in record.values()}  # both arms: the profile's lr
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "bn_convergence").glob("*/summary.json")]
-    beyond = [s["wall_s"] for s in summaries if s["config"]["lr"] != fixed_lr]
-    assert len(beyond) == 4 + moved
+    assert {s["config"]["seed"] for s in summaries} == {0, 1, 2}
+    assert {s["config"]["lr"] for s in summaries if s["config"]["seed"] == 2} == {fixed_lr / 2, fixed_lr, 2 * fixed_lr}
+    beyond = [s["wall_s"] for s in summaries if s["config"]["lr"] != fixed_lr or s["config"]["seed"] == 2]
+    assert len(beyond) == 6 + 2 * moved
     assert (
-        f"its {4 + moved} runs beyond the fixed-lr ones trained {sum(beyond) / 60:.1f} min"
+        f"its {6 + 2 * moved} runs beyond the fixed-lr ones trained {sum(beyond) / 60:.1f} min"
         in (report / "tuned" / "README.md").read_text()
     )
     # the same call again, reports elsewhere (--results): every run is found, and the tuning keeps its own time
