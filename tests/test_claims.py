@@ -381,3 +381,31 @@ def test_the_secondary_statements_are_shown_but_never_decide(tmp_path):
     secondary = [t for t in analysis.tests if t.statement == "secondary"]
     assert [t.outcome for t in secondary[:2]] == ["contradicted", "contradicted"]
     assert analysis.verdict == "reproduced"
+
+
+def test_sn_switches_finer_point_is_shown_never_a_veto(tmp_path):
+    """BN's importance falls with the batch (the paper's statement) while its variance weight stays above its mean
+    weight at batch 2 (the finer point, false here): reproduced, the finer point contradicted beside it."""
+    runs = [make_run(tmp_path, config("switchable", bs), 0, seed, layers=sn_layers(*shares))
+            for bs, shares in ((32, (0.5, 0.5)), (8, (0.5, 0.5)), (2, (0.4, 0.45))) for seed in SEEDS]  # fmt: skip
+    analysis = registry()["sn_switches"].analyze(runs, tmp_path)
+    main, finer = analysis.tests
+    assert analysis.verdict == "reproduced" and main.outcome == "holds"
+    assert finer.statement == "secondary" and finer.outcome == "contradicted"
+
+
+def test_a_mechanism_check_is_listed_apart_and_never_called_reproduced(tmp_path):
+    from normlab.claims import write_index
+
+    directory = tmp_path / "in_contrast"
+    directory.mkdir()
+    test = {"name": "mechanism: accuracy spread across contrast, BN − IN (points)", "estimate": 30.0,
+            "ci95": [28.0, 32.0], "outcome": "holds"}  # fmt: skip
+    (directory / "summary.json").write_text(json.dumps({"claim": "in_contrast", "profile": "quick", "verdict":
+        "reproduced", "tests": [test], "seeds": 5, "wall_s": 60}))  # fmt: skip
+    write_index(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    reproductions, checks = text.split("**Mechanism checks**")
+    assert "in_contrast/README.md" not in reproductions.split("## What the runs say")[0].split("| claim |")[1]
+    assert "| [in_contrast](in_contrast/README.md) | **quick** (reference) | **mechanism confirmed** |" in checks
+    assert "(quick profile, 5 seeds: mechanism confirmed)" in text and "seeds: reproduced)" not in text

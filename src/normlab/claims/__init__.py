@@ -34,6 +34,7 @@ from normlab.claims.base import (
     reference_summary,
     results_dir,
     tests_table,
+    verdict_words,
     write_report,
 )
 
@@ -73,7 +74,8 @@ def registry() -> dict[str, Claim]:
 
 def write_index(results: Path) -> None:
     """results/README.md: every claim's verdict per profile, from the summaries on disk."""
-    rows, why = [], []
+    rows: dict[str, list[str]] = {"reproduction": [], "mechanism check": []}
+    why = []
     for claim in registry().values():
         summary, reference = reference_summary(results, claim.name, claim.reference)
         if reference == results / claim.name / claim.reference:
@@ -89,8 +91,8 @@ def write_index(results: Path) -> None:
             # a report whose criterion is no longer the claim's: its runs judged by tests the code no longer states
             earlier = s.get("criterion", claim.criterion) != claim.criterion
             stale = " (made under an earlier criterion)" if earlier else ""
-            rows.append(
-                f"| [{claim.name}]({link}) | {profile} | **{s['verdict'].replace('_', ' ')}**{stale} | {tests} | "
+            rows[claim.kind].append(
+                f"| [{claim.name}]({link}) | {profile} | **{verdict_words(claim, s['verdict'])}**{stale} | {tests} | "
                 f"{s.get('seeds', '?')} | {s['wall_s'] / 60:.1f} |"
             )
     total = sum(
@@ -144,7 +146,14 @@ Written once in `src/normlab/protocol.py`, used by every claim:
 
 | claim | profile | verdict | tests: estimate [95% interval] (outcome) | seeds | wall min |
 |---|---|---|---|---|---|
-{chr(10).join(rows)}
+{chr(10).join(rows["reproduction"])}
+
+**Mechanism checks**: a property a norm has by construction, measured on our nets (not a paper's claimed result,
+which is why they are not counted as reproductions): confirmed, not confirmed or inconclusive by the same tests.
+
+| check | profile | outcome | tests: estimate [95% interval] (outcome) | seeds | wall min |
+|---|---|---|---|---|---|
+{chr(10).join(rows["mechanism check"])}
 
 The quick profiles in this table together took {total / 60:.1f} min here (2 CPU cores): the wall time of
 `reproduce.py`, or for a sweep it did not time, its runs' training time summed (each report says which).

@@ -5,7 +5,7 @@ in them comes from a run; each answer says what the evidence does not show."""
 import json
 from pathlib import Path
 
-from normlab.claims.base import Claim, fmt_test, label, reference_summary, results_dir
+from normlab.claims.base import Claim, fmt_test, label, reference_summary, results_dir, verdict_words
 
 
 def _load(path: Path):
@@ -19,7 +19,7 @@ def _cite(results: Path, claim: str, claims: dict[str, Claim]) -> tuple[dict | N
     if summary is None:
         return None, f"{claim}: not run"
     link = (directory / "README.md").relative_to(results).as_posix()
-    verdict = summary["verdict"].replace("_", " ")
+    verdict = verdict_words(claims[claim], summary["verdict"])
     if summary.get("criterion", claims[claim].criterion) != claims[claim].criterion:
         verdict += ", made under an earlier criterion: its reference under the current tests is not made yet"
     return summary, f"[{claim}]({link}) ({label(summary)} profile, {summary.get('seeds', '?')} seeds: {verdict})"

@@ -109,6 +109,18 @@ class Claim:
     # a profile whose design is not one full grid: further sweeps of its experiment, each a line of overrides
     # (`run.py -m experiment=<claim>_<profile> <line>`) run after the grid, into the same runs/<experiment>/
     sweeps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # "reproduction" of a paper's claim, or a "mechanism check": a property a norm has by construction, measured
+    # (in_contrast); the index lists mechanism checks apart, with their own words (MECHANISM_WORDS)
+    kind: str = "reproduction"
+
+
+MECHANISM_WORDS = {"reproduced": "mechanism confirmed", "not_reproduced": "mechanism not confirmed"}
+
+
+def verdict_words(claim: Claim, verdict: str) -> str:
+    """The verdict as the index prints it: a mechanism check is confirmed or not, never "reproduced"."""
+    words = MECHANISM_WORDS.get(verdict, verdict) if claim.kind == "mechanism check" else verdict
+    return words.replace("_", " ")
 
 
 def profile_jobs(claim: Claim, profile: str, overrides: list[str], conf: Path) -> list[tuple[tuple[str, ...], object]]:
@@ -250,7 +262,7 @@ def write_report(
     others = f" {len(left_out)} runs of other configs under runs/{experiment}/ were left out." if left_out else ""
     text = f"""# {claim.title}
 
-**Verdict: {analysis.verdict.replace("_", " ")}** ({profile} profile, {summary["variant"]}). {analysis.reason}
+**Verdict: {verdict_words(claim, analysis.verdict)}** ({profile} profile, {summary["variant"]}). {analysis.reason}
 
 ## The paper
 

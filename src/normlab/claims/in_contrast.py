@@ -155,6 +155,7 @@ CLAIM = Claim(
     ),
     analyze=analyze,
     reference="cpu/tuned",
+    kind="mechanism check",
     reference_why=(
         "the cpu profile (6 epochs of the 45k split, weight decay 1e-4, 9x the quick profile's images) with each "
         "norm at its own learning rate (tuned on validation, lr × 1/9 ... 9 at seed 0), 5 seeds: one lr for all "
