@@ -19,6 +19,17 @@ def test_every_experiment_and_profile_validates(experiment):
     precheck(["-m", f"experiment={experiment}"], CONF)  # exits 2 on the first bad job
 
 
+def test_every_pilot_is_a_claims_and_composes():
+    """scripts/pilots.py's pilots: each on its claim's pilot experiment, at seed 0 only (never a reported seed)."""
+    from normlab.claims.pilots import PILOTS
+
+    assert set(PILOTS) <= set(registry())
+    for claim, pilots in PILOTS.items():
+        for line in pilots.lines:
+            jobs = precheck(["-m", f"experiment={claim}_pilot", *line.split()], CONF)
+            assert jobs and {config.seed for _, config in jobs} == {0}
+
+
 def test_every_claim_has_its_profiles():
     for claim in registry():
         assert {claim, f"{claim}_full"} <= set(EXPERIMENTS)

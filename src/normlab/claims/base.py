@@ -199,6 +199,14 @@ def criteria_commit(claim: str, runs_commit: str) -> tuple[str, str]:
                     "changed after the runs, which they now judge.")  # fmt: skip
 
 
+def pilots_section(path: Path) -> str:
+    """The claim's pilots table (results/<claim>/pilots.md, written by scripts/pilots.py), as a report section
+    (where the analysis does not show it already)."""
+    if not path.is_file():
+        return ""
+    return "\n## Pilots\n\n" + path.read_text().split("\n", 2)[2]
+
+
 def write_report(
     claim: Claim,
     profile: str,
@@ -302,7 +310,7 @@ under Results; secondary and *reported* rows do not decide).
 
 Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
 `{json.dumps(analysis.numbers)}`
-{analysis.notes}
+{analysis.notes}{"" if "pilots.md" in analysis.notes else pilots_section(results / claim.name / "pilots.md")}
 """
     (out / "README.md").write_text(text)
     return summary

@@ -1,0 +1,53 @@
+"""A claim's pilot runs (normlab.claims.pilots): one seed that no report counts (0), each pilot a line of overrides on
+the claim's pilot experiment (`conf/experiment/<claim>_pilot.yaml`), looking for a setup in which the claim's
+tests can speak; then their table, results/<claim>/pilots.md, which the claim's reports include.
+
+    python scripts/pilots.py bn_small_batch            # finished pilots are skipped; --jobs N runs at once
+    python scripts/pilots.py bn_convergence --jobs 2
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from normlab.argtypes import positive_int
+from normlab.claims.pilots import PILOTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("claim", choices=sorted(PILOTS))
+    parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="runs at once")
+    args = parser.parse_args(argv)
+    pilots, experiment = PILOTS[args.claim], f"{args.claim}_pilot"
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for line in pilots.lines:
+        command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", *line.split()]
+        print("+", " ".join(command[1:]), flush=True)
+        if subprocess.run([*command, "progress=false", *parallel], env=env).returncode != 0:
+            print(f"error: the pilot `{line}` failed", file=sys.stderr)
+            return 1
+    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), f"runs/{experiment}",
+                            "--markdown"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    out = ROOT / "results" / args.claim / "pilots.md"
+    out.write_text(
+        f"# {args.claim}: pilots\n\n{pilots.why}\n\nMade by `python scripts/pilots.py {args.claim}` at "
+        f"commit {commit.stdout.strip() or 'unknown'}: `run.py -m experiment={experiment}` with each pilot's "
+        "overrides (the columns that differ); seed 0, which no report counts. Accuracies in [0, 1].\n\n"
+        + "\n".join(f"- `{line}`" for line in pilots.lines)
+        + "\n\n"
+        + table
+    )
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
