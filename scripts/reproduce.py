@@ -12,6 +12,7 @@ job by default, so that the results do not depend on how many cores the next mac
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from normlab.argtypes import existing_dir, positive_int
+from normlab.argtypes import existing_dir, non_negative_int, positive_int
 from normlab.claims import PROFILES, experiment_name, profile_jobs, registry, write_index, write_report
 from normlab.claims.base import sweep_lines
 
@@ -86,11 +87,13 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(grid)))
 
 
-def tune_flags(grid: tuple[float, ...]) -> str:
-    """The flags that repeat this tuning, for the report's command: `--tune`, and `--grid` where not the default."""
-    if grid == parse_grid(TUNE_GRID):
-        return " --tune"
-    return " --tune --grid " + ",".join(str(Fraction(m).limit_denominator(1000)) for m in grid)
+def tune_flags(grid: tuple[float, ...], extend: int = 2) -> str:
+    """The flags that repeat this tuning, for the report's command: `--tune`, and `--grid` / `--extend` where not
+    the default."""
+    flags = " --tune"
+    if grid != parse_grid(TUNE_GRID):
+        flags += " --grid " + ",".join(str(Fraction(m).limit_denominator(1000)) for m in grid)
+    return flags + (f" --extend {extend}" if extend != 2 else "")
 
 
 def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], object]]:
@@ -106,12 +109,28 @@ def sweeps_lr(claim: str, profile: str, extra: list[str]) -> bool:
     return any(o.startswith("lr=") and o not in extra for job, _ in jobs for o in job)
 
 
+def edge_side(best: float, lrs: list[float]) -> int:
+    """-1 if `best` is the lowest of `lrs`, +1 if the highest, 0 inside (a grid of one lr: 0)."""
+    low, high = min(lrs), max(lrs)
+    if low == high:
+        return 0
+    return -1 if math.isclose(best, low) else 1 if math.isclose(best, high) else 0
+
+
 def tune(
-    claim: str, profile: str, extra: list[str], jobs: int, work: Path, results: Path, grid: tuple[float, ...]
+    claim: str,
+    profile: str,
+    extra: list[str],
+    jobs: int,
+    work: Path,
+    results: Path,
+    grid: tuple[float, ...],
+    extend: int = 2,
 ) -> tuple[list[dict], str]:
     """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
     runs `grid` × its lr at a tuning seed that is not among the reported ones (the lowest free one: 0 where the
-    profile reports 1-5); the lr with the best validation endpoint is selected, then run with every reported seed
+    profile reports 1-5); an arm whose best lr is at the grid's edge tries one more step beyond it, up to `extend`
+    steps; the lr with the best validation endpoint is selected, then run with every reported seed
     (those at the profile's own lr are its fixed-lr runs: found, not run again). Returns the configs of the tuned
     runs and a markdown note (selection table, sensitivity plot)."""
     from normlab.claims import experiment_name, matching, results_dir
@@ -122,29 +141,39 @@ def tune(
     base = profile_jobs(registry()[claim], profile, extra, ROOT / "conf")  # every sweep's arms
     arms: dict[tuple[str, ...], object] = {}
     for job, cfg in base:
-        arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=")))
+        arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=", "lr=")))  # the arm's lr: tuned
         arms.setdefault(arm, cfg)  # the arm's first seed
     seeds = {cfg.seed for _, cfg in base}
     tuning_seed = next(s for s in range(len(seeds) + 1) if s not in seeds)  # never a reported seed
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
     start, selected, record, extra_runs = time.perf_counter(), {}, {}, {}
     for arm, cfg in arms.items():
-        lrs = ",".join(repr(cfg.lr * m) for m in grid)
-        command = [*arm, f"seed={tuning_seed}", f"lr={lrs}", *rest]
-        run_sweep(claim, profile, command, jobs, work, record=False)
-        tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
-        runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
-        scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
-        extra_runs.update({r.path: r for r in runs})  # the tuning seed's runs: none is a fixed-lr run
-        selected[arm] = max(scores, key=scores.get)
+        multiples = list(grid)
+        while True:  # an edge selection extends the arm's grid by one step on that side, up to `extend` steps
+            lrs = ",".join(repr(cfg.lr * m) for m in multiples)
+            command = [*arm, f"seed={tuning_seed}", f"lr={lrs}", *rest]
+            run_sweep(claim, profile, command, jobs, work, record=False)
+            tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
+            runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
+            scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
+            extra_runs.update({r.path: r for r in runs})  # the tuning seed's runs: none is a fixed-lr run
+            best = max(scores, key=scores.get)
+            side = edge_side(best, [cfg.lr * m for m in multiples])
+            if side == 0 or len(multiples) - len(grid) >= extend or len(grid) < 2:
+                break
+            step = grid[1] / grid[0] if side < 0 else grid[-1] / grid[-2]
+            multiples = [multiples[0] / step, *multiples] if side < 0 else [*multiples, multiples[-1] * step]
+        selected[arm] = best
         record[" ".join(arm) or "(one arm)"] = {
             "fixed_lr": cfg.lr,
             "val_endpoint_by_lr": scores,
-            "selected": selected[arm],
+            "selected": best,
+            "extended": len(multiples) - len(grid),  # steps added beyond --grid
+            "at_edge": side != 0,  # still at the (extended) grid's edge: its best lr may lie beyond
         }
     tuned_jobs = []
     for arm, lr in selected.items():
-        command = [*arm, f"lr={lr!r}", *extra]
+        command = [*arm, f"lr={lr!r}", *(o for o in extra if not o.startswith("lr="))]
         run_sweep(claim, profile, command, jobs, work, record=False)
         jobs_of_arm = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
         tuned_jobs += jobs_of_arm
@@ -172,13 +201,15 @@ def tune(
     rows = []
     for name, r in record.items():
         scores = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
-        edge = " (grid edge)" if r["selected"] in (r["fixed_lr"] * grid[0], r["fixed_lr"] * grid[-1]) else ""
+        edge = f" (grid extended by {r['extended']})" if r["extended"] else ""
+        edge += " (still at the grid's edge)" if r["at_edge"] else ""
         rows.append(f"| {name} | {r['fixed_lr']:.4g} | {scores} | **{r['selected']:.4g}**{edge} |")
     note = (
         f"\n**Tuning** ({wall / 60:.1f} min of wall time, the call that finished it; its {len(extra_runs)} runs "
         f"beyond the fixed-lr ones trained {trained / 60:.1f} min, summed over the runs): every arm ran its fixed lr × "
         f"{', '.join(f'{m:.3g}' for m in grid)} "
-        f"at seed {tuning_seed}, which is not a reported seed; the lr with the best validation endpoint was run "
+        f"at seed {tuning_seed}, which is not a reported seed (an arm whose best lr was at the grid's edge tried "
+        f"up to {extend} more steps beyond it); the lr with the best validation endpoint was run "
         "with every reported seed (the test set was not read). The fixed-lr report is the profile's own (one "
         "directory up).\n\n"
         "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"
@@ -200,6 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (--grid)")
     parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
                         help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
+    parser.add_argument("--extend", type=non_negative_int, default=2, help="steps an arm's grid grows beyond an "
+                        "edge selection (default 2; 0: never)")  # fmt: skip
     parser.add_argument(
         "--workdir", type=existing_dir, default=ROOT, help="where runs/ and results/ go (default: the repo)"
     )
@@ -224,9 +257,10 @@ def main(argv=None) -> int:
         if subprocess.run(report, cwd=work).returncode != 0:
             failed.append(name)  # the runs are kept: fix the report, then --report-only
         if args.tune and name not in fixed_lr:  # (`all --tune` tunes the claims that do not sweep the lr)
-            jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid)
+            jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid,
+                              args.extend)  # fmt: skip
             summary = write_report(claims[name], args.profile, work / "runs", results, jobs, tuple(args.overrides),
-                                   variant="tuned", notes=note, flags=tune_flags(args.grid))  # fmt: skip
+                                   variant="tuned", notes=note, flags=tune_flags(args.grid, args.extend))  # fmt: skip
             print(f"{name} ({args.profile}, tuned): {summary['verdict']} — {summary['reason']}")
             write_index(results)
     if failed:

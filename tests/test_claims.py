@@ -409,3 +409,13 @@ def test_a_mechanism_check_is_listed_apart_and_never_called_reproduced(tmp_path)
     assert "in_contrast/README.md" not in reproductions.split("## What the runs say")[0].split("| claim |")[1]
     assert "| [in_contrast](in_contrast/README.md) | **quick** (reference) | **mechanism confirmed** |" in checks
     assert "(quick profile, 5 seeds: mechanism confirmed)" in text and "seeds: reproduced)" not in text
+
+
+def test_a_test_without_an_interval_reads_back_from_summary_json():
+    """One seed gives an infinite interval, which summary.json stores as null: the index still prints it."""
+    from normlab.claims import fmt_test
+
+    assert (
+        fmt_test({"name": "x", "estimate": 1.0, "ci95": [None, None], "outcome": "unclear"})
+        == "x: +1.00 none (unclear)"
+    )

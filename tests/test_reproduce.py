@@ -19,6 +19,28 @@ def test_every_experiment_and_profile_validates(experiment):
     precheck(["-m", f"experiment={experiment}"], CONF)  # exits 2 on the first bad job
 
 
+def test_an_edge_selection_extends_the_arms_grid_by_a_step(tmp_path):
+    """lr=1e-4 --grid 1/100,1 --extend 1: after 20 steps the larger of two tiny lrs wins in both arms (an edge), so
+    each arm tries one step more (100x: 1e-2) and records the extension; the report says so."""
+    import subprocess
+    import sys
+
+    from conftest import DATA_ROOT, ROOT
+
+    overrides = [*TINY, "max_steps=20", "eval_every=10", "seed=0", "lr=0.0001"]
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--grid",
+               "1/100,1", "--extend", "1", "--jobs", "1", "--workdir", str(tmp_path), *overrides]  # fmt: skip
+    env = {**__import__("os").environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "runs" / "bn_convergence" / "tuned.json").read_text())["arms"]
+    for arm in record.values():
+        assert sorted(float(lr) for lr in arm["val_endpoint_by_lr"]) == pytest.approx([1e-6, 1e-4, 1e-2])
+        assert arm["extended"] == 1
+    report = tmp_path / "runs" / "bn_convergence" / "report" / "bn_convergence" / "tuned" / "README.md"
+    assert "(grid extended by 1)" in report.read_text() and "--extend 1" in report.read_text()
+
+
 def test_every_pilot_is_a_claims_and_composes():
     """scripts/pilots.py's pilots: each on its claim's pilot experiment, at seed 0 only (never a reported seed)."""
     from normlab.claims.pilots import PILOTS
@@ -98,7 +120,7 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
 
     overrides = [*TINY, "max_steps=40", "eval_every=20", "seed=0,1"]
     command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--grid", "1/2,1,2",
-               "--jobs", "1", "--workdir", str(tmp_path), *overrides]  # fmt: skip
+               "--extend", "0", "--jobs", "1", "--workdir", str(tmp_path), *overrides]  # fmt: skip
     env = {**__import__("os").environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -114,7 +136,8 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
         assert sorted(scores) == pytest.approx([arm["fixed_lr"] / 2, arm["fixed_lr"], 2 * arm["fixed_lr"]])
     assert (report / "tuned" / "lr_sensitivity.png").stat().st_size > 1000
     made_by = (
-        f"`python scripts/reproduce.py bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/2,1,2`"
+        f"`python scripts/reproduce.py bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/2,1,2 "
+        "--extend 0`"
     )
     assert made_by in (report / "tuned" / "README.md").read_text()  # the command repeats the tuning
     index = (report.parent / "README.md").read_text()

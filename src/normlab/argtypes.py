@@ -5,15 +5,25 @@ import argparse
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (--jobs, --repeats, --steps)."""
+def int_at_least(text: str, minimum: int) -> int:
+    """An integer >= `minimum`, or argparse's one-line refusal."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; it must be >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer >= {minimum}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; it must be >= {minimum}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (--jobs, --repeats, --steps)."""
+    return int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (--extend)."""
+    return int_at_least(text, 0)
 
 
 def existing_dir(text: str) -> Path:

@@ -33,8 +33,10 @@ class Analysis:
 
 
 def fmt_interval(ci95) -> str:
-    low, high = ci95
-    return "none" if not abs(low) < float("inf") else f"[{low:+.2f}, {high:+.2f}]"
+    low, high = ci95  # an infinite bound is read back from summary.json as null
+    if low is None or high is None or not abs(low) < float("inf"):
+        return "none"
+    return f"[{low:+.2f}, {high:+.2f}]"
 
 
 def fmt_test(t: dict) -> str:
