@@ -14,6 +14,7 @@ from pathlib import Path
 
 from normlab.argtypes import positive_int
 from normlab.claims.pilots import PILOTS
+from normlab.runlog import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,12 +36,13 @@ def main(argv=None) -> int:
             return 1
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), f"runs/{experiment}",
                             "--markdown"], capture_output=True, text=True, check=True).stdout  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    summaries = (read_json(p) or {} for p in Path("runs", experiment).glob("*/summary.json"))
+    commits = sorted({(s.get("git_commit") or "unknown")[:7] for s in summaries})
     out = ROOT / "results" / args.claim / "pilots.md"
     out.write_text(
-        f"# {args.claim}: pilots\n\n{pilots.why}\n\nMade by `python scripts/pilots.py {args.claim}` at "
-        f"commit {commit.stdout.strip() or 'unknown'}: `run.py -m experiment={experiment}` with each pilot's "
-        "overrides (the columns that differ); seed 0, which no report counts. Accuracies in [0, 1].\n\n"
+        f"# {args.claim}: pilots\n\n{pilots.why}\n\nMade by `python scripts/pilots.py {args.claim}` (runs made at "
+        f"commit {', '.join(commits)}): `run.py -m experiment={experiment}` with each pilot's overrides (the "
+        "columns that differ); seed 0, which no report counts. Accuracies in [0, 1].\n\n"
         + "\n".join(f"- `{line}`" for line in pilots.lines)
         + "\n\n"
         + table
