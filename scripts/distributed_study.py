@@ -19,7 +19,7 @@ from pathlib import Path
 
 from normlab.argtypes import existing_dir
 from normlab.claims.base import fmt_test
-from normlab.claims.data_parallel import MARGIN, VARIANTS, analyze
+from normlab.claims.data_parallel import CRITERION, MARGIN, VARIANTS, analyze
 from normlab.claims.plots import curves
 from normlab.runlog import write_json
 from normlab.runs import load_runs
@@ -95,8 +95,9 @@ nothing about speed. Runs made at commit {", ".join(commits)}, {datetime.date.to
 {result["table"]}
 
 The pairs marked "the same function" differ only in float summation order (tests/test_distributed.py checks that
-GN and synced BN in 2 processes match one process on the same global batch to 1e-4 over 12 steps); their
-intervals say how far that alone moves a run of this length.
+GN and synced BN in 2 processes match one process on the same global batch to 1e-4 over 12 steps): they are
+equivalence tests (two one-sided tests, the 90% interval inside ±δ), as their hypothesis is equality. Criterion:
+{CRITERION}
 
 ![{plot}]({plot})
 
@@ -107,6 +108,7 @@ normlab needs nothing more (nccl on CUDA, gloo on CPU).
     (out / "README.md").write_text(text)
     write_json(out / "summary.json", {
         "seeds": len(seeds),
+        "criterion": CRITERION,
         "tests": [t.to_dict() for t in result["tests"]],
         "reported": [t.to_dict() for t in result["reported"]],
         "wall_s": timings.get("wall_s"),

@@ -330,6 +330,12 @@ def test_the_answers_cite_the_data_parallel_study_by_its_intervals_once_it_has_t
     path.write_text(json.dumps({"seeds": 5, "tests": [test], "reported": [], "wall_s": 60}))
     write_index(tmp_path)
     text = (tmp_path / "README.md").read_text()
+    assert "(5 seeds, made under an earlier criterion" in text and "+1.50 [+0.50, +2.50] (holds)" in text
+    from normlab.claims.data_parallel import CRITERION
+
+    path.write_text(json.dumps({"seeds": 5, "criterion": CRITERION, "tests": [test], "reported": [], "wall_s": 60}))
+    write_index(tmp_path)
+    text = (tmp_path / "README.md").read_text()
     assert "(5 seeds, 4 processes × 4 images vs 1 × 16): 4x4: synced BN − local BN, final test accuracy" in text
     assert "+1.50 [+0.50, +2.50] (holds)" in text and "no answer yet" not in text
 
@@ -419,3 +425,17 @@ def test_a_test_without_an_interval_reads_back_from_summary_json():
         fmt_test({"name": "x", "estimate": 1.0, "ci95": [None, None], "outcome": "unclear"})
         == "x: +1.00 none (unclear)"
     )
+
+
+def test_the_data_parallel_pairs_of_one_function_are_equivalence_tests(tmp_path):
+    """ "The same function" is tested as equality (TOST, ±1 point): a tie holds, a 3-point gap is contradicted."""
+    from normlab.claims.data_parallel import VARIANTS, analyze
+
+    quality = {"1x16 GN": 3.0, "4x4 BN synced": 1.0}
+    runs = {label: [make_run(tmp_path, config(label.replace(" ", "_")), quality.get(label, 0.0), seed)
+                    for seed in SEEDS] for label, _, _ in VARIANTS}  # fmt: skip
+    result = analyze(runs)
+    synced, gn = (next(t for t in result["reported"] if t.name.startswith(start)) for start in ("synced", "GN at"))
+    assert synced.method.startswith("paired TOST") and synced.margin == 1.0
+    assert gn.outcome == "contradicted" and gn.estimate == pytest.approx(-3.0, abs=0.5)
+    assert result["tests"][0].outcome == "holds"  # synced BN 1 point above local BN

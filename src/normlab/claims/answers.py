@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from normlab.claims.base import Claim, fmt_test, label, reference_summary, results_dir, verdict_words
+from normlab.claims.data_parallel import CRITERION
 
 
 def _load(path: Path):
@@ -118,7 +119,13 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         f"{_tests(contrast, 'cost')}. A mechanism check on classification: no style transfer was run, so nothing "
         "here says IN stylizes better."
     )
-    if distributed and "tests" in distributed:
+    if distributed and "tests" in distributed and distributed.get("criterion") != CRITERION:
+        lines.append(
+            f"- **Data-parallel training?** [distributed](distributed/README.md) ({distributed['seeds']} seeds, made "
+            "under an earlier criterion, which tested the pairs that compute the same function for a difference; "
+            f"not re-run under the equivalence tests yet): {_tests(distributed, '')}."
+        )
+    elif distributed and "tests" in distributed:
         lines.append(
             f"- **Data-parallel training?** [distributed](distributed/README.md) ({distributed['seeds']} seeds, 4 "
             f"processes × 4 images vs 1 × 16): {_tests(distributed, '')}. A CIFAR-10 CNN on CPU processes; "
