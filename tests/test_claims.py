@@ -439,3 +439,15 @@ def test_the_data_parallel_pairs_of_one_function_are_equivalence_tests(tmp_path)
     assert synced.method.startswith("paired TOST") and synced.margin == 1.0
     assert gn.outcome == "contradicted" and gn.estimate == pytest.approx(-3.0, abs=0.5)
     assert result["tests"][0].outcome == "holds"  # synced BN 1 point above local BN
+
+
+def test_wn_meanbn_in_a_net_far_from_the_papers_error_is_not_testable(tmp_path):
+    """Every arm at ~45% test error (the cpu reference's regime; the paper's best 7.31%): a clear WN+meanBN win
+    still gives "not testable here", with the factor named."""
+    runs = build("wn_meanbn", EFFECT, tmp_path)
+    assert registry()["wn_meanbn"].analyze(runs, tmp_path).verdict == "reproduced"
+    far = [make_run(tmp_path, {**r.config, "seed": None}, -35 + (EFFECT if r.config["norm"]["name"] ==
+           "weight_meanbn" else 0), r.seed) for r in runs]  # fmt: skip
+    analysis = registry()["wn_meanbn"].analyze(far, tmp_path)
+    assert analysis.verdict == "not_testable" and analysis.tests[0].outcome == "holds"
+    assert "not testable here: the best arm's test error is" in analysis.reason and not analysis.preconditions[0].holds

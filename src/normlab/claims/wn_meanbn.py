@@ -1,5 +1,6 @@
 """WN paper: WN + mean-only BN beats BN; WN alone speeds up early training over plain parameterization."""
 
+from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
 from normlab.runs import CHANCE, arm_test, group, mean, mean_std
@@ -7,6 +8,8 @@ from normlab.runs import CHANCE, arm_test, group, mean, mean_std
 PAPER = {"none": 8.43, "weight": 8.46, "batch": 8.05, "weight_meanbn": 7.31}
 NORMS = ("none", "weight", "batch", "weight_meanbn")
 MARGIN = 0.0  # points: the paper claims superiority (7.31 vs 8.05% error), not "no worse"
+REGIME = 3.0  # the best arm's test error at most this factor of the paper's best (7.31%): a 0.74-point effect (7.31
+# vs 8.05) is a statement about nets near convergence; in a net at 40-50% error it says nothing about the paper's
 
 
 def early(run) -> float:
@@ -26,6 +29,18 @@ def analyze(runs, out):
     reported = [
         arm_test("BN − plain, final test accuracy (points)", groups.get("batch", []), groups.get("none", []),
                  lambda r: r.endpoint("test_acc")),
+    ]  # fmt: skip
+    best = min(PAPER, key=PAPER.get)
+    errors = {n: mean(100 - r.endpoint("test_acc") for r in groups[n]) for n in NORMS if groups.get(n)}
+    ours = min(errors, key=errors.get) if errors else best
+    factor = errors.get(ours, float("nan")) / PAPER[best]
+    preconditions = [
+        protocol.precondition(
+            f"the best arm's test error ({ours}, mean over seeds) over the paper's best ({best}, {PAPER[best]}%), a "
+            "factor", factor, at_most=REGIME,
+            need="a net trained near convergence: the paper's ConvPool-CNN-C at full width for many epochs (a "
+            "GPU), where a 0.74-point difference of test error means what the paper's does",
+        ),
     ]  # fmt: skip
     numbers, rows = {}, []
     first_step = next((r.curve("val_acc")[0][0] for r in runs if r.metrics), None)
@@ -47,10 +62,13 @@ def analyze(runs, out):
         f"WN+mean-only BN − BN: {tests[0].estimate:+.2f} points of test accuracy ({tests[0].outcome}); WN − plain "
         f"at step {first_step}: {tests[1].estimate:+.2f} ({tests[1].outcome})."
     )
+    if not preconditions[0].holds:
+        reason = (f"not testable here: the best arm's test error is {errors[ours]:.1f}% ({ours}), {factor:.1f}x the "
+                  f"paper's best {PAPER[best]}% (the precondition: at most {REGIME:g}x). " + reason)  # fmt: skip
     plots = [
         curves({n: groups.get(n, []) for n in NORMS}, out / "test_accuracy.png", "CIFAR-10 CNN, Adam: test accuracy")
     ]
-    return Analysis(table, numbers, tests, reason, plots, reported=reported)
+    return Analysis(table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions)
 
 
 CLAIM = Claim(
@@ -72,7 +90,9 @@ CLAIM = Claim(
     criterion=(
         "Two tests, paired by seed, margin 0: WN + mean-only BN ends with a higher test accuracy than BN (the "
         "paper's superiority claim, 7.31 vs 8.05% error), and WN alone has a higher validation accuracy than the "
-        "plain parameterization at the first evaluation (its faster start)."
+        "plain parameterization at the first evaluation (its faster start). Precondition: the best arm's test "
+        f"error is at most {REGIME:g}x the paper's best (7.31%; else not testable here: the paper's 0.74-point "
+        "effect is a statement about nets near convergence)."
     ),
     analyze=analyze,
     reference="cpu/tuned",
