@@ -79,3 +79,13 @@ def test_no_import_cycle():
 def test_the_bottom_modules_import_no_normlab_module_above_them(low):
     allowed = {"normlab.config"}  # typed configs and ConfigError are the bottom layer
     assert import_graph()[low] <= allowed
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml reads normlab.__version__ (dynamic): the installed metadata and the package agree."""
+    import importlib.metadata
+
+    import normlab
+
+    assert importlib.metadata.version("normlab") == normlab.__version__
+    assert "version =" not in (SRC.parent / "pyproject.toml").read_text().split("[project]")[1].split("[")[0]

@@ -9,7 +9,7 @@ The Python API (imported on first use, so `import normlab` stays light):
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written (pyproject.toml reads it)
 
 _EXPORTS = {
     "train": "normlab.api",
