@@ -312,7 +312,7 @@ under Results; secondary and *reported* rows do not decide).
 
 Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
 `{json.dumps(analysis.numbers)}`
-{analysis.notes}{"" if "pilots.md" in analysis.notes else pilots_section(results / claim.name / "pilots.md")}
+{analysis.notes}{"" if "## Pilots" in analysis.notes else pilots_section(results / claim.name / "pilots.md")}
 """
     (out / "README.md").write_text(text)
     return summary
