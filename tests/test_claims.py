@@ -451,3 +451,14 @@ def test_wn_meanbn_in_a_net_far_from_the_papers_error_is_not_testable(tmp_path):
     analysis = registry()["wn_meanbn"].analyze(far, tmp_path)
     assert analysis.verdict == "not_testable" and analysis.tests[0].outcome == "holds"
     assert "not testable here: the best arm's test error is" in analysis.reason and not analysis.preconditions[0].holds
+
+
+def test_archived_run_records_beside_a_report_are_not_reports(tmp_path):
+    """results/<claim>/<profile>/runs/ (scripts/archive_runs.py) holds runs' summary.json files: the index skips them."""
+    from normlab.claims import write_index
+
+    run = tmp_path / "bn_small_batch" / "cpu" / "runs" / "bn_small_batch_cpu" / "cifar10-cnn-batch-bs32-lr0.1-s1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "config": {}, "test_acc": 0.7}))
+    write_index(tmp_path)
+    assert "bn_small_batch: cpu is its reference, not made yet" in (tmp_path / "README.md").read_text()

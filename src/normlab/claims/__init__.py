@@ -32,6 +32,7 @@ from normlab.claims.base import (
     matching,
     profile_jobs,
     reference_summary,
+    report_summaries,
     results_dir,
     tests_table,
     verdict_words,
@@ -83,7 +84,7 @@ def write_index(results: Path) -> None:
         else:
             why.append(f"- {claim.name}: {claim.reference or 'quick'} is its reference, not made yet")
         # quick first, then its tuned variant and the longer profiles; the reference in bold
-        for path in sorted((results / claim.name).glob("**/summary.json"), key=lambda p: (len(p.parts), str(p))):
+        for path in report_summaries(results, claim.name):
             s = json.loads(path.read_text())
             link = path.parent.relative_to(results).as_posix() + "/README.md"
             tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"

@@ -5,7 +5,15 @@ in them comes from a run; each answer says what the evidence does not show."""
 import json
 from pathlib import Path
 
-from normlab.claims.base import Claim, fmt_test, label, reference_summary, results_dir, verdict_words
+from normlab.claims.base import (
+    Claim,
+    fmt_test,
+    label,
+    reference_summary,
+    report_summaries,
+    results_dir,
+    verdict_words,
+)
 from normlab.claims.data_parallel import CRITERION
 
 
@@ -39,7 +47,7 @@ def _disagrees(results: Path, claim: str, summary: dict | None) -> str:
     if summary is None:
         return ""
     others = []
-    for path in sorted((results / claim).glob("**/summary.json"), key=lambda p: (len(p.parts), str(p))):
+    for path in report_summaries(results, claim):
         other = _load(path)
         if label(other) != label(summary) and other["verdict"] != summary["verdict"]:
             others.append(f"the {label(other)} profile ({other.get('seeds', 'fewer')} seeds, made "

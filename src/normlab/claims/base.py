@@ -153,6 +153,13 @@ def results_dir(results: Path, claim: str, profile: str) -> Path:
     return results / claim if profile == "quick" else results / claim / profile
 
 
+def report_summaries(results: Path, claim: str) -> list[Path]:
+    """The summary.json of every report of a claim under results/<claim>/, quick first, then its variants and the
+    longer profiles; archived run records (a `runs/` folder, scripts/archive_runs.py) are not reports."""
+    paths = [p for p in (results / claim).glob("**/summary.json") if "runs" not in p.relative_to(results).parts]
+    return sorted(paths, key=lambda p: (len(p.parts), str(p)))
+
+
 def reference_summary(results: Path, claim: str, reference: str = "") -> tuple[dict | None, Path | None]:
     """A claim's reference summary.json (`Claim.reference`; where it was not made yet, the quick profile, else the
     longest one there is), and its directory."""
