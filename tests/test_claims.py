@@ -454,7 +454,8 @@ def test_wn_meanbn_in_a_net_far_from_the_papers_error_is_not_testable(tmp_path):
 
 
 def test_archived_run_records_beside_a_report_are_not_reports(tmp_path):
-    """results/<claim>/<profile>/runs/ (scripts/archive_runs.py) holds runs' summary.json files: the index skips them."""
+    """results/<claim>/<profile>/runs/ (scripts/archive_runs.py) holds runs' summary.json files; the index skips
+    them."""
     from normlab.claims import write_index
 
     run = tmp_path / "bn_small_batch" / "cpu" / "runs" / "bn_small_batch_cpu" / "cifar10-cnn-batch-bs32-lr0.1-s1"
