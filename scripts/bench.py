@@ -87,7 +87,7 @@ def run_plain_loop(cfg: Config, data, steps: int) -> None:
     model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(data.device)
     optimizer = build_optimizer(model, cfg)
     spe = data.steps_per_epoch(cfg.batch_size)
-    eval_every = cadences(cfg, steps)[0]  # the trainer's evaluation cadence
+    eval_every = cadences(cfg, steps, data.eval_images)[0]  # the trainer's evaluation cadence
     for step in range(steps):
         epoch, index = divmod(step, spe)
         if index == 0:

@@ -52,8 +52,9 @@ def test_thirty_steps_on_mnist_lower_the_loss_and_write_every_file(tmp_path):
 def test_any_run_draws_curves_evaluations_and_training_points_chosen_from_its_length(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    summary = train(compose_config("max_steps=60"), tmp_path)  # eval_every=null, log_every=null
-    assert (summary["eval_every"], summary["log_every"]) == (3, 1)  # ~20 evaluations; ~10 points per evaluation
+    # eval_every=null, log_every=null; evaluations of 100 images cost little beside 60 steps of 60 images
+    summary = train(compose_config("max_steps=60", "data.val_size=50", "data.test_subset=50"), tmp_path)
+    assert (summary["eval_every"], summary["log_every"]) == (3, 1)  # 20 evaluations; ~10 points per evaluation
     records = metrics(tmp_path)
     assert [r["step"] for r in records] == list(range(3, 61, 3))
     events = EventAccumulator(str(tmp_path))
@@ -66,9 +67,25 @@ def test_any_run_draws_curves_evaluations_and_training_points_chosen_from_its_le
         window = [by_step[s] for s in range(r["step"] - 2, r["step"] + 1)]
         assert sum(window) / 3 == pytest.approx(r["train_loss"], rel=1e-5)
     long = compose_config("max_steps=1000", "eval_every=250", "log_every=50")
-    from normlab.trainer import cadences
+    from normlab.config import cadences
 
-    assert cadences(long, 1000) == (250, 50) and cadences(compose_config(), 10_000) == (500, 50)
+    assert cadences(long, 1000, 15_000) == (250, 50) and cadences(compose_config(), 10_000, 15_000) == (500, 50)
+
+
+@pytest.mark.parametrize("batch_size,steps", [(2, 50), (2, 1000), (32, 1000), (32, 10_000), (60, 10_000), (128, 1)])
+def test_evaluations_take_at_most_their_share_of_a_run(batch_size, steps):
+    """eval_every=null: at most 20 evaluations, fewer where their forward passes would cost more than a fifth of
+    the run (a training image costs 3 forward passes), and always one at the end."""
+    from normlab.config import EVAL_SHARE, EVALUATIONS, cadences
+
+    cfg, eval_images = compose_config(f"batch_size={batch_size}"), 15_000
+    eval_every, _ = cadences(cfg, steps, eval_images)
+    n_evals = -(-steps // eval_every)
+    assert 1 <= n_evals <= EVALUATIONS
+    evaluating, training = n_evals * eval_images, 3 * batch_size * steps
+    assert n_evals == 1 or evaluating <= EVAL_SHARE / (1 - EVAL_SHARE) * training
+    if n_evals < EVALUATIONS:  # one more evaluation would pass the share (or the run has one step)
+        assert (n_evals + 1) * eval_images > EVAL_SHARE / (1 - EVAL_SHARE) * training or steps == 1
 
 
 def test_cifar10_cnn_run_completes(tmp_path):
@@ -319,3 +336,13 @@ def test_a_run_saved_before_a_key_existed_matches_the_value_that_describes_it():
     before_split = {**saved, "data": {k: v for k, v in current["data"].items() if k != "val_size"}}
     differs = config_differences(comparable(with_legacy_values(before_split)), comparable(current))
     assert differs == [f"data.val_size=0 there, {current['data']['val_size']} now"]
+
+
+def test_a_run_says_what_it_will_do_and_how_long_is_left(tmp_path, capsys):
+    """Before its first step a run prints its length and its evaluations; off a terminal, each evaluation's line
+    ends with the time left."""
+    train(compose_config("max_steps=4", "eval_every=2", "progress=true", "data.train_subset=600"), tmp_path)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "normlab: 4 steps (0.4 epochs) at batch 60; 2 evaluations of 1,000 images, every 2 steps"
+    assert [line.split(" · ")[1] for line in err[1:]] == ["step 2", "step 4"]
+    assert all(line.endswith(" s left") for line in err[1:])

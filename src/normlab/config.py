@@ -109,7 +109,7 @@ class Config:
     max_steps: int | None = None
     seed: int = 0
     device: str = "auto"
-    eval_every: int | None = None  # steps between evaluations; None: about 20 per run (trainer.cadences)
+    eval_every: int | None = None  # steps between evaluations; None: chosen by config.cadences
     log_every: int | None = None  # steps between training-curve points; None: about 10 per evaluation
     grad_clip: float | None = None
     channels_last: bool = False  # NHWC memory layout for conv nets (conf/ says auto: config_from_dict resolves it)
@@ -131,16 +131,28 @@ class Config:
         return self.lr if self.lr_batch_size is None else self.lr * self.batch_size / self.lr_batch_size
 
 
-EVALUATIONS = 20  # eval_every=null: about this many evaluations per run, whatever its length
+EVALUATIONS = 20  # eval_every=null: at most this many evaluations per run, whatever its length
+EVAL_SHARE = 0.2  # eval_every=null: evaluations take at most about this share of a run's compute
+FORWARDS_PER_TRAINING_IMAGE = 3  # a training step's forward and backward pass, in forward passes
 TRAIN_POINTS_PER_EVAL = 10  # log_every=null: training-curve points between two evaluations
 MAX_EVAL_GAP = 10_000_000  # steps between evaluations at most: the trainer keeps each step's loss until the next
 
 
-def cadences(cfg: Config, total_steps: int) -> tuple[int, int]:
-    """(eval_every, log_every): as configured, or chosen from the run's length so that any run, short or long,
-    draws curves (evaluations of validation and test; the training loss and accuracy in between, on the device
-    already, logged to TensorBoard). A ConfigError where evaluations would be more than MAX_EVAL_GAP steps apart."""
-    eval_every = cfg.eval_every or max(1, -(-total_steps // EVALUATIONS))
+def evaluations(cfg: Config, total_steps: int, eval_images: int) -> int:
+    """eval_every=null: how many evaluations (of `eval_images` validation + test images each, the last at the
+    end) a run of `total_steps` makes: EVALUATIONS, fewer where they would cost more than EVAL_SHARE of the run
+    (a 50-step run at batch 2 trains on 100 images and evaluates once, at the end, not 20 times over 15,000)."""
+    trained = FORWARDS_PER_TRAINING_IMAGE * cfg.batch_size * total_steps
+    affordable = int(EVAL_SHARE / (1 - EVAL_SHARE) * trained / max(eval_images, 1))
+    return max(1, min(EVALUATIONS, affordable))
+
+
+def cadences(cfg: Config, total_steps: int, eval_images: int) -> tuple[int, int]:
+    """(eval_every, log_every): as configured, or chosen from the run's length and the evaluation's size so that
+    any run, short or long, draws curves without spending its time evaluating (`evaluations`); the training loss
+    and accuracy in between, on the device already, are logged to TensorBoard. A ConfigError where evaluations
+    would be more than MAX_EVAL_GAP steps apart."""
+    eval_every = cfg.eval_every or max(1, -(-total_steps // evaluations(cfg, total_steps, eval_images)))
     log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
     if min(eval_every, total_steps) > MAX_EVAL_GAP:
         raise ConfigError(f"{total_steps:,} steps with an evaluation every {eval_every:,} are not allowed: at most "

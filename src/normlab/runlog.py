@@ -226,6 +226,25 @@ def flat_hparams(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def duration(seconds: float) -> str:
+    """'42 s', '7 min', '2.5 h': a length a person reads at a glance."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def plan_line(
+    batch_size: int, total_steps: int, steps_per_epoch: int, eval_every: int, eval_images: int, step: int
+) -> str:
+    """What a run is about to do, printed before its first step: its length in steps and epochs, and how often it
+    evaluates on how many images (the time left is on the progress bar, or on each evaluation's line)."""
+    n_evals = -(-total_steps // eval_every)
+    resumed = f", resuming at step {step:,}" if step else ""
+    return (f"normlab: {total_steps:,} steps ({total_steps / steps_per_epoch:.3g} epochs) at batch "
+            f"{batch_size}{resumed}; {n_evals} evaluation{'s' * (n_evals > 1)} of {eval_images:,} images, "
+            f"every {eval_every:,} steps")  # fmt: skip
+
+
 def eval_line(record: dict) -> str:
     """One plain line per evaluation (train.log, and stdout where it is not a terminal)."""
     parts = [f"step {record['step']}", f"epoch {record['epoch']:.2f}", f"train_loss {record['train_loss']:.4f}"]

@@ -43,7 +43,9 @@ from normlab.optim import build_optimizer, build_scheduler
 from normlab.runlog import (
     DamagedCheckpoint,
     RunLog,
+    duration,
     eval_line,
+    plan_line,
     read_checkpoint,
     read_json,
     save_checkpoint,
@@ -415,7 +417,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
     step, best, train_time, prior_wall = 0, {"val_acc": None, "step": None, "test_acc": None}, 0.0, 0.0
     # this rank's loss and number correct at each step since the last evaluation: written on the device every
     # step, read once per evaluation (no per-step sync)
-    eval_every, log_every = cadences(cfg, total_steps)
+    eval_every, log_every = cadences(cfg, total_steps, data.eval_images)
     stats = torch.zeros(2, min(eval_every, max(total_steps, 1)), device=device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -439,11 +441,15 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
     if log and step == 0:
         log.log_config(cfg.to_dict())
     status, record, diverged_at = "completed", (log.records[-1] if log and log.records else None), None
-    start = time.perf_counter()
+    start, start_step = time.perf_counter(), step
     show = cfg.progress and dist.is_main
     # a bar on a terminal; elsewhere (a log file, a parallel sweep's jobs) a plain line per evaluation instead of
     # hundreds of carriage-return updates
     plain = show and not sys.stderr.isatty()
+    if show:
+        print(
+            plan_line(cfg.batch_size, total_steps, steps_per_epoch, eval_every, data.eval_images, step), file=sys.stderr
+        )
     bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
     logged = max(0, step // log_every * log_every - (step - step % eval_every))  # stats index of the last curve point
@@ -524,7 +530,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
                 log.log_eval(record)
                 log.log_internals(step, internals, model)
                 if plain:
-                    print(f"{run_dir.name} · {eval_line(record)}", file=sys.stderr, flush=True)
+                    left = (time.perf_counter() - start) / (step - start_step) * (total_steps - step)
+                    print(f"{run_dir.name} · {eval_line(record)} · ~{duration(left)} left", file=sys.stderr, flush=True)
             bar.set_postfix(
                 loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc:.4f}"
             )
