@@ -10,7 +10,7 @@ TEST_DATA ?= $(if $(NORMLAB_DATA),$(NORMLAB_DATA),$(abspath ../shared/data))
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q 'torch==2.14.1' 'torchvision==0.29.1'
 	$(PY) -m pip install -q -e '.[dev]'

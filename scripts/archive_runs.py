@@ -9,12 +9,11 @@ metrics.jsonl (a few KB; no checkpoint, no TensorBoard events), so that a refere
 copies an archive's runs into <runs>/<experiment>/<run>/, never over a run dir that holds anything already.
 """
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
 
-from normlab.argtypes import existing_dir
+from normlab.argtypes import command_parser, existing_dir
 from normlab.runlog import read_json
 
 RECORDS = ("summary.json", "metrics.jsonl")  # what a report reads (normlab.runs.load_runs)
@@ -55,7 +54,7 @@ def restore(archive: Path, runs_root: Path) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     keep = commands.add_parser("save", help="copy a sweep's finished runs' records into an archive")
     keep.add_argument("sweep", type=existing_dir, help="runs/<experiment>")

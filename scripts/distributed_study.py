@@ -8,7 +8,6 @@ paired by seed). Finished runs are skipped, so an interrupted study resumes. Wri
     python scripts/distributed_study.py max_steps=100   # extra overrides for every run (report beside the runs)
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -17,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from normlab.argtypes import existing_dir
+from normlab.argtypes import command_parser, existing_dir
 from normlab.claims.base import fmt_test
 from normlab.claims.data_parallel import CRITERION, MARGIN, VARIANTS, analyze
 from normlab.claims.plots import curves
@@ -118,7 +117,7 @@ normlab needs nothing more (nccl on CUDA, gloo on CPU).
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(__doc__)
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
     parser.add_argument("--seeds", default=SEEDS, help=f"comma-separated seeds (default {SEEDS}, the protocol's)")
     parser.add_argument("--workdir", type=existing_dir, default=ROOT, help="where runs/ go (default: the repo)")

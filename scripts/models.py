@@ -1,11 +1,10 @@
 """Parameter counts and training throughput (images/s) of every model at its default size, and the model x norm
-compatibility matrix. `--readme` rewrites the generated sections of README.md.
+compatibility matrix. `--docs` rewrites the generated sections of docs/norms-and-models.md.
 
     python scripts/models.py            # print the tables
-    python scripts/models.py --readme   # and write them into README.md
+    python scripts/models.py --docs     # and write them into docs/norms-and-models.md
 """
 
-import argparse
 import re
 import time
 from pathlib import Path
@@ -14,12 +13,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from normlab.argtypes import positive_int
+from normlab.argtypes import command_parser, positive_int
 from normlab.config import ModelConfig, NormConfig
 from normlab.datasets import DATASETS
 from normlab.models import MODELS, build_model, compatibility_table
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "norms-and-models.md"  # where the generated tables live
 
 
 def default_model_config(name: str) -> ModelConfig:
@@ -68,27 +68,26 @@ def model_table(batch_size: int, steps: int) -> str:
 def replace_section(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> section")
+        raise SystemExit(f"{DOCS.name} has no <!-- {name}:start --> ... <!-- {name}:end --> section")
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(__doc__)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--steps", type=positive_int, default=10, help="timed training steps per model and dataset")
-    parser.add_argument("--readme", action="store_true", help="write the tables into README.md")
+    parser.add_argument("--docs", action="store_true", help="write the tables into docs/norms-and-models.md")
     args = parser.parse_args()
     matrix = compatibility_table()
     models = model_table(args.batch_size, args.steps)
     note = (
-        f"Measured by `python scripts/models.py --readme` (batch {args.batch_size}, training step incl. backward, "
+        f"Measured by `python scripts/models.py --docs` (batch {args.batch_size}, training step incl. backward, "
         f"median of {args.steps}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU)."
     )
     print(matrix, models, note, sep="\n\n")
-    if args.readme:
-        readme = ROOT / "README.md"
-        text = replace_section(readme.read_text(), "matrix", matrix)
-        readme.write_text(replace_section(text, "models", models + "\n\n" + note))
+    if args.docs:
+        text = replace_section(DOCS.read_text(), "matrix", matrix)
+        DOCS.write_text(replace_section(text, "models", models + "\n\n" + note))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ tests can speak; then their table, results/<claim>/pilots.md, which the claim's 
     python scripts/pilots.py bn_convergence --jobs 2
 """
 
-import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from normlab.argtypes import positive_int
+from normlab.argtypes import command_parser, positive_int
 from normlab.claims.pilots import PILOTS
 from normlab.runlog import read_json
 
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(__doc__)
     parser.add_argument("claim", choices=sorted(PILOTS))
     parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="runs at once")
     args = parser.parse_args(argv)

@@ -1,68 +1,8 @@
-"""Test accuracy (or any metric) vs step for a set of runs, one line per group, from each run's metrics.jsonl.
+"""`python scripts/plot.py ...` = `normlab plot ...` (normlab.commands.plot)."""
 
-    python scripts/plot.py runs/bn_small_batch --out small_batch.png      # a line per arm (every swept key)
-    python scripts/plot.py runs/bn_small_batch --group norm.name,batch_size
-    python scripts/plot.py runs/default --group batch_size --metric train_loss --filter norm.name=batch
-
-Runs are grouped by dotted config keys (their summary.json's config; by default every key the runs differ in
-but the seed, so that batch 2 is never averaged with batch 32); each line is the mean over the group's seeds,
-with markers, and a group with a single evaluation is named (it is a point, not a curve).
-"""
-
-import argparse
 import sys
-from pathlib import Path
 
-from normlab.argtypes import existing_dir, key_value, output_file
-from normlab.claims.plots import curves
-from normlab.runs import load_runs, swept_keys
-
-
-def lookup(config: dict, dotted: str):
-    value = config
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(dotted)
-        value = value[part]
-    return value
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=existing_dir, help="a runs/ or sweep directory")
-    parser.add_argument("--group", default=None, help="dotted config keys to group by, comma-separated "
-                        "(default: every key the runs differ in but the seed)")  # fmt: skip
-    parser.add_argument("--metric", default="test_acc", help="a metrics.jsonl key (test_acc, train_loss, ...)")
-    parser.add_argument("--filter", action="append", default=[], type=key_value,
-                        help="KEY=VALUE on the config, repeatable")  # fmt: skip
-    parser.add_argument("--out", type=output_file, default=Path("plot.png"))
-    args = parser.parse_args(argv)
-    runs = load_runs(args.root)
-    try:
-        for key, value in args.filter:
-            runs = [r for r in runs if str(lookup(r.config, key)) == value]
-        keys = args.group.split(",") if args.group else swept_keys([r.config for r in runs]) or ["norm.name"]
-        groups = {}
-        for run in runs:
-            label = ", ".join(f"{k}={lookup(run.config, k)}" for k in keys)
-            groups.setdefault(label, []).append(run)
-    except KeyError as e:
-        print(f"error: {e} is not a config key of these runs (e.g. norm.name, batch_size, lr)", file=sys.stderr)
-        return 2
-    if not groups:
-        print(f"error: no finished runs under {args.root} match", file=sys.stderr)
-        return 2
-    if any(args.metric not in r.metrics[0] for rs in groups.values() for r in rs if r.metrics):
-        print(f"error: metric {args.metric!r} is not in metrics.jsonl", file=sys.stderr)
-        return 2
-    label = args.metric.replace("_", " ")
-    curves(dict(sorted(groups.items())), args.out, f"{label} by {', '.join(keys)}", key=args.metric, ylabel=label)
-    print(f"wrote {args.out} ({len(runs)} runs in {len(groups)} groups by {', '.join(keys)})")
-    for name, rs in sorted(groups.items()):
-        if max(len(r.metrics) for r in rs) <= 1:
-            print(f"note: {name} has one evaluation: a point, not a curve (a lower eval_every draws one)")
-    return 0
-
+from normlab.commands.plot import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,11 +9,9 @@ from pathlib import Path
 from torch import nn
 
 from normlab.checks import check, check_model_keys
-from normlab.cli import one_line, plain_config, register_groups, register_resolvers
+from normlab.cli import CONF, one_line, plain_config, register_groups, register_resolvers
 from normlab.config import ConfigError, config_from_dict
 from normlab.trainer import train as train_run
-
-CONF = Path(__file__).resolve().parents[2] / "conf"  # the checkout's Hydra configs (normlab is installed editable)
 
 
 def compose(overrides: Sequence[str]) -> dict:

@@ -50,3 +50,8 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected KEY=VALUE, e.g. norm.name=group")
     return key, value
+
+
+def command_parser(doc: str) -> argparse.ArgumentParser:
+    """A command's parser whose --help shows its module docstring whole, as written (its examples included)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

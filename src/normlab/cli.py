@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from normlab.checks import load_config
 from normlab.config import Config, ConfigError
+
+# Hydra's configs: shipped inside the installed package (normlab/conf, from a wheel), else the checkout's conf/
+# (an editable install, or run.py in the checkout)
+CONF = next((p for p in (Path(__file__).with_name("conf"), Path(__file__).resolve().parents[2] / "conf") if p.is_dir()),
+            Path(__file__).with_name("conf"))  # fmt: skip
 
 
 def register_resolvers() -> None:
@@ -278,7 +284,24 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
             runs[run] = job
             checked.append((job, typed))
     GlobalHydra.instance().clear()
+    check_data_files(checked)
     return checked
+
+
+def check_data_files(jobs: list[tuple[tuple[str, ...], Config]]) -> None:
+    """Every dataset the jobs read is on disk (fetched now where it may be), before Hydra creates any run dir."""
+    from normlab.data import ensure_files
+    from normlab.datasets import dataset_spec
+
+    seen = set()
+    for _, cfg in jobs:
+        where = (cfg.dataset.name, cfg.dataset.target, cfg.data.root, cfg.data.download)
+        if cfg.dataset.name != "custom" and where not in seen:
+            seen.add(where)
+            try:
+                ensure_files(dataset_spec(cfg.dataset.name, cfg.dataset.target), cfg.data)
+            except ConfigError as e:
+                fail(str(e))
 
 
 def hydra_record(cfg: DictConfig, hc):
@@ -339,3 +362,27 @@ def summary_line(s: dict) -> str:
         f"normlab: {s['status']}{extra} · val_acc {val} · test_acc {test} · {s['steps']} steps · {s['wall_s']:.1f} s"
         f" · logs: {s['run_dir']}"
     )
+
+
+def train_command(argv: list[str]) -> None:
+    """`normlab train ARGS`, the same as `python run.py ARGS`: every job checked before the first starts, then
+    Hydra runs them. Ctrl-C or SIGTERM (a scheduler, `kill`) ends with one line and exit 130, every finished
+    run and the last checkpoint kept."""
+    import hydra
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    register_resolvers()
+    register_groups(CONF)
+    precheck(argv, CONF)
+    task = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(run_job)
+    sys.argv = [sys.argv[0], *argv]  # Hydra reads the command line from sys.argv
+    try:
+        task()
+    except KeyboardInterrupt:
+        newline = "\n" if sys.stderr.isatty() else ""  # below the progress bar's line, not on it
+        print(f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to "
+              "resume", file=sys.stderr)  # fmt: skip
+        sys.exit(130)

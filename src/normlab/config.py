@@ -68,7 +68,7 @@ class NormConfig:
     group_size: int = 4  # group: channels per group where num_groups is null
     gate_lr_mult: float = 10.0
     bn_stats: str = "moving"
-    variant: str = "paper"  # switchable: the paper's statistics or the official code's (README, The norms)
+    variant: str = "paper"  # switchable: the paper's statistics or the official code's (docs/norms-and-models.md)
     init: str = "default"
     sync: bool = False  # under torchrun: BN statistics over the global batch (SyncBatchNorm / all-reduced moments)
 

@@ -13,6 +13,7 @@ import torch
 
 from normlab.config import Config, ConfigError, DataConfig, cadences
 from normlab.datasets import DataError, DatasetSpec, dataset_spec
+from normlab.runlog import missing_folders, remove_empty_folders
 
 VAL_SEED = 0  # the validation images are the same for every run seed: a fixed draw, not the run's
 # Test-set batch size. Not more: on a 2-core CPU the CIFAR-10 CNN evaluates 1.6x faster than in batches of 1000
@@ -21,19 +22,21 @@ EVAL_BATCH = 500
 
 
 def _download(spec: DatasetSpec, root: Path) -> None:
-    """Fetch missing files with torchvision; failures (no network) fall through to the missing-file error."""
+    """Fetch missing files with torchvision; failures (no network) fall through to the missing-file error, and
+    the folders torchvision made for them are removed again (a refused run leaves nothing behind)."""
     import torchvision
 
+    made = sorted({p for f in spec.files for p in missing_folders((root / f).parent)}, key=lambda p: -len(p.parts))
     try:
         for train in (True, False):
             getattr(torchvision.datasets, spec.torchvision)(root=str(root), train=train, download=True)
     except Exception:  # noqa: BLE001 - any failure here is reported as the missing files below
-        pass
+        remove_empty_folders(made)
 
 
-def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Both splits of a dataset (a registered name or a spec) as images (N, C, H, W) and int64 labels."""
-    spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
+def ensure_files(spec: DatasetSpec, cfg: DataConfig) -> Path:
+    """The data root holding every file the dataset reads, downloaded first where missing and `data.download`
+    allows it; a DataError naming the missing files otherwise. Checked for every job before a command starts."""
     root = Path(cfg.root).expanduser()
     missing = [f for f in spec.files if not (root / f).is_file()]
     if missing and cfg.download and spec.torchvision:
@@ -46,6 +49,13 @@ def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[
             f"data.root (or NORMLAB_DATA) to a folder holding torchvision's {name} layout, or run with "
             "data.download=true and a network"
         )
+    return root
+
+
+def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Both splits of a dataset (a registered name or a spec) as images (N, C, H, W) and int64 labels."""
+    spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
+    root = ensure_files(spec, cfg)
     arrays = {split: spec.load(root, split) for split in ("train", "test")}
     for split, size in (("train", spec.train_size), ("test", spec.test_size)):
         if len(arrays[split][1]) != size:  # a file cut short with a header that agrees, or another dataset's

@@ -226,6 +226,21 @@ def flat_hparams(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """rmdir each folder (deepest first) as long as it is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run is in it), or gone already
+            if folder.exists():
+                break
+
+
 def duration(seconds: float) -> str:
     """'42 s', '7 min', '2.5 h': a length a person reads at a glance."""
     if seconds < 90:

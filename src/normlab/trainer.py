@@ -45,9 +45,11 @@ from normlab.runlog import (
     RunLog,
     duration,
     eval_line,
+    missing_folders,
     plan_line,
     read_checkpoint,
     read_json,
+    remove_empty_folders,
     save_checkpoint,
     write_json,
 )
@@ -349,10 +351,12 @@ def run_lock(run_dir: Path, owner: bool):
         os.close(fd)  # releases the lock
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove a run dir that holds no work (nothing, or only the .hydra/ record of a run that did not start)."""
+def remove_if_empty(run_dir: Path, made: list[Path]) -> None:
+    """Remove a run dir that holds no work (nothing, or only the .hydra/ record of a run that did not start), and
+    the folders above it that this run `made` (e.g. runs/default/), where nothing else has gone into them."""
     if run_dir.is_dir() and all(p.name == ".hydra" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+    remove_empty_folders(made)
 
 
 def train(
@@ -369,12 +373,13 @@ def train(
     `model`: model=custom's module or factory (else model._target_). `on_start(run_dir)` runs on rank 0 once the
     run is accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there."""
     owner = env_world().is_main
+    made = missing_folders(run_dir)
     with cudnn_algorithms(cfg.deterministic), run_lock(run_dir, owner):
         try:
             return _train(cfg, run_dir, data, on_start, model)
         except ConfigError:
             if owner:
-                remove_if_empty(run_dir)  # a refused fresh run leaves no dir behind
+                remove_if_empty(run_dir, made)  # a refused fresh run leaves no dir behind
             raise
 
 
