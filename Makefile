@@ -21,9 +21,10 @@ install: $(STAMP) ## Create .venv and install normlab with its dev tools
 run: $(STAMP) ## Train the default experiment (MNIST, BN paper MLP, norm=batch)
 	$(PY) run.py $(ARGS)
 
-lint: $(STAMP) ## ruff lint + format check
+lint: $(STAMP) ## ruff lint + format check, mypy over src/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: lint ## Fast test suite (real data, tiny subsets)
 	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -m "not slow" -q

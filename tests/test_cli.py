@@ -30,12 +30,18 @@ def test_single_run_prints_a_summary_line(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").exists() and list(run_dir.glob("events.out.tfevents.*"))
 
 
-def test_two_job_multirun_gives_two_run_dirs(tmp_path):
+def test_two_job_multirun_gives_two_run_dirs_in_a_folder_named_by_the_sweep(tmp_path):
     result = run_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     dirs = run_dirs(tmp_path)
     assert [d.name.split("-")[2] for d in dirs] == ["batch", "none"]
     assert all(json.loads((d / "summary.json").read_text())["status"] == "completed" for d in dirs)
+    assert {d.parent for d in dirs} == {tmp_path / "runs" / "default" / "norm=none,batch"}
+    again = run_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)  # the same sweep finds its runs
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2, again.stderr
+    other = run_cli("-m", *TINY, "norm=none", "seed=1,2", "max_steps=10", cwd=tmp_path)  # another sweep: apart
+    assert other.returncode == 0, other.stderr
+    assert len(list((tmp_path / "runs" / "default" / "seed=1,2").iterdir())) == 2
 
 
 def test_sweep_goes_on_past_a_diverging_job(tmp_path):

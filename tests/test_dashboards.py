@@ -63,7 +63,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
                 runs = get(f"{base}/data/runs")
             except OSError:
                 continue
-        assert sorted(r.split("/")[1].split("-")[2] for r in runs) == ["batch", "none"]
+        assert sorted(r.split("/")[-1].split("-")[2] for r in runs) == ["batch", "none"]
         tags = get(f"{base}/data/plugin/scalars/tags")
         for run in runs:
             assert {

@@ -107,6 +107,7 @@ def plain_config(cfg: DictConfig, experiment: str) -> dict:
 
     try:
         values = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(values, dict)  # a DictConfig becomes a dict
     except OmegaConfBaseException as e:  # an interpolation typo (${oc.env:UNSET}, ${no.such.key}): user input
         raise ConfigError(f"cannot resolve the config: {one_line(e)}") from None
     values.pop("hydra", None)
@@ -219,7 +220,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
         if o.is_sweep_override() and not sweeping and not o.key_or_group.startswith("hydra"):
             fail(f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
                  "value, or give one value")  # fmt: skip
-    given: dict[str, tuple[str, str]] = {}
+    given: dict[str, tuple[str | None, str | None]] = {}
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra"):
@@ -252,14 +253,16 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                 composed = compose(config_name=config_name, overrides=first, return_hydra_config=True)
             except Exception as e:  # noqa: BLE001 - composition errors are user input errors
                 fail(one_line(e))
-            given = {o.key_or_group for o in overrides}
+            keys_given = {o.key_or_group for o in overrides}
             for key, value in (composed.hydra.sweeper.params or {}).items():
-                if key not in given:
+                if key not in keys_given:
                     (o,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
-                    if _values(o) is not None:
-                        choices.append([f"{key}={v}" for v in _values(o)])
+                    if (declared := _values(o)) is not None:
+                        choices.append([f"{key}={v}" for v in declared])
         jobs = list(itertools.product(*choices))
-        checked, runs, cache = [], {}, {}
+        checked: list[tuple[tuple[str, ...], Config]] = []
+        runs: dict[str, tuple[str, ...]] = {}
+        cache: dict = {}
         for job in jobs:
             experiment = next((j.split("=", 1)[1] for j in job if j.startswith("experiment=")), "default")
             where = f" (in the job {' '.join(job)})" if len(jobs) > 1 else ""
@@ -364,6 +367,28 @@ def summary_line(s: dict) -> str:
     )
 
 
+def sweep_folder(argv: list[str]) -> str:
+    """A sweep of the default experiment lands in a folder of its own, named by what it sweeps, e.g.
+    runs/default/norm=batch,group-batch_size=2,8,32/, so that TensorBoard, compare and plot read one sweep and a
+    long run's curve does not squash a short one's; the same command finds it again (and resumes or skips its
+    runs). A claim's experiment keeps runs/<experiment>/; `hydra.sweep.dir=...` chooses any folder. Returns
+    "/<name>", or "" where the sweep keeps Hydra's layout."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    split = split_flags(argv, CONF)
+    if split is None or not split[3]:
+        return ""
+    try:
+        overrides = OverridesParser.create().parse_overrides(split[0])
+    except Exception:  # noqa: BLE001 - precheck says what is wrong with the command line
+        return ""
+    keys = {o.key_or_group for o in overrides}
+    if keys & {"experiment", "hydra.sweep.dir", "hydra.sweep.subdir"}:
+        return ""
+    named = [str(o.input_line) for o in overrides if o.is_sweep_override() or o.key_or_group == "hparams_search"]
+    return "/" + ("-".join(named).replace("/", "_") or "sweep")
+
+
 def train_command(argv: list[str]) -> None:
     """`normlab train ARGS`, the same as `python run.py ARGS`: every job checked before the first starts, then
     Hydra runs them. Ctrl-C or SIGTERM (a scheduler, `kill`) ends with one line and exit 130, every finished
@@ -376,6 +401,7 @@ def train_command(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, stop)
     register_resolvers()
     register_groups(CONF)
+    os.environ["NORMLAB_SWEEP"] = sweep_folder(argv)  # read by hydra.sweep.subdir (conf/hydra/normlab.yaml)
     precheck(argv, CONF)
     task = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(run_job)
     sys.argv = [sys.argv[0], *argv]  # Hydra reads the command line from sys.argv

@@ -212,7 +212,7 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}={value!r} is not allowed; expected a config group")
-            kwargs[name] = _from_dict(annotation, value, prefix=f"{prefix}{name}.")
+            kwargs[name] = _from_dict(typing.cast(type, annotation), value, prefix=f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, annotation, prefix + name)
     return cls(**kwargs)
@@ -226,7 +226,7 @@ SLOWER_IN_NHWC = ("instance",)
 
 def channels_last_auto(values: dict[str, Any]) -> bool:
     """What channels_last=auto means for a config (a plain dict, as Hydra composes it)."""
-    model, norm = (values.get(group) if isinstance(values.get(group), dict) else {} for group in ("model", "norm"))
+    model, norm = (group if isinstance(group := values.get(name), dict) else {} for name in ("model", "norm"))
     return model.get("name") in CONV_NETS and norm.get("name") not in SLOWER_IN_NHWC
 
 

@@ -26,6 +26,7 @@ def _download(spec: DatasetSpec, root: Path) -> None:
     the folders torchvision made for them are removed again (a refused run leaves nothing behind)."""
     import torchvision
 
+    assert spec.torchvision is not None  # (load_arrays downloads only what torchvision can)
     made = sorted({p for f in spec.files for p in missing_folders((root / f).parent)}, key=lambda p: -len(p.parts))
     try:
         for train in (True, False):
@@ -101,7 +102,7 @@ class InMemoryData:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images to [0, 1], then standardized with the dataset's per-channel statistics where it has them."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

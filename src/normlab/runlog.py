@@ -110,7 +110,12 @@ def _load_weights_only(source) -> Any:
     NumPy's RNG state (a uint32 array) is admitted for checkpoints saved before it was stored as a tensor."""
     import numpy as np
 
-    numpy_array = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    numpy_array = [
+        np._core.multiarray._reconstruct,  # type: ignore[attr-defined]  # NumPy 2 (no stubs for _core)
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+    ]
     with torch.serialization.safe_globals(numpy_array):
         return torch.load(source, map_location="cpu", weights_only=True)
 
@@ -129,7 +134,7 @@ def read_checkpoint(path: Path) -> dict:
         if hashlib.sha256(payload).hexdigest().encode() != checksum:
             raise DamagedCheckpoint("its bytes do not match the checksum saved with them")
     else:
-        payload = _load_legacy(raw)
+        payload = _load_legacy(raw)  # type: ignore[assignment]  # bytes, or the plain state of the oldest format
     if isinstance(payload, dict):  # a plain state, saved before checksums
         state = payload
     else:

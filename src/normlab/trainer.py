@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ def last_hidden_percentiles(model: torch.nn.Module, data: InMemoryData) -> dict[
         return None
     model.eval()
     x, _ = next(data.eval_batches("test", 1000))
-    z = model.last_hidden_input(x)[:, :PROBE_UNITS].float()
+    z = model.last_hidden_input(x)[:, :PROBE_UNITS].float()  # type: ignore[operator]  # the MLP's method
     q = torch.quantile(z, torch.tensor(PERCENTILES, device=z.device), dim=0)
     return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}
 
@@ -187,7 +188,7 @@ def constrained_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 def apply_constraints(layers: list[torch.nn.Module]) -> None:
     for layer in layers:
-        layer.clamp_gate_()
+        layer.clamp_gate_()  # type: ignore[operator]  # (constrained_layers found the method)
 
 
 def comparable(config: dict) -> dict:
@@ -292,7 +293,9 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: 
 def rng_state() -> dict:
     """The three generators' states as tensors and plain values (a checkpoint holds nothing else: it is read
     back with weights_only=True); NumPy's MT19937 key becomes an int64 tensor."""
-    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # the legacy form: (name, key, pos, has_gauss, cached)
+    name, key, pos, has_gauss, cached = state
     numpy = (name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached))
     return {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
 
@@ -396,7 +399,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         action, previous = prepare_run_dir(cfg, run_dir, clear=False, world_size=dist.world_size)
     if action == "skip":
         dist.close()
-        return {**previous, "skipped": True, "run_dir": str(run_dir)}
+        return {**(previous or {}), "skipped": True, "run_dir": str(run_dir)}
     ckpt = previous if action == "resume" else None
     if dist.is_main and on_start is not None:
         on_start(run_dir)
@@ -419,7 +422,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
 
     # model selection reads the validation split only: the best validation accuracy, and the test accuracy of
     # the evaluation that reached it (reported, never selected on)
-    step, best, train_time, prior_wall = 0, {"val_acc": None, "step": None, "test_acc": None}, 0.0, 0.0
+    best: dict[str, Any] = {"val_acc": None, "step": None, "test_acc": None}
+    step, train_time, prior_wall = 0, 0.0, 0.0
     # this rank's loss and number correct at each step since the last evaluation: written on the device every
     # step, read once per evaluation (no per-step sync)
     eval_every, log_every = cadences(cfg, total_steps, data.eval_images)
@@ -437,7 +441,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = DistributedDataParallel(model) if dist.enabled else model  # `model` stays the plain module
+    net: Any = DistributedDataParallel(model) if dist.enabled else model  # `model` stays the plain module
     if cfg.compile:
         net = torch.compile(net)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
@@ -525,7 +529,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
                 "lr": optimizer.param_groups[0]["lr"],
                 "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
             }
-            if dist.is_main:
+            if log is not None:  # rank 0
                 percentiles = last_hidden_percentiles(model, data)
                 if percentiles is not None:
                     record["last_hidden_input"] = percentiles
@@ -544,7 +548,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
             every_rank_stats = gather(stats, dist)  # each rank's train statistics since the last evaluation
-            if dist.is_main:
+            if log is not None:
                 log.flush()
                 extra = {
                     "world_size": dist.world_size,
@@ -587,7 +591,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         "norm_layers": norm_internals(model),
         "config": cfg.to_dict(),
     }
-    if dist.is_main:
+    if log is not None:
         write_json(run_dir / SUMMARY, summary)
         log.close()
     dist.close()

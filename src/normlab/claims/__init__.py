@@ -80,7 +80,7 @@ def write_index(results: Path) -> None:
     for claim in registry().values():
         summary, reference = reference_summary(results, claim.name, claim.reference)
         if reference == results / claim.name / claim.reference:
-            why.append(f"- {claim.name}: {label(summary)}, {claim.reference_why}")
+            why.append(f"- {claim.name}: {label(summary or {})}, {claim.reference_why}")
         else:
             why.append(f"- {claim.name}: {claim.reference or 'quick'} is its reference, not made yet")
         # quick first, then its tuned variant and the longer profiles; the reference in bold

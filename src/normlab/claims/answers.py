@@ -25,7 +25,7 @@ def _cite(results: Path, claim: str, claims: dict[str, Claim]) -> tuple[dict | N
     """A claim's reference summary and a markdown link to its report with its verdict and seeds; a report made
     under a criterion the claim no longer states is cited as such."""
     summary, directory = reference_summary(results, claim, claims[claim].reference)
-    if summary is None:
+    if summary is None or directory is None:
         return None, f"{claim}: not run"
     link = (directory / "README.md").relative_to(results).as_posix()
     verdict = verdict_words(claims[claim], summary["verdict"])

@@ -7,13 +7,15 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from normlab import protocol
+from normlab.config import Config
 from normlab.protocol import Precondition, TestResult
 from normlab.runlog import write_json
-from normlab.runs import load_runs
+from normlab.runs import Run, load_runs
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Claim:
     paper: str  # markdown: the paper's figure/table for the same quantity
     setup: str  # markdown: our setting and how it differs
     criterion: str
-    analyze: object  # (runs, out_dir) -> Analysis
+    analyze: Callable[[list, Path], Analysis]  # (runs, out_dir) -> Analysis
     # the report the verdict is read from, under results/<claim>/ ("": the quick profile; "cpu/tuned": the cpu
     # profile at per-arm tuned lrs), and why that one
     reference: str = ""
@@ -125,7 +127,7 @@ def verdict_words(claim: Claim, verdict: str) -> str:
     return words.replace("_", " ")
 
 
-def profile_jobs(claim: Claim, profile: str, overrides: list[str], conf: Path) -> list[tuple[tuple[str, ...], object]]:
+def profile_jobs(claim: Claim, profile: str, overrides: list[str], conf: Path) -> list[tuple[tuple[str, ...], Config]]:
     """Every job of the profile: its experiment's grid and the claim's further sweeps (`Claim.sweeps`), each with
     `overrides`; as (the job's overrides, its typed config), composed as `run.py -m` does."""
     from normlab.cli import precheck
@@ -232,7 +234,7 @@ def write_report(
     count; the others are left out and counted. `variant` "tuned": the per-arm tuned learning rates."""
     experiment = experiment_name(claim.name, profile)
     run_dir = runs_root / experiment
-    runs, left_out = load_runs(run_dir), []
+    runs, left_out = load_runs(run_dir), list[Run]()
     if jobs is not None:
         runs, left_out = matching(runs, jobs)
     if not runs:
@@ -245,7 +247,7 @@ def write_report(
     # reproduce.json times the last `reproduce.py` call; runs made otherwise (e.g. by run.py -m) are timed by the
     # sum of their own wall times
     time_of = f"wall time on {timing['machine']}" if timing else "training time, summed over the runs"
-    statuses = {}
+    statuses: dict[str, int] = {}
     for r in runs:
         statuses[r.status] = statuses.get(r.status, 0) + 1
     summary = {

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ def sync(device):
 
 def alternate(fns: dict, repeats: int, device, warmup: int = 1) -> dict[str, float]:
     """Median seconds of each callable, run in turns (a, b, a, b, ...) after `warmup` untimed turns."""
-    times = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for name, fn in fns.items():
             sync(device)
@@ -162,7 +163,8 @@ def bench_data(device, repeats: int) -> list[dict]:
     rows = []
     for name, bs in (("mnist", 128), ("cifar10", 128)):
         data = build_data(name, DataConfig(root=DATA_ROOT, download=False, augment=name == "cifar10"), 0, device)
-        mean, std = (0.1307,), (0.3081,)
+        mean: tuple[float, ...] = (0.1307,)
+        std: tuple[float, ...] = (0.3081,)
         if name == "cifar10":
             mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
             tf = transforms.Compose(
@@ -177,7 +179,9 @@ def bench_data(device, repeats: int) -> list[dict]:
         else:
             tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
             dataset = torchvision.datasets.MNIST(DATA_ROOT, train=True, download=False, transform=tf)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=0)
+        loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+            dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=0
+        )
 
         def normlab_epoch(data=data, bs=bs):
             order = data.epoch_order(0)
@@ -227,7 +231,7 @@ NATIVE_NORMS = ("batch_instance", "switchable")  # the norms with compiled CPU k
 
 def python_path(module: nn.Module) -> nn.Module:
     """The module with its compiled CPU kernels (norms.native) switched off."""
-    module.use_native = False
+    module.use_native = False  # type: ignore[assignment]  # a plain attribute of normlab's norm modules
     return module
 
 
@@ -269,7 +273,7 @@ def bench_lstm(device, repeats: int) -> list[dict]:
     """Forward+backward over a 28-step sequence (MNIST rows), hidden 100, batch 64: time per step vs nn.LSTM."""
     x = torch.randn(64, 28, 28, device=device)
     ref = nn.LSTM(28, 100, batch_first=True).to(device)
-    cells = {
+    cells: dict[str, nn.Module] = {
         name: NormLSTM(28, 100, 28, lambda f, steps, name=name: build_sequence_norm(name, f, steps)).to(device)
         for name in ("layer", "batch")
     }
@@ -278,7 +282,7 @@ def bench_lstm(device, repeats: int) -> list[dict]:
             cells[f"{name}-LSTM (Python)"] = python_path(copy.deepcopy(cells[name]))
     fns = {"nn.LSTM": lambda: ref(x)[0][:, -1].sum().backward()}
     for name, cell in cells.items():
-        fns[name if "(" in name else f"{name}-LSTM"] = lambda cell=cell: cell(x).sum().backward()
+        fns[name if "(" in name else f"{name}-LSTM"] = lambda cell=cell: cell(x).sum().backward()  # type: ignore[misc]
     t = alternate(fns, repeats * 5, device, warmup=3)
     rows = [{"cell": k, "ms_per_step": 1000 * v / 28, "ratio_to_nn_lstm": v / t["nn.LSTM"]} for k, v in t.items()]
     print("lstm    " + "  ".join(f"{r['cell']} {r['ratio_to_nn_lstm']:.2f}x" for r in rows), flush=True)
@@ -288,7 +292,7 @@ def bench_lstm(device, repeats: int) -> list[dict]:
 def training_steps(model_cfg: ModelConfig, norm: str, x, y, steps: int, device, memory_format=torch.contiguous_format):
     """A callable that runs `steps` SGD steps of a freshly built conv net on the fixed CIFAR-10-shaped batch."""
     torch.manual_seed(0)
-    model = build_model(model_cfg, NormConfig(name=norm), (3, 32, 32), 10).to(device, memory_format=memory_format)
+    model = build_model(model_cfg, NormConfig(name=norm), (3, 32, 32), 10).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = x.contiguous(memory_format=memory_format)
 
@@ -344,7 +348,7 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
     t = alternate(fns, repeats, device, warmup=1)
     rows = []
     for name, seconds in t.items():
-        row = {"norm": name, "ms_per_step": 1000 * seconds / 5, "ratio_to_bn": t[name] / t["batch"]}
+        row: dict[str, Any] = {"norm": name, "ms_per_step": 1000 * seconds / 5, "ratio_to_bn": t[name] / t["batch"]}
         for bs in (32, 2):
             err = errors.get(name, {}).get(f"err_bs{bs}")
             row[f"test_acc_bs{bs}"] = None if err is None else 1 - err / 100
@@ -405,7 +409,7 @@ def bench_sweep(repeats: int) -> list[dict]:
     cores = os.cpu_count() or 1
     rows = []
     for batch_size, steps in ((2, 1500), (32, 300)):
-        times = {"sequential": [], "parallel": []}
+        times: dict[str, list[float]] = {"sequential": [], "parallel": []}
         for _ in range(repeats):  # alternate, so that drifts of a noisy machine hit both
             times["sequential"].append(run_sweep(1, batch_size, steps))
             times["parallel"].append(run_sweep(cores, batch_size, steps))

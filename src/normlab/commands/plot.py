@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         for key, value in args.filter:
             runs = [r for r in runs if str(lookup(r.config, key)) == value]
         keys = args.group.split(",") if args.group else swept_keys([r.config for r in runs]) or ["norm.name"]
-        groups = {}
+        groups: dict[str, list] = {}
         for run in runs:
             label = ", ".join(f"{k}={lookup(run.config, k)}" for k in keys)
             groups.setdefault(label, []).append(run)

@@ -33,8 +33,7 @@ def main(argv=None) -> int:
         results = args.results or (
             args.runs / experiment_name(name, args.profile) / "report" if args.overrides else Path("results")
         )
-        jobs = profile_jobs(claims[name], args.profile, args.overrides, CONF)
-        jobs = [config.to_dict() for _, config in jobs]
+        jobs = [config.to_dict() for _, config in profile_jobs(claims[name], args.profile, args.overrides, CONF)]
         summary = write_report(claims[name], args.profile, args.runs, results, jobs, tuple(args.overrides))
         print(f"{name} ({args.profile}): {summary['verdict']} — {summary['reason']}")
         if not args.overrides or args.results:

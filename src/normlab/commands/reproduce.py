@@ -28,6 +28,7 @@ from normlab.claims import PROFILES, experiment_name, profile_jobs, registry, wr
 from normlab.claims.base import sweep_lines
 from normlab.cli import CONF
 from normlab.commands import normlab_command, shown
+from normlab.config import Config
 
 
 def machine() -> str:
@@ -96,7 +97,7 @@ def tune_flags(grid: tuple[float, ...], extend: int = 2) -> str:
     return flags + (f" --extend {extend}" if extend != 2 else "")
 
 
-def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], object]]:
+def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], Config]]:
     """Every job of `normlab train -m experiment=<experiment> <overrides>`: its overrides and typed config."""
     from normlab.cli import precheck
 
@@ -135,29 +136,32 @@ def tune(
     runs and a markdown note (selection table, sensitivity plot)."""
     from normlab.claims import experiment_name, matching, results_dir
     from normlab.claims.plots import new_figure, save
-    from normlab.runs import load_runs
+    from normlab.runs import Run, load_runs
 
     experiment = experiment_name(claim, profile)
     base = profile_jobs(registry()[claim], profile, extra, CONF)  # every sweep's arms
-    arms: dict[tuple[str, ...], object] = {}
+    arms: dict[tuple[str, ...], Config] = {}
     for job, cfg in base:
         arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=", "lr=")))  # the arm's lr: tuned
         arms.setdefault(arm, cfg)  # the arm's first seed
     seeds = {cfg.seed for _, cfg in base}
     tuning_seed = next(s for s in range(len(seeds) + 1) if s not in seeds)  # never a reported seed
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
-    start, selected, record, extra_runs = time.perf_counter(), {}, {}, {}
+    start = time.perf_counter()
+    selected: dict[tuple[str, ...], float] = {}
+    record: dict[str, dict] = {}
+    extra_runs: dict[Path, Run] = {}
     for arm, cfg in arms.items():
         multiples = list(grid)
         while True:  # an edge selection extends the arm's grid by one step on that side, up to `extend` steps
-            lrs = ",".join(repr(cfg.lr * m) for m in multiples)
-            command = [*arm, f"seed={tuning_seed}", f"lr={lrs}", *rest]
+            grid_lrs = ",".join(repr(cfg.lr * m) for m in multiples)
+            command = [*arm, f"seed={tuning_seed}", f"lr={grid_lrs}", *rest]
             run_sweep(claim, profile, command, jobs, work, record=False)
             tuning_jobs = [c.to_dict() for _, c in sweep_jobs(experiment, command)]
             runs, _ = matching(load_runs(work / "runs" / experiment), tuning_jobs)
             scores = {r.config["lr"]: r.endpoint("val_acc") for r in runs}
             extra_runs.update({r.path: r for r in runs})  # the tuning seed's runs: none is a fixed-lr run
-            best = max(scores, key=scores.get)
+            best = max(scores, key=lambda lr: scores[lr])
             side = edge_side(best, [cfg.lr * m for m in multiples])
             if side == 0 or len(multiples) - len(grid) >= extend or len(grid) < 2:
                 break
@@ -200,10 +204,10 @@ def tune(
     plot = save(fig, out / "lr_sensitivity.png")
     rows = []
     for name, r in record.items():
-        scores = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
+        by_lr = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
         edge = f" (grid extended by {r['extended']})" if r["extended"] else ""
         edge += " (still at the grid's edge)" if r["at_edge"] else ""
-        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {scores} | **{r['selected']:.4g}**{edge} |")
+        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {by_lr} | **{r['selected']:.4g}**{edge} |")
     note = (
         f"\n**Tuning** ({wall / 60:.1f} min of wall time, the call that finished it; its {len(extra_runs)} runs "
         f"beyond the fixed-lr ones trained {trained / 60:.1f} min, summed over the runs): every arm ran its fixed lr × "

@@ -16,6 +16,7 @@ import math
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from normlab.argtypes import command_parser, existing_dir
 from normlab.protocol import mean_interval
@@ -33,7 +34,7 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def run_row(run_dir: Path, root: Path) -> dict:
-    row = {"run": str(run_dir.relative_to(root)) or "."}
+    row: dict[str, Any] = {"run": str(run_dir.relative_to(root)) or "."}
     summary = read_json(run_dir / "summary.json")  # None: missing, damaged or not an object
     if summary is None or "status" not in summary:
         summary = {"status": "incomplete"}

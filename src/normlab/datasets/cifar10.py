@@ -7,10 +7,11 @@ import numpy as np
 
 from normlab.datasets.registry import DataError, check_labels, register_dataset
 
+RECONSTRUCT = np._core.multiarray._reconstruct  # type: ignore[attr-defined]  # NumPy 2 (no stubs for _core)
 # the only globals a CIFAR-10 python batch refers to: NumPy rebuilding its uint8 array
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }

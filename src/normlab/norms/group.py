@@ -16,7 +16,7 @@ from normlab.norms.registry import register_norm
 GROUP_SIZE = 4  # default channels per group: several in every layer of normlab's models (16-channel layers: 4 groups)
 
 
-def groups_for(channels: int, num_groups: int | None = None, group_size: int | None = GROUP_SIZE) -> int:
+def groups_for(channels: int, num_groups: int | None = None, group_size: int = GROUP_SIZE) -> int:
     """GN's number of groups in a layer of `channels`: `num_groups` where given, else channels / `group_size`.
     Never silently another norm: a layer where that leaves one channel per group (Instance Norm), one group (Layer
     Norm) or does not divide C is refused with a ConfigError that says what would fit."""
@@ -59,7 +59,7 @@ class GroupNorm(nn.GroupNorm):
     have 16-128 channels). `num_groups` and channels per group are recorded in summaries (norm_layers)."""
 
     def __init__(
-        self, num_features: int, num_groups: int | None = None, group_size: int | None = GROUP_SIZE, eps: float = 1e-5
+        self, num_features: int, num_groups: int | None = None, group_size: int = GROUP_SIZE, eps: float = 1e-5
     ):
         # NOTE num_features first, like every normlab norm, so layers swap freely.
         super().__init__(groups_for(num_features, num_groups, group_size), num_features, eps=eps)
