@@ -153,6 +153,17 @@ def test_unwritable_output_dir_exits_2(tmp_path):
     assert result.stderr.strip().endswith("blocker is not a writable directory")
 
 
+def test_missing_data_is_refused_before_anything_is_made(tmp_path):
+    """No dataset under data.root, and a download that fails (here: no network, or a root that is a file): one
+    line naming the files, exit 2, and neither a run dir nor the folders a failed download makes are left."""
+    (tmp_path / "blocked").write_text("")  # a download into blocked/... fails at once
+    args = ["-m", f"data.root={tmp_path / 'blocked' / 'data'}", "seed=0,1", "max_steps=2"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: mnist not found: missing train-images-idx3-ubyte")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_mnist_file_is_a_clear_error(tmp_path, damage):
     raw = tmp_path / "data" / "MNIST" / "raw"

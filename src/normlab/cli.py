@@ -287,7 +287,6 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
             runs[run] = job
             checked.append((job, typed))
     GlobalHydra.instance().clear()
-    check_data_files(checked)
     return checked
 
 
@@ -402,7 +401,7 @@ def train_command(argv: list[str]) -> None:
     register_resolvers()
     register_groups(CONF)
     os.environ["NORMLAB_SWEEP"] = sweep_folder(argv)  # read by hydra.sweep.subdir (conf/hydra/normlab.yaml)
-    precheck(argv, CONF)
+    check_data_files(precheck(argv, CONF))  # (the reports compose jobs too, but read runs, not data)
     task = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(run_job)
     sys.argv = [sys.argv[0], *argv]  # Hydra reads the command line from sys.argv
     try:
