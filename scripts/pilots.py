@@ -13,6 +13,8 @@ from pathlib import Path
 
 from normlab.argtypes import command_parser, positive_int
 from normlab.claims.pilots import PILOTS
+from normlab.commands import normlab_command
+from normlab.commands.reproduce import run_sweep
 from normlab.runlog import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,17 +26,11 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="runs at once")
     args = parser.parse_args(argv)
     pilots, experiment = PILOTS[args.claim], f"{args.claim}_pilot"
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else []
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    for line in pilots.lines:
-        command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", *line.split()]
-        print("+", " ".join(command[1:]), flush=True)
-        if subprocess.run([*command, "progress=false", *parallel], env=env).returncode != 0:
-            print(f"error: the pilot `{line}` failed", file=sys.stderr)
-            return 1
-    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), f"runs/{experiment}",
-                            "--markdown"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    # one sweep per pilot, launched as reproduce.py launches a profile's sweeps (no timing record)
+    run_sweep(args.claim, "pilot", [], args.jobs, Path(".").resolve(), record=False,
+              sweeps=[line.split() for line in pilots.lines])  # fmt: skip
+    table = subprocess.run([*normlab_command("summarize"), f"runs/{experiment}", "--markdown"], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
     summaries = (read_json(p) or {} for p in Path("runs", experiment).glob("*/summary.json"))
     commits = sorted({(s.get("git_commit") or "unknown")[:7] for s in summaries})
     out = ROOT / "results" / args.claim / "pilots.md"
