@@ -379,6 +379,20 @@ def test_bn_learning_rate_without_a_plain_net_that_learns_is_not_testable(tmp_pa
     assert failed.value < 20 and failed.required == ">= 20" and analysis.reason.startswith("not testable here")
 
 
+def test_bn_convergence_against_a_baseline_at_chance_is_not_testable(tmp_path):
+    """The `paper` profile at lr 0.1 left the plain net at 11%: BN then wins every test, and says nothing about
+    Fig. 1(a), whose baseline learns. The same runs with a baseline that learns are decided."""
+    plain = [make_run(tmp_path, config("none"), -75.0, seed) for seed in SEEDS]
+    bn = [make_run(tmp_path, config("batch"), EFFECT, seed, drift=0.5) for seed in SEEDS]
+    analysis = registry()["bn_convergence"].analyze(plain + bn, tmp_path)
+    assert analysis.verdict == "not_testable" and all(t.outcome == "holds" for t in analysis.tests)
+    (failed,) = analysis.preconditions
+    assert not failed.holds and failed.value < 20 and failed.required == ">= 70"
+    assert analysis.reason.startswith("not testable here")
+    learns = [make_run(tmp_path, config("none"), 0.0, seed) for seed in SEEDS]
+    assert registry()["bn_convergence"].analyze(learns + bn, tmp_path).verdict == "reproduced"
+
+
 def test_the_secondary_statements_are_shown_but_never_decide(tmp_path):
     """Without BN the high lr does no harm (the secondary statement false): the primary statement still decides."""
     quality = {("none", 1): 0.0, ("none", 5): 2.0, ("none", 30): 2.0, ("batch", 1): 3.0, ("batch", 5): 6.0,
