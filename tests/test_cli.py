@@ -30,6 +30,24 @@ def test_single_run_prints_a_summary_line(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").exists() and list(run_dir.glob("events.out.tfevents.*"))
 
 
+def test_a_run_is_named_by_the_learning_rate_it_trains_at(tmp_path):
+    """lr=0.1 lr_batch_size=60 at batch 30 trains at 0.05: the name says lr0.05 (and keeps lr_batch_size, so that
+    it is never the run given lr=0.05 directly)."""
+    result = run_cli(*TINY, "batch_size=30", "lr=0.1", "lr_batch_size=60", "max_steps=4", "eval_every=4",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert run_dir.name.startswith("mnist-mlp-batch-bs30-lr0.05-s0,") and "lr_batch_size=60" in run_dir.name
+    assert json.loads((run_dir / "summary.json").read_text())["config"]["lr"] == 0.1
+
+
+def test_the_name_of_a_scaled_lr_has_no_float_noise():
+    from normlab.cli import lr_used
+
+    assert lr_used(0.1, 6, 32) == 0.01875 and str(0.1 * 6 / 32) != "0.01875"
+    assert lr_used(0.1, 6, None) == 0.1 and lr_used("1e-3", 2, None) == "1e-3"  # as given, without lr_batch_size
+
+
 def test_two_job_multirun_gives_two_run_dirs_in_a_folder_named_by_the_sweep(tmp_path):
     result = run_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -92,9 +92,11 @@ def analyze(runs, out):
     for ax, norm in zip(axes, ("none", "batch")):
         run = sorted(by_norm.get(norm, []), key=lambda r: r.config["seed"])[0]
         steps_ = [r["step"] for r in run.metrics]
-        for p in ("p15", "p50", "p85"):
-            ax.plot(steps_, [r["last_hidden_input"][p][0] for r in run.metrics], label=p)
-        ax.set_title(f"Fig. 1({'b' if norm == 'none' else 'c'}): {'without' if norm == 'none' else 'with'} BN")
+        p15, p50, p85 = ([r["last_hidden_input"][p][0] for r in run.metrics] for p in ("p15", "p50", "p85"))
+        ax.fill_between(steps_, p15, p85, alpha=0.3, label="15th–85th percentile")  # the paper's band
+        ax.plot(steps_, p50, label="median")
+        which = "(b): without" if norm == "none" else "(c): with"
+        ax.set_title(f"Fig. 1{which} BN (seed {run.config['seed']})")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
