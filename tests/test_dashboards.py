@@ -78,7 +78,9 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
             } <= set(tags[run])
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"norm.name", "batch_size", "lr", "seed", "model.name"} <= hparams
+        # norm, batch size and lr, then what the command chose; no constant left at its default, no operational key
+        assert hparams == {"norm.name", "batch_size", "lr", "max_steps", "data.train_subset", "data.test_subset",
+                           "data.val_size"}  # fmt: skip
         first = experiment["hparamInfos"][0]  # the swept key leads the HPARAMS table
         assert first["name"] == "norm.name" and first.get("differs") is True
         assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"acc/val", "acc/test", "loss/test"}
@@ -93,6 +95,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
             },
         )["sessionGroups"]
         assert sorted(g["hparams"]["norm.name"] for g in groups) == ["batch", "none"]
+        assert [s["status"] for g in groups for s in g["sessions"]] == ["STATUS_SUCCESS"] * 2  # ended by log_end
         for g in groups:  # each run's final metrics sit beside its config: the sortable table of the HPARAMS tab
             values = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
             summary = json.loads(next(sweep.rglob(f"*-{g['hparams']['norm.name']}-*/summary.json")).read_text())
@@ -262,3 +265,14 @@ def test_compare_and_summarize_never_show_more_certainty_than_the_runs_hold(tmp_
     seeds = script("summarize.py", sweep, "--seeds", "--csv")
     rows = list(csv.DictReader(seeds.stdout.splitlines()))
     assert seeds.returncode == 0 and all(r["completed"] == "1" and "[" not in r["best_val_acc"] for r in rows), rows
+
+
+def test_the_hparams_row_leads_with_norm_batch_and_lr_then_what_the_command_chose():
+    from normlab.runlog import hparams_shown
+
+    config = {"norm": {"name": "group", "groups": 32}, "batch_size": 2, "lr": 0.1, "seed": 3, "device": "cpu",
+              "model": {"name": "cnn", "width": 16}, "max_steps": 5}  # fmt: skip
+    chosen = ["model", "seed", "device", "norm", "+model.width", "experiment"]
+    assert hparams_shown(config, chosen) == {"norm.name": "group", "batch_size": 2, "lr": 0.1, "model.name": "cnn",
+                                             "seed": 3, "model.width": 16}  # fmt: skip
+    assert list(hparams_shown(config)) == ["norm.name", "batch_size", "lr"]  # constants at their defaults: hidden

@@ -306,3 +306,32 @@ def test_a_damaged_run_dir_is_resumed_or_refused_in_one_line_and_overwrite_clear
         cfg = config(*RUN, "max_steps=10", "overwrite=true")
     again = train(cfg, tmp_path)  # resumed from the final checkpoint, or started over
     assert again["status"] == "completed" and again["test_acc"] == done["test_acc"]
+
+
+def session_statuses(run_dir: Path) -> list[str]:
+    """The HPARAMS session-end statuses a run's event files hold."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    statuses = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == metadata.SESSION_END_INFO_TAG:
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    statuses.append(api_pb2.Status.Name(data.session_end_info.status))
+    return statuses
+
+
+@pytest.mark.parametrize(("status", "shown"), [("completed", ["STATUS_SUCCESS"]), ("diverged", ["STATUS_FAILURE"]),
+                                               (None, [])])  # fmt: skip
+def test_a_runs_hparams_session_ends_only_when_the_run_does(tmp_path, status, shown):
+    """TensorBoard's Status filter: a stopped run (no log_end) is not shown as finished."""
+    from normlab.runlog import RunLog
+
+    log = RunLog(tmp_path)
+    log.log_config({"norm": {"name": "batch"}, "batch_size": 2, "lr": 0.1, "seed": 0}, chosen=["norm"])
+    if status:
+        log.log_end(status)
+    log.close()
+    assert session_statuses(tmp_path) == shown

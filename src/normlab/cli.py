@@ -346,7 +346,8 @@ def run_job(cfg: DictConfig) -> float:
     config = None
     try:
         config = typed_config(cfg, hc.runtime.choices.get("experiment") or "default")
-        summary = train(config, run_dir, on_start=hydra_record(cfg, hc))
+        chosen = [o.split("=", 1)[0] for o in hc.overrides.task]  # the HPARAMS columns after norm, batch, lr
+        summary = train(config, run_dir, on_start=hydra_record(cfg, hc), chosen=chosen)
     except ConfigError as e:
         fail(str(e))
     except DiskFull as e:

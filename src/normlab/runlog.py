@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,19 @@ HPARAM_SKIP = {
 }
 
 
+HPARAM_LEAD = ("norm.name", "batch_size", "lr")  # in every run's HPARAMS row, whatever its command chose
+
+
+def hparams_shown(config: dict, chosen: Iterable[str] = ()) -> dict:
+    """A run's HPARAMS row: norm, batch size and lr, then the keys its command chose (a sweep's swept keys and
+    seed, as override keys: `norm` stands for norm.name), never the operational ones of HPARAM_SKIP. The keys it
+    left at their defaults stay out of the table (they are in the run's .hydra/config.yaml): TensorBoard shows a
+    key with one value across the runs as a column of repeats."""
+    flat = flat_hparams(config)
+    keys = [*HPARAM_LEAD, *(k if k in flat else f"{k}.name" for k in (c.lstrip("+~") for c in chosen))]
+    return {k: flat[k] for k in dict.fromkeys(keys) if k in flat and k not in HPARAM_SKIP}
+
+
 def flat_hparams(config: dict, prefix: str = "") -> dict:
     """The config as TensorBoard hparams: dotted keys, scalar values (lists and None become strings)."""
     out = {}
@@ -317,19 +331,29 @@ class RunLog:
         keep_events_up_to(run_dir, start_step)
         self.writer = SummaryWriter(log_dir=str(run_dir))
 
-    def log_config(self, config: dict) -> None:
-        """Once per run: its config in the HPARAMS tab (so a sweep is a sortable table) and the scalar layout."""
+    def log_config(self, config: dict, chosen: Iterable[str] = ()) -> None:
+        """Once per run: its HPARAMS row (`hparams_shown`: so that a sweep is a sortable table) and the scalar
+        layout. The row's session is ended by `log_end`, so that a run stopped midway is not shown as finished."""
         from torch.utils.tensorboard.summary import hparams
 
-        values = {k: v for k, v in flat_hparams(config).items() if k not in HPARAM_SKIP}
-        _, start, end = hparams(values, {tag: 0.0 for tag in HPARAM_METRICS})
-        writer = self.writer._get_file_writer()
+        _, start, _ = hparams(hparams_shown(config, chosen), {tag: 0.0 for tag in HPARAM_METRICS})
         # the session only, no per-run experiment summary: TensorBoard then builds the experiment from every run,
-        # marks the keys whose values differ (what the sweep varied) and lists them first, where one run's
-        # experiment would list all keys alphabetically (batch_size, data.augment, ... and norm.name out of sight)
-        for summary in (start, end):
-            writer.add_summary(summary)
+        # marks the keys whose values differ (what the sweep varied) and lists them first
+        self.writer._get_file_writer().add_summary(start)
         self.writer.add_custom_scalars(LAYOUT)
+
+    def log_end(self, status: str) -> None:
+        """The run's HPARAMS session ends: Success for a completed run, Failure for a diverged one (the tab's
+        Status filter); a run that was stopped has none and shows as Unknown until it is resumed to its end."""
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+        code = api_pb2.Status.Value("STATUS_SUCCESS" if status == "completed" else "STATUS_FAILURE")
+        info = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=code),
+                                                 version=metadata.PLUGIN_DATA_VERSION)  # fmt: skip
+        plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=info.SerializeToString())
+        value = Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))
+        self.writer._get_file_writer().add_summary(Summary(value=[value]))
 
     def log_train(self, step: int, loss: float, acc: float) -> None:
         """A training-curve point (the mean over the steps since the previous one): loss/train, acc/train."""

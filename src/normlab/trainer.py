@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -368,25 +368,28 @@ def train(
     data: InMemoryData | DatasetSpec | None = None,
     on_start: Callable[[Path], None] | None = None,
     model: torch.nn.Module | Callable[..., torch.nn.Module] | None = None,
+    chosen: Sequence[str] = (),
 ) -> dict:
     """Train one run in `run_dir` (resuming from its checkpoint, skipping it when finished); return its summary.
     Under torchrun every rank calls this; only rank 0 writes files, holding the run dir's lock throughout (a
     second process gets RunLocked and changes nothing). `data` reuses already loaded datasets (benchmarks,
     notebooks) or gives dataset=custom's spec; by default they are loaded from `cfg.dataset` and `cfg.data`.
     `model`: model=custom's module or factory (else model._target_). `on_start(run_dir)` runs on rank 0 once the
-    run is accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there."""
+    run is accepted (fresh or resumed, not skipped or refused): the command line writes its .hydra/ record there.
+    `chosen`: the config keys the command set (its overrides), shown in TensorBoard's HPARAMS after norm, batch
+    size and lr (runlog.hparams_shown)."""
     owner = env_world().is_main
     made = missing_folders(run_dir)
     with cudnn_algorithms(cfg.deterministic), run_lock(run_dir, owner):
         try:
-            return _train(cfg, run_dir, data, on_start, model)
+            return _train(cfg, run_dir, data, on_start, model, chosen)
         except ConfigError:
             if owner:
                 remove_if_empty(run_dir, made)  # a refused fresh run leaves no dir behind
             raise
 
 
-def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
+def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
     if device.type == "cuda":
@@ -448,7 +451,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
 
     log = RunLog(run_dir, start_step=step) if dist.is_main else None
     if log and step == 0:
-        log.log_config(cfg.to_dict())
+        log.log_config(cfg.to_dict(), chosen)
     status, record, diverged_at = "completed", (log.records[-1] if log and log.records else None), None
     start, start_step = time.perf_counter(), step
     show = cfg.progress and dist.is_main
@@ -592,7 +595,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module) -> dict:
         "config": cfg.to_dict(),
     }
     if log is not None:
+        log.log_end(status)
+        log.close()  # events on disk before the summary that marks the run finished
         write_json(run_dir / SUMMARY, summary)
-        log.close()
     dist.close()
     return summary
