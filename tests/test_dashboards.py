@@ -56,15 +56,15 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
     tb = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        runs, deadline = [], time.time() + 90
-        while len(runs) < 2 and time.time() < deadline:  # bounded: TensorBoard starts, then loads the logs
+        runs, tags, deadline = [], {}, time.time() + 90
+        # bounded: TensorBoard starts, lists the runs, then loads each one's events (a loaded machine: seconds)
+        while not (len(runs) == 2 and all("acc/test" in tags.get(r, {}) for r in runs)) and time.time() < deadline:
             time.sleep(1)
             try:
-                runs = get(f"{base}/data/runs")
+                runs, tags = get(f"{base}/data/runs"), get(f"{base}/data/plugin/scalars/tags")
             except OSError:
                 continue
         assert sorted(r.split("/")[-1].split("-")[2] for r in runs) == ["batch", "none"]
-        tags = get(f"{base}/data/plugin/scalars/tags")
         for run in runs:
             assert {
                 "loss/train",
@@ -270,9 +270,11 @@ def test_compare_and_summarize_never_show_more_certainty_than_the_runs_hold(tmp_
 def test_the_hparams_row_leads_with_norm_batch_and_lr_then_what_the_command_chose():
     from normlab.runlog import hparams_shown
 
-    config = {"norm": {"name": "group", "groups": 32}, "batch_size": 2, "lr": 0.1, "seed": 3, "device": "cpu",
-              "model": {"name": "cnn", "width": 16}, "max_steps": 5}  # fmt: skip
+    config = {"norm": {"name": "group", "groups": 32}, "batch_size": 2, "lr": 0.1, "lr_batch_size": None, "seed": 3,
+              "device": "cpu", "model": {"name": "cnn", "width": 16}, "max_steps": 5}  # fmt: skip
     chosen = ["model", "seed", "device", "norm", "+model.width", "experiment"]
     assert hparams_shown(config, chosen) == {"norm.name": "group", "batch_size": 2, "lr": 0.1, "model.name": "cnn",
                                              "seed": 3, "model.width": 16}  # fmt: skip
     assert list(hparams_shown(config)) == ["norm.name", "batch_size", "lr"]  # constants at their defaults: hidden
+    scaled = hparams_shown({**config, "lr_batch_size": 32}, ["lr_batch_size"])
+    assert scaled["lr"] == 0.1 and scaled["lr_batch_size"] == 32 and scaled["lr_used"] == pytest.approx(0.00625)
