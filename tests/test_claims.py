@@ -477,3 +477,37 @@ def test_archived_run_records_beside_a_report_are_not_reports(tmp_path):
     (run / "summary.json").write_text(json.dumps({"status": "completed", "config": {}, "test_acc": 0.7}))
     write_index(tmp_path)
     assert "bn_small_batch: cpu is its reference, not made yet" in (tmp_path / "README.md").read_text()
+
+
+def test_a_reports_criteria_are_dated_by_what_can_change_a_verdict(tmp_path):
+    """criteria_commit: a change to a claim's descriptive fields or docstrings after the runs leaves them judged
+    under the criteria they were made under; a changed margin (or protocol) does not."""
+    import subprocess
+
+    from normlab.claims.base import criteria_commit
+
+    module = tmp_path / "src" / "normlab" / "claims" / "toy.py"
+    module.parent.mkdir(parents=True)
+    (tmp_path / "src" / "normlab" / "protocol.py").write_text("ALPHA = 0.05\n")
+
+    def commit(margin: float, why: str) -> str:
+        module.write_text(f'"""A toy claim."""\nMARGIN = {margin}\nCLAIM = Claim(name="toy", reference_why="{why}")\n')
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+        subprocess.run([*git, "commit", "-qm", why], cwd=tmp_path, check=True)
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    fixed = commit(0.0, "criteria")
+    runs = commit(0.0, "the runs were made here")
+    commit(0.0, "a new reason, after the runs")
+    assert criteria_commit("toy", runs, tmp_path) == (fixed, f"Criteria (tests, margins, preconditions) last "
+                                                             f"changed at {fixed}, before the runs.")  # fmt: skip
+    changed = commit(1.0, "a margin moved after the runs")
+    when, note = criteria_commit("toy", runs, tmp_path)
+    assert when == changed and "no longer judge" in note
+    back = commit(0.0, "the margin moved back")  # the runs' criteria again: dated at or before the runs
+    assert criteria_commit("toy", runs, tmp_path)[0] == fixed and criteria_commit("toy", back, tmp_path)[0] == back
+    module.write_text(module.read_text().replace("0.0", "2.0"))  # not committed: no commit holds these criteria
+    assert criteria_commit("toy", runs, tmp_path)[0] == "unknown"

@@ -184,30 +184,63 @@ def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
     return keep, [r for r in runs if r not in keep]
 
 
-def criteria_commit(claim: str, runs_commit: str) -> tuple[str, str]:
-    """The commit that last changed the claim's tests, margins and preconditions (its module or the protocol), and a
-    sentence saying whether they were fixed before the runs were made (the runs' commit contains it)."""
+# Claim fields that describe and judge nothing: changing them (or a docstring, or a comment) leaves a report's
+# criteria as they were when its runs were made
+DESCRIPTIVE = ("title", "paper", "setup", "reference", "reference_why")
+
+
+def criteria_source(source: str) -> str:
+    """What of a claim module (or of the protocol) can change a verdict: its code as an AST, without comments,
+    docstrings and the DESCRIPTIVE fields of `Claim(...)`. The criterion text, margins, tests, preconditions and
+    the analysis stay in."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = node.body if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) else []
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):  # a docstring
+            body[:] = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Claim":
+            node.keywords = [k for k in node.keywords if k.arg not in DESCRIPTIVE]
+    return ast.dump(tree)
+
+
+def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> tuple[str, str]:
+    """The commit at which the claim's criteria (its module's `criteria_source` and the protocol's) last changed,
+    and a sentence saying whether the runs were made under them (each runs' commit holds today's criteria)."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[3]
+    root = root or Path(__file__).resolve().parents[3]
     files = [f"src/normlab/claims/{claim}.py", "src/normlab/protocol.py"]
 
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
 
+    def criteria(rev: str | None) -> list[str]:  # rev None: the working tree
+        texts = [(root / f).read_text() if rev is None else git("show", f"{rev}:{f}").stdout for f in files]
+        return [criteria_source(t) if t else "" for t in texts]
+
+    def since(rev: str) -> str:  # the oldest commit of rev's history back to which the criteria are today's
+        found = ""
+        for c in git("log", "--format=%h", rev, "--", *files).stdout.split():  # newest first
+            if criteria(c) != now:
+                break
+            found = c
+        return found
+
     try:
-        commit = git("log", "-1", "--format=%h", "--", *files).stdout.strip()
+        now = criteria(None)
         runs = [c for c in runs_commit.split(",") if c and c != "unknown"]
-        before = bool(commit) and bool(runs) and all(git("merge-base", "--is-ancestor", commit, c).returncode == 0
-                                                     for c in runs)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+        before = bool(runs) and all(criteria(c) == now for c in runs)
+        commit = since(runs[0] if before else "HEAD")
+    except (OSError, SyntaxError, subprocess.SubprocessError):
         return "unknown", "The commit of the criteria is unknown (no git)."
     if not commit:
-        return "unknown", "The commit of the criteria is unknown (not in a git checkout)."
+        return "unknown", "The commit of the criteria is unknown (not committed, or not in a git checkout)."
     if before:
         return commit, f"Criteria (tests, margins, preconditions) last changed at {commit}, before the runs."
-    return commit, (f"Criteria last changed at {commit}, which the runs' commit does not contain: they were "
-                    "changed after the runs, which they now judge.")  # fmt: skip
+    return commit, (f"Criteria last changed at {commit}; the runs were made under other criteria, which they "
+                    "no longer judge.")  # fmt: skip
 
 
 def pilots_section(path: Path) -> str:
