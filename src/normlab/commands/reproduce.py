@@ -75,6 +75,7 @@ def run_sweep(
 
 
 TUNE_GRID = "1/3,1,3"  # multiples of the profile's lr: log-spaced, the same budget for every arm
+EXTEND = 2  # steps an arm's lr grid grows beyond an edge selection, by default
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
@@ -88,13 +89,13 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(grid)))
 
 
-def tune_flags(grid: tuple[float, ...], extend: int = 2) -> str:
+def tune_flags(grid: tuple[float, ...], extend: int = EXTEND) -> str:
     """The flags that repeat this tuning, for the report's command: `--tune`, and `--grid` / `--extend` where not
     the default."""
     flags = " --tune"
     if grid != parse_grid(TUNE_GRID):
         flags += " --grid " + ",".join(str(Fraction(m).limit_denominator(1000)) for m in grid)
-    return flags + (f" --extend {extend}" if extend != 2 else "")
+    return flags + (f" --extend {extend}" if extend != EXTEND else "")
 
 
 def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], Config]]:
@@ -126,7 +127,7 @@ def tune(
     work: Path,
     results: Path,
     grid: tuple[float, ...],
-    extend: int = 2,
+    extend: int = EXTEND,
 ) -> tuple[list[dict], str]:
     """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
     runs `grid` × its lr at a tuning seed that is not among the reported ones (the lowest free one: 0 where the
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (--grid)")
     parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
                         help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
-    parser.add_argument("--extend", type=non_negative_int, default=2, help="steps an arm's grid grows beyond an "
+    parser.add_argument("--extend", type=non_negative_int, default=EXTEND, help="steps an arm's grid grows beyond an "
                         "edge selection (default 2; 0: never)")  # fmt: skip
     parser.add_argument(
         "--workdir", type=existing_dir, default=Path("."), help="where runs/ and results/ go (default: here)"
