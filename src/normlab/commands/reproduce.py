@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
                         help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
     parser.add_argument("--extend", type=non_negative_int, default=EXTEND, help="steps an arm's grid grows beyond an "
-                        "edge selection (default 2; 0: never)")  # fmt: skip
+                        f"edge selection (default {EXTEND}; 0: never)")  # fmt: skip
     parser.add_argument(
         "--workdir", type=existing_dir, default=Path("."), help="where runs/ and results/ go (default: here)"
     )
