@@ -217,7 +217,8 @@ def test_a_damaged_metrics_line_keeps_the_intact_lines_after_it(tmp_path, capsys
 def test_a_run_never_continues_or_skips_under_another_world_size(tmp_path, config, monkeypatch):
     from normlab.cli import world_suffix
     from normlab.config import ConfigError
-    from normlab.trainer import prepare_run_dir, train
+    from normlab.rundir import prepare_run_dir
+    from normlab.trainer import train
 
     cfg = config(*RUN, "max_steps=5")
     train(cfg, tmp_path)

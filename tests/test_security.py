@@ -127,7 +127,7 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(tmp_path):
     array) reads back under weights_only, and its RNG state restores."""
     import numpy as np
 
-    from normlab.trainer import set_rng_state
+    from normlab.rundir import set_rng_state
 
     np.random.seed(7)
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": __import__("random").getstate()}

@@ -287,15 +287,15 @@ def test_a_diverged_bn_lstm_names_the_remedy(tmp_path):
                          "eval_every=2", "batch_size=8", "lr=0.01")  # fmt: skip
     summary = train(cfg, tmp_path)
     assert summary["status"] == "diverged" and "model.h0_noise=0.1" in summary["hint"]
-    from normlab.trainer import run_hint
+    from normlab.checks import run_hint
 
     assert run_hint(compose_config("model=lstm", "norm=batch", "model.h0_noise=0.1"), "diverged", None, 10) is None
 
 
 def test_the_linear_scaling_rule_sets_the_optimizers_lr_and_a_small_batch_near_chance_is_told_of_it():
+    from normlab.checks import run_hint
     from normlab.models import build_model
     from normlab.optim import build_optimizer
-    from normlab.trainer import run_hint
 
     cfg = compose_config("lr=0.1", "lr_batch_size=32", "batch_size=2")
     model = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
@@ -324,7 +324,7 @@ def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path)
 def test_a_run_saved_before_a_key_existed_matches_the_value_that_describes_it():
     """LEGACY_VALUES: a saved config without lr_batch_size (top level) or model.target (in a group) is the run
     that asks for null; one saved before the validation split trained on every image and is not val_size=5000."""
-    from normlab.trainer import comparable, config_differences, with_legacy_values
+    from normlab.rundir import comparable, config_differences, with_legacy_values
 
     current = compose_config("lr=0.1").to_dict()
     saved = {k: v for k, v in current.items() if k != "lr_batch_size"}

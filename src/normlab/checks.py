@@ -1,6 +1,6 @@
 """Every check of a run's config in one call, before anything is created: the values themselves
 (`config.validate`), then what needs a registry, where the registry is (`data.check_config` for the dataset's
-sizes, `models.check_config` for models and norms)."""
+sizes, `models.check_config` for models and norms); and `run_hint`, what to change after a run that failed."""
 
 from typing import Any
 
@@ -41,3 +41,27 @@ def load_config(values: dict[str, Any], data=None, model=None) -> Config:
     cfg = config_from_dict(values)
     check(cfg, data, model)
     return cfg
+
+
+SMALL_BATCH = 8  # at or below it, a run that fails at an unscaled lr gets the linear scaling hint
+
+
+def run_hint(cfg: Config, status: str, val_acc: float | None, num_classes: int) -> str | None:
+    """What a user can do about a known cause of a failed run (diverged, or ended near chance), said where it
+    happens: in the run's last line and its summary."""
+    near_chance = val_acc is not None and val_acc < 1.5 / num_classes
+    if status != "diverged" and not near_chance:
+        return None
+    if cfg.model.name == "lstm" and cfg.norm.name == "batch" and cfg.model.h0_noise == 0:
+        return (
+            "BN-LSTM with h_0 = 0: while the leading inputs are blank the recurrent term is the same for every "
+            "sample, its batch variance is 0 and the backward multiplies by 1/sqrt(eps) per step; prime h_0 with "
+            "noise as Cooijmans et al. do: model.h0_noise=0.1"
+        )
+    if cfg.lr_batch_size is None and cfg.batch_size <= SMALL_BATCH:
+        return (
+            f"batch {cfg.batch_size} at lr {cfg.lr:g} may be too large a step; lr_batch_size=32 scales lr with the "
+            f"batch (the linear scaling rule: lr {cfg.lr:g} is for batch 32, batch {cfg.batch_size} runs lr "
+            f"{cfg.lr * cfg.batch_size / 32:g})"
+        )
+    return None

@@ -218,7 +218,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from normlab.trainer import comparable
+    from normlab.rundir import comparable
 
     register_resolvers()
     register_groups(conf_dir)
@@ -338,8 +338,9 @@ def run_job(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from normlab.rundir import SUMMARY
     from normlab.runlog import DiskFull, write_json
-    from normlab.trainer import SUMMARY, train
+    from normlab.trainer import train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)

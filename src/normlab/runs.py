@@ -134,7 +134,7 @@ def load_runs(root: Path) -> list[Run]:
 def run_identity(config: dict) -> str:
     """What makes a run (its config without what a resume may change, the seed included), as one string: two run
     dirs with the same identity are copies of one run."""
-    from normlab.trainer import comparable
+    from normlab.rundir import comparable
 
     return json.dumps(comparable(config), sort_keys=True)
 

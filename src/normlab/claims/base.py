@@ -89,8 +89,8 @@ def preconditions_table(preconditions: list[Precondition]) -> str:
 
 
 def arms(runs) -> dict[str, list]:
-    """Runs grouped by everything in their config that makes a run (trainer.comparable) but the seed."""
-    from normlab.trainer import comparable
+    """Runs grouped by everything in their config that makes a run (rundir.comparable) but the seed."""
+    from normlab.rundir import comparable
 
     out: dict[str, list] = {}
     for run in runs:
@@ -174,7 +174,7 @@ def reference_summary(results: Path, claim: str, reference: str = "") -> tuple[d
 def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
     """The runs whose config is one of `jobs` (the configs a profile's sweep runs), and the others (runs of
     another profile, another override, another version of normlab): a report describes exactly its profile."""
-    from normlab.trainer import comparable, with_legacy_values
+    from normlab.rundir import comparable, with_legacy_values
 
     def key(config: dict) -> str:
         return json.dumps(comparable(config), sort_keys=True)

@@ -33,7 +33,7 @@ from normlab.argtypes import command_parser, positive_int
 from normlab.claims import reference_summary
 from normlab.claims.plots import new_figure, save
 from normlab.commands import normlab_command
-from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig
+from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig, cadences
 from normlab.data import build_data
 from normlab.models import build_model, compatible_norms
 from normlab.models.lstm import NormLSTM
@@ -41,7 +41,7 @@ from normlab.norms import build_norm
 from normlab.norms.group import groups_for
 from normlab.norms.recurrent import build_sequence_norm
 from normlab.optim import build_optimizer
-from normlab.trainer import cadences, cudnn_algorithms, evaluate, train
+from normlab.trainer import cudnn_algorithms, evaluate, train
 
 DATA_ROOT = os.environ.get("NORMLAB_DATA", "./data")
 

@@ -4,10 +4,14 @@ classifier's outputs (the LN paper's BN baseline, Sec. 6.6: BN "applied to all l
 
 import math
 
+import torch
 from torch import nn
 
 from normlab.models.blocks import ACTIVATIONS
 from normlab.models.registry import layer_bias, norm_layer, register_model
+
+PERCENTILES = (0.15, 0.50, 0.85)
+PROBE_UNITS = 3
 
 
 class MLP(nn.Module):
@@ -27,6 +31,15 @@ class MLP(nn.Module):
     def last_hidden_input(self, x):
         """The inputs to the last hidden layer's nonlinearity (what the BN paper's Fig. 1(b, c) follows)."""
         return self.features[:-1](x)
+
+    @torch.inference_mode()
+    def probe(self, x) -> dict[str, list[float]]:
+        """The BN paper's Fig. 1(b, c) at one evaluation: the 15/50/85th percentiles over `x` of the inputs to the
+        first PROBE_UNITS nonlinearities of the last hidden layer (a model with a `probe` has it logged)."""
+        self.eval()
+        z = self.last_hidden_input(x)[:, :PROBE_UNITS].float()
+        q = torch.quantile(z, torch.tensor(PERCENTILES, device=z.device), dim=0)
+        return {f"p{round(p * 100)}": q[i].tolist() for i, p in enumerate(PERCENTILES)}
 
 
 def gaussian_init_(model: nn.Module, std: float) -> None:

@@ -1,0 +1,244 @@
+"""A run's own directory: what identifies a run (its config, less what a resume may change; LEGACY_VALUES for
+runs saved before a key existed), what the directory already holds (skip, resume or start; the intact-checkpoint
+search), the checkpoint saved and loaded side by side, and the lock that keeps two processes from writing one run."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from normlab.config import RESUMABLE_KEYS, Config, ConfigError
+from normlab.runlog import (
+    DamagedCheckpoint,
+    read_checkpoint,
+    read_json,
+    remove_empty_folders,
+    save_checkpoint,
+)
+
+CHECKPOINT = "last.pt"
+PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if last.pt is damaged
+SUMMARY = "summary.json"
+RUN_FILES = (CHECKPOINT, PREVIOUS, SUMMARY, "metrics.jsonl", "train.log")  # what a run writes beside its events
+# keys added to normlab since runs were first saved, with the value that describes a run saved before them
+LEGACY_VALUES = {
+    "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
+    # before model=resnet, model=custom, the lstm's pooling and init, the mlp's Gaussian init and norm on the logits
+    "model": {
+        "depth": 20,
+        "target": None,
+        "downsample": 1,
+        "init_std": None,
+        "norm_logits": False,
+        "recurrent_init": "uniform",
+    },
+    "dataset": {"target": None},  # before dataset=custom
+    "lr_batch_size": None,  # before the linear scaling option: lr as given
+    "optimizer": {"decay_all": False},  # before optimizer.decay_all: norm parameters and biases never decayed
+}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one): float results may differ on another one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def comparable(config: dict) -> dict:
+    """A config as JSON sees it (tuples become lists), without what a resumed run may change (where the data
+    lives, the progress bar, ...)."""
+    config = json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_KEYS}))
+    for key in ("root", "download"):
+        config.get("data", {}).pop(key, None)
+    return config
+
+
+def with_legacy_values(saved: dict) -> dict:
+    """A saved config with the LEGACY_VALUES of the keys it predates (a run saved before the validation split
+    trained on every training image: it is not the run data.val_size=5000 asks for)."""
+    saved = {**saved}
+    for key, values in LEGACY_VALUES.items():
+        if isinstance(values, dict) and isinstance(saved.get(key), dict):  # keys of a group
+            saved[key] = {**values, **saved[key]}
+        elif not isinstance(values, dict):  # a top-level key
+            saved.setdefault(key, values)
+    return saved
+
+
+def config_differences(saved, current, key: str = "") -> list[str]:
+    """Where a saved config differs from the run `current` asks for, as "key=old there, new now" (empty: the same
+    run). Keys the saved one lacks (added to normlab since, without a LEGACY_VALUES entry: they do not change the
+    run) are not compared."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        nested = (config_differences(v, current[k], f"{key}{k}.") for k, v in saved.items() if k in current)
+        return [d for differences in nested for d in differences]
+    return [] if saved == current else [f"{key.rstrip('.')}={saved} there, {current} now"]
+
+
+def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
+    differs = config_differences(comparable(with_legacy_values(saved)), comparable(cfg.to_dict()))
+    if differs:
+        raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(differs[:3])}); use "
+                          "overwrite=true to replace it")  # fmt: skip
+
+
+def newest_intact_checkpoint(run_dir: Path, speak: bool = True) -> dict | None:
+    """The state of last.pt, or of prev.pt where last.pt is missing or damaged (saying so); None where there is
+    neither. A ConfigError naming the file where every checkpoint there is damaged."""
+    damaged = []
+    for path in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
+        if not path.exists():
+            continue
+        try:
+            state = read_checkpoint(path)
+        except DamagedCheckpoint as e:
+            damaged.append(f"{path} is damaged ({e})")
+            continue
+        if path.name == PREVIOUS and speak:
+            why = damaged[0] if damaged else f"{run_dir / CHECKPOINT} is missing (killed while saving)"
+            print(f"warning: {why}; resuming from {path} (step {state['step']})", file=sys.stderr, flush=True)
+        return state
+    if damaged:
+        raise ConfigError(f"{damaged[0]} and no earlier checkpoint is intact; use overwrite=true to start the run over")
+    return None
+
+
+def check_world_size(saved: dict, world_size: int, run_dir: Path) -> None:
+    """A run continues (or is skipped) only with the number of processes it was made with: a resume never changes
+    the world size, and a finished 1-process run is never reported for a 2-process command."""
+    made = saved.get("world_size", 1)
+    if made != world_size:
+        raise ConfigError(f"{run_dir} holds a run made with {made} process(es), not {world_size}; run it with "
+                          f"{made}, use overwrite=true to replace it, or another hydra.run.dir")  # fmt: skip
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: int = 1) -> tuple[str, dict | None]:
+    """Decide what to do with what `run_dir` already holds: ("skip", summary) for a finished run of the same
+    config and world size, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir
+    holding another config's run is a ConfigError, never silently mixed."""
+    if cfg.overwrite and not clear:  # another rank cleared it already
+        return "fresh", None
+    run_files = [run_dir / name for name in RUN_FILES] + sorted(run_dir.glob("events.out.tfevents.*"))
+    if cfg.overwrite:
+        for path in run_files:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        return "fresh", None
+    for path in run_files:
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path} is not a file (a directory?); move it away, or use overwrite=true to start the "
+                              "run over")  # fmt: skip
+    summary = read_json(run_dir / SUMMARY)
+    if isinstance(summary, dict) and isinstance(summary.get("config"), dict) and summary["config"]:
+        check_same_run(summary["config"], cfg, run_dir)
+        if summary.get("status") in ("completed", "diverged"):
+            check_world_size(summary, world_size, run_dir)
+            return "skip", summary  # no need to load the checkpoint
+    ckpt = newest_intact_checkpoint(run_dir, speak=clear)
+    if ckpt is not None:
+        check_same_run(ckpt["config"], cfg, run_dir)
+        check_world_size(ckpt, world_size, run_dir)
+        if not cfg.resume:
+            raise ConfigError(f"resume=false but {run_dir} holds a checkpoint; use overwrite=true to start over")
+        return "resume", ckpt
+    return "fresh", None
+
+
+def rng_state() -> dict:
+    """The three generators' states as tensors and plain values (a checkpoint holds nothing else: it is read
+    back with weights_only=True); NumPy's MT19937 key becomes an int64 tensor."""
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # the legacy form: (name, key, pos, has_gauss, cached)
+    name, key, pos, has_gauss, cached = state
+    numpy = (name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    return {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    name, key, *rest = rng["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.int64).astype(np.uint32), *rest))
+    random.setstate(rng["python"])
+
+
+def save_state(path: Path, cfg: Config, step: int, model, optimizer, scheduler, extra: dict) -> None:
+    """A plain-dict checkpoint: everything needed to continue exactly where this step left off."""
+    state = {
+        "config": cfg.to_dict(),
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng_state(),
+        **extra,
+    }
+    save_checkpoint(path, state, previous=path.with_name(PREVIOUS))
+
+
+def load_state(ckpt: dict, model, optimizer, scheduler) -> None:
+    """save_state's inverse for the weights, the optimizer, the schedule and the three generators; the loop's own
+    counters (step, best, times, statistics) the trainer reads from `ckpt` itself."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+
+
+class RunLocked(ConfigError):
+    """Another process is writing this run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path, owner: bool):
+    """Hold an exclusive OS lock on `run_dir` (flock on the directory itself: no lock file, and the OS releases
+    it when the process dies, so a SIGKILLed owner never blocks a resume). `owner`: rank 0, the one that writes."""
+    if not owner:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(
+                f"{run_dir} is being written by another process (the same run launched twice, or two jobs of a "
+                "sweep that map to one run dir); wait for it to finish, then re-run this command"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_if_empty(run_dir: Path, made: list[Path]) -> None:
+    """Remove a run dir that holds no work (nothing, or only the .hydra/ record of a run that did not start), and
+    the folders above it that this run `made` (e.g. runs/default/), where nothing else has gone into them."""
+    if run_dir.is_dir() and all(p.name == ".hydra" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    remove_empty_folders(made)
