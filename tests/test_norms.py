@@ -323,8 +323,8 @@ def test_batch_instance_matches_formula_in_train_and_eval(path):
 
 def test_batch_instance_gates_stay_in_unit_interval_after_steps_that_push_them_out():
     from normlab.config import Config
+    from normlab.norms import constrained_layers
     from normlab.optim import build_optimizer
-    from normlab.trainer import apply_constraints, constrained_layers
 
     torch.manual_seed(9)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchInstanceNorm(8))
@@ -339,9 +339,34 @@ def test_batch_instance_gates_stay_in_unit_interval_after_steps_that_push_them_o
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            apply_constraints(constrained_layers(model))
+            for layer in constrained_layers(model):
+                layer.after_step_()
             assert model[1].gate.min() >= 0 and model[1].gate.max() <= 1
         assert torch.all(model[1].gate == (1.0 if direction > 0 else 0.0))
+
+
+def test_layers_declare_what_they_need_and_nothing_outside_the_zoo_finds_them_by_class():
+    """BIN's gates: their own lr without decay (lr_groups), a clamp after each step (after_step_), a histogram
+    (histograms); read from the layers' declarations, so no module outside norms/ tests for a norm class."""
+    import ast
+    from pathlib import Path
+
+    from normlab.norms import constrained_layers, norm_histograms, norm_lr_groups
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchInstanceNorm(8, gate_lr_mult=7.0), nn.BatchNorm2d(8))
+    assert list(norm_histograms(model)) == ["1/gate"] and torch.equal(norm_histograms(model)["1/gate"], model[1].gate)
+    assert norm_lr_groups(model) == {id(model[1].gate): 7.0} and constrained_layers(model) == [model[1]]
+    package = Path(__file__).resolve().parents[1] / "src" / "normlab"
+    classes = {node.name for path in (package / "norms").glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.ClassDef) and node.name.endswith("Norm")}  # fmt: skip
+    found = []  # isinstance(m, <a zoo class>) outside norms/
+    for path in package.rglob("*.py"):
+        if "norms" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                found += [(path.name, n.id) for n in ast.walk(node.args[1]) if getattr(n, "id", "") in classes]
+    assert len(classes) >= 6 and not found
 
 
 # ---------------------------------------------------------------- switchable

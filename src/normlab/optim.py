@@ -1,7 +1,8 @@
 """Optimizer and learning-rate schedule from config. Parameter groups are decided once, here:
 weights get weight decay; biases, norm parameters and weight-norm gains do not (with `optimizer.decay_all`,
 they do: the official BIN code decays every parameter but the gates); a BIN gate trains at its layer's declared
-`gate_lr_mult` times the base learning rate, without decay (as in the official BIN code)."""
+`gate_lr_mult` times the base learning rate, without decay (as in the official BIN code): any parameter a layer
+declares in `lr_groups()` does."""
 
 import math
 
@@ -9,14 +10,11 @@ import torch
 from torch import nn
 
 from normlab.config import Config, SchedulerConfig
-from normlab.norms import BatchInstanceNorm
+from normlab.norms import norm_lr_groups
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, decay_all: bool = False) -> list[dict]:
-    gates = {}
-    for module in model.modules():
-        if isinstance(module, BatchInstanceNorm):
-            gates[id(module.gate)] = module.gate_lr_mult
+    gates = norm_lr_groups(model)
     decay, no_decay, gate_groups = [], [], []
     for name, p in model.named_parameters():
         if id(p) in gates:

@@ -381,14 +381,14 @@ class RunLog:
         with open(self.metrics_path.parent / "train.log", "a") as f:  # the same, for people: plain text
             f.write(eval_line(record) + "\n")
 
-    def log_internals(self, step: int, internals: dict[str, dict[str, float]], model: torch.nn.Module) -> None:
-        """Per-layer norm parameters: scalars `norm/<layer>/<name>` and a histogram of each BIN gate."""
+    def log_internals(self, step: int, internals: dict[str, dict[str, float]], histograms: dict) -> None:
+        """Per-layer norm parameters: scalars `norm/<layer>/<name>`, and histograms `norm/<layer>/<name>` of the
+        tensors layers declare (norms.norm_histograms: BIN's gates)."""
         for layer, values in internals.items():
             for name, value in values.items():
                 self.writer.add_scalar(f"norm/{layer}/{name}", value, step)
-        for name, param in model.named_parameters():
-            if name.endswith(".gate"):
-                self.writer.add_histogram(f"norm/{name[: -len('.gate')]}/gate", param.detach().cpu(), step)
+        for name, tensor in histograms.items():
+            self.writer.add_histogram(f"norm/{name}", tensor.cpu(), step)
 
     def flush(self) -> None:
         """Every event so far on disk (before a checkpoint: a resume from it finds its points there)."""

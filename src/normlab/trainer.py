@@ -29,8 +29,9 @@ from normlab.distributed import setup as setup_distributed
 from normlab.models import build_model
 from normlab.norms import (
     NORMS,
-    BatchInstanceNorm,
+    constrained_layers,
     init_weight_norm_,
+    norm_histograms,
     norm_internals,
     recompute_batch_average_,
 )
@@ -91,16 +92,6 @@ def gather(stats: torch.Tensor, dist: Dist) -> torch.Tensor:
     every = torch.zeros(dist.world_size, *stats.shape, device=stats.device)
     every[dist.rank] = stats
     return dist.all_reduce_(every).cpu()
-
-
-def constrained_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Layers with a projection the papers apply after each optimizer step (BIN: gates clipped to [0, 1])."""
-    return [m for m in model.modules() if isinstance(m, BatchInstanceNorm)]
-
-
-def apply_constraints(layers: list[torch.nn.Module]) -> None:
-    for layer in layers:
-        layer.clamp_gate_()  # type: ignore[operator]  # (constrained_layers found the method)
 
 
 def cudnn_algorithms(deterministic: bool):
@@ -228,7 +219,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        apply_constraints(constrained)
+        for layer in constrained:
+            layer.after_step_()  # type: ignore[operator]  # (declared: constrained_layers)
         if scheduler is not None:
             scheduler.step()
         with torch.no_grad():
@@ -284,7 +276,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 if internals:
                     record["norm_layers"] = internals
                 log.log_eval(record)
-                log.log_internals(step, internals, model)
+                log.log_internals(step, internals, norm_histograms(model))
                 if plain:
                     left = (time.perf_counter() - start) / (step - start_step) * (total_steps - step)
                     print(f"{run_dir.name} · {eval_line(record)} · ~{duration(left)} left", file=sys.stderr, flush=True)

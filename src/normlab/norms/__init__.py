@@ -6,8 +6,13 @@ reparameterization of the conv/linear layers (`apply_weight_norm`), so `weight` 
 slot and `weight_meanbn` puts mean-only BN there; `NormSpec.weight_norm` tells the model builder to apply it.
 
 A new norm is one file that decorates its layer with `@register_norm("name", ...)` plus one import line here.
+What a layer needs beyond forward it declares itself, as timm's models declare `no_weight_decay()`: `internals()`
+(values worth watching), `histograms()` (tensors worth drawing), `lr_groups()` (parameters at their own lr
+multiple, without weight decay), `after_step_()` (a projection after each optimizer step), `sync` (statistics
+over every process). The functions below read those declarations; nothing looks a layer up by class or name.
 """
 
+import torch
 from torch import nn
 
 # the registry first, then the files that register into it, in the order tables list them
@@ -37,7 +42,10 @@ __all__ = [
     "batch_norm",
     "build_norm",
     "init_weight_norm_",
+    "constrained_layers",
+    "norm_histograms",
     "norm_internals",
+    "norm_lr_groups",
     "norm_options",
     "recompute_batch_average_",
     "register_norm",
@@ -56,3 +64,21 @@ def norm_options(cfg) -> dict:
 def norm_internals(model: nn.Module) -> dict[str, dict[str, float]]:
     """Per-layer learned normalization parameters worth watching: BIN gates, SN importances, GN groups."""
     return {name: m.internals() for name, m in model.named_modules() if hasattr(m, "internals")}
+
+
+def norm_histograms(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`<layer>/<name>` -> a tensor each layer declares worth a histogram (BIN's gates)."""
+    return {f"{name}/{key}": t for name, m in model.named_modules() if hasattr(m, "histograms")
+            for key, t in m.histograms().items()}  # fmt: skip
+
+
+def norm_lr_groups(model: nn.Module) -> dict[int, float]:
+    """id(parameter) -> its lr multiple, for the parameters layers declare to train at their own lr without weight
+    decay (BIN's gates: `gate_lr_mult`)."""
+    return {id(p): mult for m in model.modules() if hasattr(m, "lr_groups") for p, mult in m.lr_groups()}
+
+
+def constrained_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers with a projection the papers apply after each optimizer step (`after_step_`; BIN: gates clipped to
+    [0, 1])."""
+    return [m for m in model.modules() if hasattr(m, "after_step_")]

@@ -131,8 +131,16 @@ class BatchInstanceNorm(_BatchNorm):
         return y.view_as(x)
 
     @torch.no_grad()
-    def clamp_gate_(self) -> None:
+    def after_step_(self) -> None:
+        """The BIN paper's projection after each step: gates clipped to [0, 1]."""
         self.gate.clamp_(0.0, 1.0)
+
+    def lr_groups(self) -> list[tuple[nn.Parameter, float]]:
+        """The gates train at `gate_lr_mult` times the base lr, without weight decay (the official BIN code)."""
+        return [(self.gate, self.gate_lr_mult)]
+
+    def histograms(self) -> dict[str, torch.Tensor]:
+        return {"gate": self.gate.detach()}
 
     def internals(self) -> dict[str, float]:
         return {"gate_mean": self.gate.mean().item()}
