@@ -34,6 +34,14 @@ def _cite(results: Path, claim: str, claims: dict[str, Claim]) -> tuple[dict | N
     return summary, f"[{claim}]({link}) ({label(summary)} profile, {summary.get('seeds', '?')} seeds: {verdict})"
 
 
+def _figure(results: Path, claim: str, claims: dict[str, Claim], name: str, caption: str) -> str:
+    """A link to a figure of the claim's reference report, where that report drew it."""
+    _, directory = reference_summary(results, claim, claims[claim].reference)
+    if directory is None or not (directory / name).exists():
+        return ""
+    return f" Figure: [{caption}]({(directory / name).relative_to(results).as_posix()})."
+
+
 def _tests(summary: dict | None, *words: str, reported: bool = True) -> str:
     """The summary's tests (and reported intervals) whose names contain all `words`, formatted with intervals."""
     if summary is None:
@@ -95,11 +103,22 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         "Differences in points of accuracy unless stated, 95% intervals over seeds.",
         "",
     ]
-    lines.append(f"- **Does BN train faster?** {convergence_ref}: {_tests(convergence, '', reported=False)}.")
+    lines.append(
+        f"- **Does BN train faster?** {convergence_ref}: {_tests(convergence, '', reported=False)}."
+        + _figure(results, "bn_convergence", claims, "fig1a_test_accuracy.png", "test accuracy over steps (Fig. 1(a))")
+        + _figure(
+            results,
+            "bn_convergence",
+            claims,
+            "fig1bc_sigmoid_input_percentiles.png",
+            "a sigmoid's input percentiles (Fig. 1(b, c))",
+        )  # fmt: skip
+    )
     lines.append(
         f"- **Does BN allow higher learning rates?** {rates_ref}: {_tests(rates, 'BN x', reported=False)}. BN is "
         "compared with itself at the base lr, as the paper's Fig. 3 does; what the same rates do without BN, and "
         f"with sigmoids, is shown as secondary: {_tests(rates, 'no norm x1 −', reported=False)}."
+        + _figure(results, "bn_learning_rate", claims, "steps_to_target.png", "steps to the target per lr (Fig. 3)")
     )
     lines.append(
         f"- **Which norm for CNNs?** {small_ref}: {_tests(small, 'GN − BN')}; {bin_ref}: {_tests(bin_, 'BIN')}. "
@@ -112,6 +131,7 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         f"{ln_batch_ref}: "
         f"{_ln_tests(ln_batch)}; {sn_ref}: {_tests(sn, 'importance')}. These compare batch sizes at equal "
         "epochs (batch 2 takes 16x the steps of batch 32)."
+        + _figure(results, "bn_small_batch", claims, "error_vs_batch.png", "error against batch size per norm")
         + _equal_steps(results)
         + _disagrees(results, "bn_small_batch", small)
         + _disagrees(results, "ln_small_batch", ln_batch)
