@@ -290,6 +290,11 @@ def test_the_index_and_answers_cite_each_claims_reference_and_name_disagreeing_p
     cited = "[bn_small_batch](bn_small_batch/cpu/README.md) (cpu profile, 5 seeds: reproduced): at batch 2"
     assert cited in text
     assert "the quick profile (5 seeds, made under the protocol) said inconclusive" in text
+    assert "error_vs_batch.png" not in text  # no figure drawn: none linked
+    (tmp_path / "bn_small_batch" / "cpu" / "error_vs_batch.png").write_bytes(b"")
+    write_index(tmp_path)
+    assert "Figure: [error against batch size per norm](bn_small_batch/cpu/error_vs_batch.png)." in (
+        tmp_path / "README.md").read_text()  # fmt: skip
     shutil.rmtree(tmp_path / "bn_small_batch" / "cpu")
     write_index(tmp_path)
     text = (tmp_path / "README.md").read_text()

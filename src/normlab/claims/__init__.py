@@ -82,7 +82,9 @@ def write_index(results: Path) -> None:
         if reference == results / claim.name / claim.reference:
             why.append(f"- {claim.name}: {label(summary or {})}, {claim.reference_why}")
         else:
-            why.append(f"- {claim.name}: {claim.reference or 'quick'} is its reference, not made yet")
+            why.append(
+                f"- {claim.name}: {(claim.reference or 'quick').replace('/', ', ')} is its reference, not made yet"
+            )
         # quick first, then its tuned variant and the longer profiles; the reference in bold
         for path in report_summaries(results, claim.name):
             s = json.loads(path.read_text())
