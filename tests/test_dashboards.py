@@ -278,3 +278,15 @@ def test_the_hparams_row_leads_with_norm_batch_and_lr_then_what_the_command_chos
     assert list(hparams_shown(config)) == ["norm.name", "batch_size", "lr"]  # constants at their defaults: hidden
     scaled = hparams_shown({**config, "lr_batch_size": 32}, ["lr_batch_size"])
     assert scaled["lr"] == 0.1 and scaled["lr_batch_size"] == 32 and scaled["lr_used"] == pytest.approx(0.00625)
+
+
+def test_a_norm_keeps_its_colour_in_every_plot():
+    from normlab.claims.plots import norm_color
+
+    assert (
+        norm_color("batch")
+        == norm_color("norm.name=batch, batch_size=2")
+        == norm_color("batch_size=2, norm.name=batch")
+    )
+    assert len({norm_color(n) for n in ("none", "batch", "group", "layer", "instance", "switchable")}) == 6
+    assert norm_color("batch_size=2") is None and norm_color("optimizer.name=batch") is None

@@ -15,18 +15,39 @@ def mean_curve(runs, key: str = "test_acc"):
     return common, [sum(v) / len(v) for v in values]
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def norm_color(label: str) -> str | None:
+    """A norm's own colour, the same in every figure (matplotlib's C0..C8 in the zoo's order), for a label that is a
+    norm's name or holds `norm.name=<norm>`; None for a label without a norm."""
+    from normlab.norms import NORMS
+
+    names = list(NORMS)
+    for part in label.split(", "):
+        key, _, value = part.rpartition("=")
+        if key in ("", "norm.name") and value in names:
+            return f"C{names.index(value) % 10}"
+    return None
+
+
 def curves(groups: dict, path: Path, title: str, key: str = "test_acc", ylabel: str = "test accuracy") -> str:
     """One line per group (label -> runs), the mean over its seeds; marked, so that a group with one evaluation
-    shows as a point."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    shows as a point. A norm keeps its colour (norm_color), the groups that share one differ by line style, and the
+    legend sits beside the axes, never over the data."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    shared: dict[str | None, int] = {}
     for label, runs in groups.items():
         steps, values = mean_curve(runs, key)
-        ax.plot(steps, values, marker="o", markersize=3, label=f"{label} (n={len(runs)})")
+        color = norm_color(label)
+        style = LINE_STYLES[shared.get(color, 0) % len(LINE_STYLES)] if color else "-"
+        shared[color] = shared.get(color, 0) + 1
+        ax.plot(steps, values, style, color=color, marker="o", markersize=3, label=f"{label} (n={len(runs)})")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
         keys = args.group.split(",") if args.group else swept_keys([r.config for r in runs]) or ["norm.name"]
         groups: dict[str, list] = {}
         for run in runs:
-            label = ", ".join(f"{k}={lookup(run.config, k)}" for k in keys)
+            values = (lookup(run.config, k) for k in keys)  # floats to 6 digits: lr=0.0333333, not 0.03333333333333333
+            label = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, values))
             groups.setdefault(label, []).append(run)
     except KeyError as e:
         print(f"error: {e} is not a config key of these runs (e.g. norm.name, batch_size, lr)", file=sys.stderr)
