@@ -25,3 +25,26 @@ def test_the_readme_is_short_and_links_every_docs_page():
 def test_every_relative_link_resolves(page):
     broken = [t for t in links(page) if t and not t.startswith(("http:", "https:")) and not (page.parent / t).exists()]
     assert not broken, f"{page.name} links to missing {broken}"
+
+
+def test_every_key_is_documented_once_and_the_docs_and_help_are_written_from_there():
+    """src/normlab/keys.py documents every top-level and data.* key of the composed config (no more, no fewer);
+    docs/running.md's table and --help's key lines are what scripts/keys.py writes from it, defaults included."""
+    import importlib.util
+
+    from normlab.api import compose
+    from normlab.keys import KEYS, docs_table, help_lines
+
+    config = compose([])
+    keys = {k for k, v in config.items() if not isinstance(v, dict) and k != "experiment"}
+    keys |= {f"data.{k}" for k in config["data"]}
+    documented = [n for k in KEYS for n in k.names]
+    assert sorted(documented) == sorted(keys), "add the key to src/normlab/keys.py, then run scripts/keys.py --write"
+    spec = importlib.util.spec_from_file_location("keys_script", ROOT / "scripts" / "keys.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    docs, help_text = script.DOCS.read_text(), script.HELP.read_text()
+    stale = "out of date: run `python scripts/keys.py --write`"
+    assert script.with_docs_table(docs, docs_table(config)) == docs, stale
+    assert script.with_help_lines(help_text, help_lines(config)) == help_text, stale
+    assert "| `batch_size` | 60 |" in docs and "    batch_size=60 " in help_text
