@@ -26,11 +26,11 @@ lint: $(STAMP) ## ruff lint + format check, mypy over src/
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint ## Fast test suite (real data, tiny subsets)
-	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -m "not slow" -q
+test: lint ## Fast test suite (real data, tiny subsets), on every core, the 15 slowest tests named
+	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -m "not slow" -q -n auto --durations=15
 
 test-full: lint ## Every test, the slow ones included
-	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -q
+	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -q -n auto --durations=15
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
