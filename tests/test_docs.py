@@ -28,12 +28,13 @@ def test_every_relative_link_resolves(page):
 
 
 def test_every_key_is_documented_once_and_the_docs_and_help_are_written_from_there():
-    """src/normlab/keys.py documents every top-level and data.* key of the composed config (no more, no fewer);
-    docs/running.md's table and --help's key lines are what scripts/keys.py writes from it, defaults included."""
+    """src/normlab/keys.py documents every top-level and data.* key of the composed config and every model.* key
+    of conf/model/ (no more, no fewer); docs/running.md's tables and --help's key lines are what scripts/keys.py
+    writes from it, defaults included."""
     import importlib.util
 
     from normlab.api import compose
-    from normlab.keys import KEYS, docs_table, help_lines
+    from normlab.keys import KEYS, MODEL_KEYS, docs_table, help_lines, model_table
 
     config = compose([])
     keys = {k for k, v in config.items() if not isinstance(v, dict) and k != "experiment"}
@@ -46,5 +47,8 @@ def test_every_key_is_documented_once_and_the_docs_and_help_are_written_from_the
     docs, help_text = script.DOCS.read_text(), script.HELP.read_text()
     stale = "out of date: run `python scripts/keys.py --write`"
     assert script.with_docs_table(docs, docs_table(config)) == docs, stale
+    models = script.model_defaults()
+    assert sorted(k.names[0] for k in MODEL_KEYS) == sorted({f"model.{k}" for v in models.values() for k in v})
+    assert script.with_docs_table(docs, model_table(models), "model keys") == docs, stale
     assert script.with_help_lines(help_text, help_lines(config)) == help_text, stale
     assert "| `batch_size` | 60 |" in docs and "    batch_size=60 " in help_text

@@ -1,4 +1,4 @@
-"""Every top-level and data.* config key, documented once: the table of docs/running.md and the key lines of
+"""Every top-level, data.* and model.* config key, documented once: the tables of docs/running.md and the key lines of
 `python run.py --help` (conf/hydra/help/normlab.yaml) are written from here by `python scripts/keys.py --write`,
 and tests/test_docs.py fails where they, or conf/config.yaml's keys and defaults, no longer agree with it."""
 
@@ -153,6 +153,43 @@ KEYS = (
 )
 
 
+# model.* keys: each model reads those its conf/model/<name>.yaml sets (defaults there, shown per model)
+MODEL_KEYS = (
+    Key(("model.activation",), "relu \\| sigmoid \\| tanh \\| leaky_relu (slope 0.1)"),
+    Key(("model.hidden",), "the hidden layers' widths (the BN paper: 3 layers of 100 sigmoid units)"),
+    Key(
+        ("model.init_std",),
+        'weights drawn from N(0, std²), biases 0, the BN paper\'s "small random Gaussian values"; null keeps '
+        "torch's init",
+    ),
+    Key(
+        ("model.norm_logits",),
+        "the norm on the classifier's outputs too, as the LN paper's BN baseline (\"applied to all layers\"); a config "
+        "can tie it to the arm with `${normlab.eq:${norm.name},batch}`",
+    ),
+    Key(("model.width",), "channels of the first stage (resnet: stages of width, 2·width, 4·width)"),
+    Key(("model.depth",), "layers, 6n + 2: 20 \\| 32 \\| 44 \\| 56 \\| 110 (He et al. 2016)"),
+    Key(
+        ("model.zero_init_residual",),
+        "γ = 0 in each residual block's last norm layer, so that every block starts as the identity (Goyal et al. "
+        "2017; torchvision's `zero_init_residual`)",
+    ),
+    Key(("model.hidden_size",), "the LSTM's hidden units"),
+    Key(("model.sequence",), "`rows` (28 steps of 28 pixels) or `pixel` (one pixel per step)"),
+    Key(("model.downsample",), "average-pool the image by this factor first (2 reads MNIST as 196 pixels)"),
+    Key(("model.permute",), "a fixed permutation of the sequence, drawn from the seed (permuted pixel MNIST)"),
+    Key(
+        ("model.h0_noise",),
+        "std of Gaussian noise added to the initial hidden state in training (the recurrent BN paper: 0.1)",
+    ),
+    Key(
+        ("model.recurrent_init",),
+        "`uniform` (nn.LSTM's); `orthogonal`: each gate's block of W_x and W_h orthogonal; `identity`: W_h's blocks "
+        "the identity, W_x's orthogonal (the recurrent BN paper)",
+    ),
+)
+
+
 def shown_default(key: Key, config: dict) -> str:
     """The key's default as the docs show it: `default`, else the composed config's value (null, true, 0.1)."""
     if key.default is not None:
@@ -160,6 +197,13 @@ def shown_default(key: Key, config: dict) -> str:
     value = config
     for part in key.names[0].split("."):
         value = value[part]
+    return shown_value(value)
+
+
+def shown_value(value) -> str:
+    """A config value as YAML writes it: null, true, [100, 100, 100], 0.1."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(shown_value(v) for v in value) + "]"
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -178,3 +222,14 @@ def help_lines(config: dict) -> str:
             lines.append(f"    {f'{k.names[0]}={shown_default(k, config)}':<27}{first}".rstrip())
             lines += [" " * 31 + line for line in rest]
     return "\n".join(lines)
+
+
+def model_table(defaults: dict[str, dict]) -> str:
+    """docs/running.md's table of model keys: which models read each and their defaults (`defaults`: model name ->
+    its conf/model/<name>.yaml)."""
+    rows = []
+    for k in MODEL_KEYS:
+        key = k.names[0].split(".", 1)[1]
+        values = ", ".join(f"{m} {shown_value(v[key])}" for m, v in sorted(defaults.items()) if key in v)
+        rows.append(f"| `{k.names[0]}` | {values} | {k.meaning} |")
+    return "\n".join(["| key | models and defaults | meaning |", "|---|---|---|", *rows])
