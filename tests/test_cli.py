@@ -259,3 +259,16 @@ def test_help_is_normlabs_own(tmp_path):
     for words in ("norm: batch, batch_instance, group", "data.val_size", "python run.py -m norm=batch,group"):
         assert words in result.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_job_is_checked_once_in_a_process(tmp_path, monkeypatch):
+    """precheck validates the job (a meta-device model build included); run_job, in the same process, reuses it."""
+    import normlab.cli as cli
+
+    calls = []
+    real = cli.load_config
+    monkeypatch.setattr(cli, "load_config", lambda values: calls.append(1) or real(values))
+    monkeypatch.setattr(cli, "CHECKED", {})
+    monkeypatch.chdir(tmp_path)
+    cli.train_command([*TINY, "max_steps=2", "eval_every=2"])
+    assert len(calls) == 1 and len(run_dirs(tmp_path)) == 1

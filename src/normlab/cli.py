@@ -107,9 +107,18 @@ def config_groups(conf_dir: Path) -> dict[str, list[str]]:
     return groups
 
 
+CHECKED: dict[str, Config] = {}  # a plain config (as JSON) -> its checked Config, in this process
+
+
 def typed_config(cfg: DictConfig, experiment: str) -> Config:
-    """The composed config as a checked Config (`checks.load_config`)."""
-    return load_config(plain_config(cfg, experiment))
+    """The composed config as a checked Config (`checks.load_config`), checked once per process: a job that
+    `precheck` validated (a single run, or a sweep on Hydra's in-process launcher) is not built and checked again
+    when it runs."""
+    values = plain_config(cfg, experiment)
+    key = json.dumps(values, sort_keys=True, default=str)
+    if key not in CHECKED:
+        CHECKED[key] = load_config(values)
+    return CHECKED[key]
 
 
 def plain_config(cfg: DictConfig, experiment: str) -> dict:
