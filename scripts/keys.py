@@ -41,7 +41,8 @@ def with_help_lines(text: str, lines: str) -> str:
     """The help file with the key lines after the norm line replaced, up to the blank line that ends them."""
     head, rest = text.split(HELP_AFTER, 1)
     norm_line, rest = rest.split("\n", 1)
-    return f"{head}{HELP_AFTER}{norm_line}\n{lines}\n\n{rest.split(chr(10) + chr(10), 1)[1]}"
+    tail = rest.split("\n\n", 1)[1]  # what follows the old key lines
+    return f"{head}{HELP_AFTER}{norm_line}\n{lines}\n\n{tail}"
 
 
 def main(argv=None) -> int:

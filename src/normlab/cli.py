@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from normlab.checks import load_config
-from normlab.config import Config, ConfigError
+from normlab.config import Config, ConfigError, scaled_lr
 
 # Hydra's configs: shipped inside the installed package (normlab/conf, from a wheel), else the checkout's conf/
 # (an editable install, or run.py in the checkout)
@@ -49,7 +49,7 @@ def lr_used(lr, batch_size, lr_batch_size):
     to 6 significant digits (0.1 · 6 / 32 is named 0.01875, not 0.018750000000000003)."""
     if lr_batch_size is None:
         return lr
-    return float(f"{float(lr) * float(batch_size) / float(lr_batch_size):.6g}")
+    return float(f"{scaled_lr(float(lr), float(batch_size), float(lr_batch_size)):.6g}")
 
 
 def world_suffix() -> str:

@@ -126,9 +126,14 @@ class Config:
 
     @property
     def scaled_lr(self) -> float:
-        """The learning rate the optimizer uses: `lr`, or with `lr_batch_size` set the linear scaling rule the GN
-        paper follows (Goyal et al. 2017), lr · batch_size / lr_batch_size."""
-        return self.lr if self.lr_batch_size is None else self.lr * self.batch_size / self.lr_batch_size
+        """The learning rate the optimizer uses (`scaled_lr`)."""
+        return scaled_lr(self.lr, self.batch_size, self.lr_batch_size)
+
+
+def scaled_lr(lr: float, batch_size: float, lr_batch_size: float | None) -> float:
+    """The learning rate a run trains at: `lr`, or with `lr_batch_size` set the linear scaling rule the GN paper
+    follows (Goyal et al. 2017), lr · batch_size / lr_batch_size. Run names and the HPARAMS table show it too."""
+    return lr if lr_batch_size is None else lr * batch_size / lr_batch_size
 
 
 EVALUATIONS = 20  # eval_every=null: at most this many evaluations per run, whatever its length

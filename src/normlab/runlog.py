@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from normlab.config import scaled_lr
+
 # metrics.jsonl key -> TensorBoard tag. Sections are named by the part before "/" and sorted by name: "acc" and
 # "loss" (train, val and test side by side) come first, then lr, the norms' internals, the BN-paper probe, speed
 SCALAR_TAGS = {
@@ -225,14 +227,14 @@ HPARAM_LEAD = ("norm.name", "batch_size", "lr")  # in every run's HPARAMS row, w
 def hparams_shown(config: dict, chosen: Iterable[str] = ()) -> dict:
     """A run's HPARAMS row: norm, batch size and lr, then the keys its command chose (a sweep's swept keys and
     seed, as override keys: `norm` stands for norm.name; with lr_batch_size, the lr it trains at as `lr_used`),
-    never the operational ones of HPARAM_SKIP. The keys it
-    left at their defaults stay out of the table (they are in the run's .hydra/config.yaml): TensorBoard shows a
-    key with one value across the runs as a column of repeats."""
+    never the operational ones of HPARAM_SKIP. The keys it left at their defaults stay out of the table (they are
+    in the run's .hydra/config.yaml): TensorBoard shows a key with one value across the runs as a column of
+    repeats."""
     flat = flat_hparams(config)
     keys = [*HPARAM_LEAD, *(k if k in flat else f"{k}.name" for k in (c.lstrip("+~") for c in chosen))]
     row = {k: flat[k] for k in dict.fromkeys(keys) if k in flat and k not in HPARAM_SKIP}
-    if config.get("lr_batch_size") is not None:  # the lr it trains at (config.Config.scaled_lr), beside lr as given
-        row["lr_used"] = config["lr"] * config["batch_size"] / config["lr_batch_size"]
+    if config.get("lr_batch_size") is not None:  # the lr it trains at, beside lr as given
+        row["lr_used"] = scaled_lr(config["lr"], config["batch_size"], config["lr_batch_size"])
     return row
 
 

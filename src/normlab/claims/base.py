@@ -208,6 +208,7 @@ def criteria_source(source: str) -> str:
 def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> tuple[str, str]:
     """The commit at which the claim's criteria (its module's `criteria_source` and the protocol's) last changed,
     and a sentence saying whether the runs were made under them (each runs' commit holds today's criteria)."""
+    import functools
     import subprocess
 
     root = root or Path(__file__).resolve().parents[3]
@@ -216,6 +217,7 @@ def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> t
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
 
+    @functools.cache  # each rev read and parsed once, however often the walks below ask for it
     def criteria(rev: str | None) -> list[str]:  # rev None: the working tree
         texts = [(root / f).read_text() if rev is None else git("show", f"{rev}:{f}").stdout for f in files]
         return [criteria_source(t) if t else "" for t in texts]
