@@ -419,6 +419,22 @@ def test_sn_switches_finer_point_is_shown_never_a_veto(tmp_path):
     assert finer.statement == "secondary" and finer.outcome == "contradicted"
 
 
+@pytest.mark.parametrize(("quality", "shares32", "failed"), [
+    (-60.0, (0.5, 0.5), "test accuracy"),  # every arm near chance (20-30%): the switches are set by noise
+    (0.0, (0.34, 0.34), "departure"),  # the switches at batch 32 barely left 1/3
+])  # fmt: skip
+def test_sn_switches_is_not_testable_where_sn_does_not_learn_or_its_switches_never_move(
+    tmp_path, quality, shares32, failed
+):
+    """BN's importance still falls with the batch in these runs, so only a precondition stops "reproduced"."""
+    runs = [make_run(tmp_path, config("switchable", bs), quality, seed, layers=sn_layers(*shares))
+            for bs, shares in ((32, shares32), (8, shares32), (2, (0.2, 0.25))) for seed in SEEDS]  # fmt: skip
+    analysis = registry()["sn_switches"].analyze(runs, tmp_path)
+    assert analysis.tests[0].outcome == "holds"
+    assert analysis.verdict == "not_testable" and analysis.reason.startswith("not testable here")
+    assert [p.holds for p in analysis.preconditions] == [failed != "test accuracy", failed != "departure"]
+
+
 def test_a_mechanism_check_is_listed_apart_and_never_called_reproduced(tmp_path):
     from normlab.claims import write_index
 

@@ -7,6 +7,8 @@ from normlab.runs import arm_test, group, mean, mean_std
 
 BATCHES = (32, 8, 2)
 MARGIN = 0.0  # points of softmax importance
+LEARNS = 40.0  # % test accuracy, 4x chance: every arm's SN net learns, so its switches answer the batch's statistics
+MOVED = 5.0  # points: at the largest batch the switches left their uniform start (mean |share − 1/3| over the six)
 
 
 def share(run, key: str) -> float:
@@ -19,9 +21,27 @@ def bn_importance(run) -> float:
     return (share(run, "mean_bn") + share(run, "var_bn")) / 2
 
 
+def departure(run) -> float:
+    """How far a run's six softmax importances moved from their uniform start (1/3 each), mean over them, in points."""
+    return mean(abs(share(run, k) - 100 / 3) for k in ("mean_in", "mean_ln", "mean_bn", "var_in", "var_ln", "var_bn"))
+
+
 def analyze(runs, out):
     groups = group(runs, lambda r: r.config["batch_size"])
     small = sorted(groups.get(2, []), key=lambda r: r.seed)
+    accuracy = {bs: mean(r.endpoint("test_acc") for r in groups.get(bs, [])) for bs in BATCHES}
+    weakest = min(accuracy, key=lambda bs: accuracy[bs])
+    preconditions = [
+        protocol.precondition(
+            f"the weakest arm's test accuracy (batch {weakest}, mean over seeds, %)", accuracy[weakest],
+            at_least=LEARNS, need="a longer run, or a larger net, in which SN learns at every batch size",
+        ),
+        protocol.precondition(
+            "the switches' departure from uniform at batch 32 (mean |importance − 1/3| over the six, points)",
+            mean(departure(r) for r in groups.get(32, [])), at_least=MOVED,
+            need="more steps at the largest batch, so the switches settle where its statistics put them",
+        ),
+    ]  # fmt: skip
     tests = [
         arm_test("BN importance at batch 32 − at batch 2 (points)", groups.get(32, []), small, bn_importance, MARGIN),
         protocol.compare("at batch 2, BN's mean weight − its variance weight (points)",
@@ -51,7 +71,10 @@ def analyze(runs, out):
         "batches BN's variance weight falls below its mean weight (the batch variance is the noisier estimate).\n\n"
         + tests_table(tests, reported)
     )
-    reason = (
+    failed = [p for p in preconditions if not p.holds]
+    reason = "".join(f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
+                     for p in failed)  # fmt: skip
+    reason += (
         f"BN importance {tests[0].estimate:+.2f} points higher at batch 32 than at 2 ({tests[0].outcome}); at batch "
         f"2 BN's mean weight exceeds its variance weight by {tests[1].estimate:+.2f} ({tests[1].outcome})."
     )
@@ -68,7 +91,8 @@ def analyze(runs, out):
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("softmax importance of BN")
-    return Analysis(table, numbers, tests, reason, [save(fig, out / "bn_importance_per_layer.png")], reported=reported)
+    plots = [save(fig, out / "bn_importance_per_layer.png")]
+    return Analysis(table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions)
 
 
 CLAIM = Claim(
@@ -89,7 +113,10 @@ CLAIM = Claim(
         "Primary, margin 0: BN's importance (mean over layers of its mean and variance shares) is higher at batch "
         "32 than at batch 2, paired by seed (the paper's statement: the smaller the batch, the smaller BN's "
         "weight). Secondary, shown with its own outcome and never deciding: at batch 2 BN's variance weight is "
-        "below its mean weight, paired within each run (a finer point of the paper's discussion)."
+        "below its mean weight, paired within each run (a finer point of the paper's discussion). Preconditions "
+        f"of the whole claim: every arm's test accuracy at least {LEARNS:g}% (4x chance: a net that does not learn "
+        f"sets its switches by noise), and at batch 32 the switches moved at least {MOVED:g} points from their "
+        "uniform start (mean over the six importances of |share − 1/3|): switches that never left it cannot fall."
     ),
     analyze=analyze,
     reference="cpu/tuned",
