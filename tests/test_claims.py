@@ -67,11 +67,9 @@ def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> li
     if claim == "bn_convergence":
         add(config("none"), 0, "baseline", drift=1.0)
         add(config("batch"), e, "favoured", drift=1.0 - e / 10)
-    elif claim == "ln_rnn":
+    elif claim in ("ln_rnn", "bn_lstm"):
         add(config("none"), 0, "baseline")
-        for norm in ("layer", "batch"):
-            add(config(norm), e, "favoured")
-        add(config("weight"), 0)
+        add(config("layer" if claim == "ln_rnn" else "batch"), e, "favoured")
     elif claim == "wn_meanbn":
         add(config("none"), 0, "baseline")
         add(config("weight"), e)
