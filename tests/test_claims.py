@@ -433,6 +433,17 @@ def test_sn_switches_is_not_testable_where_sn_does_not_learn_or_its_switches_nev
     assert [p.holds for p in analysis.preconditions] == [failed != "test accuracy", failed != "departure"]
 
 
+def test_bin_gates_is_not_testable_against_a_bn_that_does_not_learn(tmp_path):
+    """BIN beats a BN stuck near chance by far: no verdict on the paper's +0.57 points."""
+    runs = []
+    for norm, quality in (("batch", -60.0), ("instance", -60.0), ("batch_instance", -50.0)):
+        layers = {layer: {"gate_mean": 0.9} for layer in LAYERS} if norm == "batch_instance" else None
+        runs += [make_run(tmp_path, config(norm), quality, seed, layers=layers) for seed in SEEDS]
+    analysis = registry()["bin_gates"].analyze(runs, tmp_path)
+    assert analysis.tests[0].outcome == "holds" and analysis.verdict == "not_testable"
+    assert analysis.reason.startswith("not testable here: BN learns")
+
+
 def test_a_mechanism_check_is_listed_apart_and_never_called_reproduced(tmp_path):
     from normlab.claims import write_index
 

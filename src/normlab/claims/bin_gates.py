@@ -1,11 +1,13 @@
 """BIN paper: learned gates mix BN and IN per channel; BIN beats BN on CIFAR-10 classification."""
 
+from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import new_figure, save
 from normlab.runs import arm_test, group, mean, mean_std
 
 PAPER = {"batch": "93.72 ± 0.18", "instance": "—", "batch_instance": "94.29 ± 0.09"}
 MARGIN = 0.0  # points: the paper claims BIN beats BN (+0.57 on CIFAR-10)
+LEARNS = 50.0  # % best validation accuracy of BN, mean over seeds (5x chance): a baseline that learns, for BIN to beat
 
 
 def analyze(runs, out):
@@ -37,8 +39,17 @@ def analyze(runs, out):
         + "\n\n"
         + tests_table(tests, reported)
     )
+    preconditions = [
+        protocol.precondition(
+            "BN learns: its best validation accuracy, mean over seeds (%)",
+            100 * mean(max(r.curve("val_acc")[1], default=0.0) for r in groups.get("batch", [])), at_least=LEARNS,
+            need="an lr or a length at which the BN net learns CIFAR-10: against a baseline near chance any norm wins",
+        ),
+    ]  # fmt: skip
     t = tests[0]
-    reason = (
+    reason = "".join(f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
+                     for p in preconditions if not p.holds)  # fmt: skip
+    reason += (
         f"BIN {numbers['batch_instance']['acc']:.2f}% vs BN {numbers['batch']['acc']:.2f}%: {t.estimate:+.2f} points "
         f"[{t.ci95[0]:+.2f}, {t.ci95[1]:+.2f}] ({t.outcome})."
     )
@@ -56,7 +67,8 @@ def analyze(runs, out):
     ax.set_title("BIN gates per layer over training (seed 0)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return Analysis(table, numbers, tests, reason, [save(fig, out / "gates_over_training.png")], reported=reported)
+    plots = [save(fig, out / "gates_over_training.png")]
+    return Analysis(table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions)
 
 
 CLAIM = Claim(
@@ -76,7 +88,11 @@ CLAIM = Claim(
         "on ResNet-110, lr 0.1, batch 128, weight decay 1e-4 on every parameter but the gates "
         "(`optimizer.decay_all=true`), lr × 0.1 at epochs 81 and 122 of 164."
     ),
-    criterion="One test, paired by seed, margin 0: BIN's final test accuracy is higher than BN's.",
+    criterion=(
+        "One test, paired by seed, margin 0: BIN's final test accuracy is higher than BN's. Precondition of the "
+        f"whole claim: BN learns (its best validation accuracy, mean over seeds, at least {LEARNS:g}%; a BN that "
+        "learns and then diverges counts as chance in the test)."
+    ),
     analyze=analyze,
     reference="cpu/tuned",
     reference_why=(
