@@ -138,9 +138,11 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         + _disagrees(results, "ln_small_batch", ln_batch)
     )
     lines.append(
-        f"- **Which norm for RNNs?** {rnn_ref}: {_tests(rnn, 'LSTM −', reported=False)}, on MNIST read as 28 "
-        f"rows (a vector per step, as LN's input term needs); {bn_rnn_ref}: {_tests(bn_rnn, 'LSTM −', reported=False)}"
-        ", on the recurrent-BN paper's permuted pixel MNIST shortened to 196 pixels of the 14x14 pooled image (the "
+        f"- **Which norm for RNNs?** {rnn_ref}"
+        + (f": {_tests(rnn, 'LSTM −', reported=False)}" if rnn else "")
+        + f", on MNIST read as 28 rows (a vector per step, as LN's input term needs); {bn_rnn_ref}"
+        + (f": {_tests(bn_rnn, 'LSTM −', reported=False)}" if bn_rnn else "")
+        + ", on the recurrent-BN paper's permuted pixel MNIST shortened to 196 pixels of the 14x14 pooled image (the "
         "paper: 784 pixels, to convergence). Two papers, two tasks: LN was not run on single pixels, where its input "
         "term sees only the pixel's sign against the mean."
         + _disagrees(results, "bn_lstm", bn_rnn)

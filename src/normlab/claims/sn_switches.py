@@ -122,9 +122,9 @@ CLAIM = Claim(
     reference="cpu/tuned",
     reference_why=(
         "twice the quick profile's images and epochs, with weight decay, each batch size at its own learning rate "
-        "(tuned on validation, lr × 1/9 ... 9 at seed 0), 5 seeds: the switches a run learns depend on its lr. "
-        "Batch 32 and 2 kept their scaled lr, batch 8 chose 3x, none at the grid's edge; 2 epochs of 20k images, "
-        "still far from converged. The verdict is the quick profile's: BN's importance falls with the batch, and "
-        "at batch 2 its variance weight stays above its mean weight, against the paper"
+        "(tuned on validation at seed 5, not reported: lr × 1/3, 1, 3; every batch size kept its scaled lr, none at "
+        "the grid's edge), 5 seeds: the switches a run learns depend on its lr. 2 epochs of 20k images, far from "
+        "ImageNet's ResNet-50, but SN learns at every batch (53-59% test accuracy) and its switches leave their "
+        "uniform start (21 points at batch 32)"
     ),
 )
