@@ -3,7 +3,7 @@ BN local vs BN synced vs GN, plus single-process BN at batch 4 (what local BN se
 paired by seed). Finished runs are skipped, so an interrupted study resumes. Writes results/distributed/.
 
     python scripts/distributed_study.py                 # 56 min on 2 CPU cores (beside other jobs)
-    python scripts/distributed_study.py --seeds 0,1     # fewer seeds (a report of them goes beside the runs)
+    python scripts/distributed_study.py --seeds 5,6     # fewer seeds (a report of them goes beside the runs)
     python scripts/distributed_study.py --report        # rebuild the report from runs/distributed/
     python scripts/distributed_study.py max_steps=100   # extra overrides for every run (report beside the runs)
 """
@@ -24,7 +24,8 @@ from normlab.runlog import write_json
 from normlab.runs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = "0,1,2,3,4"
+# fresh seeds: 0-4 decided the study before its equivalence tests were written, so they cannot test them
+SEEDS = "5,6,7,8,9"
 
 
 def run_dir(label: str, seed: int) -> str:
@@ -119,7 +120,7 @@ normlab needs nothing more (nccl on CUDA, gloo on CPU).
 def main() -> int:
     parser = command_parser(__doc__)
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
-    parser.add_argument("--seeds", default=SEEDS, help=f"comma-separated seeds (default {SEEDS}, the protocol's)")
+    parser.add_argument("--seeds", default=SEEDS, help=f"comma-separated seeds (default {SEEDS})")
     parser.add_argument("--workdir", type=existing_dir, default=ROOT, help="where runs/ go (default: the repo)")
     parser.add_argument("--results", type=Path, help="where the report goes (default: <workdir>/results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. max_steps=100")
