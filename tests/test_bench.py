@@ -30,3 +30,25 @@ def test_bench_part_writes_its_ratios(part, tmp_path):
         ratios = {r["cell"]: r["ratio_to_nn_lstm"] for r in rows}
         cells = {"layer-LSTM", "batch-LSTM"}
         assert set(ratios) == {"nn.LSTM", *cells, *(f"{c} (Python)" for c in cells)} and ratios["nn.LSTM"] == 1.0
+
+
+def test_the_tradeoff_quotes_the_accuracies_of_bn_small_batchs_reference(tmp_path):
+    """A quick report beside the reference must not be what the trade-off quotes (it once did)."""
+    from normlab.claims import registry
+
+    reference = registry()["bn_small_batch"].reference
+    for profile, err in (("", 60.0), (reference, 30.0)):
+        directory = tmp_path / "bn_small_batch" / profile
+        directory.mkdir(parents=True, exist_ok=True)
+        numbers = {"batch": {"err_bs32": err, "err_bs2": err + 5}}
+        (directory / "summary.json").write_text(json.dumps({"profile": profile or "quick", "numbers": numbers}))
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "tradeoff", "--repeats", "1", "--results",
+         tmp_path],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    rows = {r["norm"]: r for r in json.loads((tmp_path / "bench" / "bench-tradeoff.json").read_text())["tradeoff"]}
+    assert rows["batch"]["test_acc_bs32"] == pytest.approx(0.70) and rows["batch"]["test_acc_bs2"] == pytest.approx(
+        0.65
+    )
+    assert f"({reference} profile" in (tmp_path / "tradeoff" / "README.md").read_text()
