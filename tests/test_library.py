@@ -235,8 +235,29 @@ def test_a_norm_registered_outside_normlab_is_everywhere():
         assert sum(isinstance(m, RMSNorm) for m in swapped.modules()) == 20
         with pytest.raises(ValueError, match="registered twice"):
             register_norm("rms_test")(RMSNorm)
+        # declaring its recurrent form is all an LSTM needs to take it (no list of sequence norms to edit)
+        from normlab.norms.registry import build_sequence_norm, register_sequence_form
+
+        @register_sequence_form("rms_test")
+        class StepRMSNorm(nn.Module):
+            """RMSNorm over a cell's features, called as norm(x, t) like every recurrent form."""
+
+            def __init__(self, num_features, steps, eps=1e-5):
+                super().__init__()
+                self.eps, self.weight = eps, nn.Parameter(torch.ones(num_features))
+
+            def forward(self, x, t=None):
+                return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+        assert "rms_test" in compatible_norms("lstm")
+        assert isinstance(build_sequence_norm("rms_test", 6, steps=3, eps=1e-3), StepRMSNorm)
+        lstm = build_model(ModelConfig(name="lstm", hidden_size=8), NormConfig(name="rms_test"), (1, 28, 28), 10)
+        assert sum(isinstance(m, StepRMSNorm) for m in lstm.modules()) == 3  # W_x·x, W_h·h and the cell
+        assert lstm(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     finally:
         NORMS.pop("rms_test")
+    with pytest.raises(ValueError, match=r"not defined for recurrent cells; choose from \['none', 'batch'"):
+        build_sequence_norm("instance", 6, steps=3)
 
 
 def test_a_norm_your_model_cannot_run_with_is_refused_before_the_run(tmp_path):

@@ -18,7 +18,7 @@ from normlab.models import mlp, cnn, inception_lite, resnet, convpool, lstm, cus
 # isort: on
 from normlab.models.custom import call_factory, check_forward
 from normlab.norms import NORMS, apply_weight_norm, norm_options, swap_norms
-from normlab.norms.recurrent import SEQUENCE_NORMS
+from normlab.norms.registry import sequence_norms
 from normlab.norms.swap import slot
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "check_compatible", "compatible_norms", "register_model"]
@@ -30,7 +30,7 @@ FEATURE_KINDS = {name: spec.features for name, spec in MODELS.items()}
 def compatible_norms(model: str) -> list[str]:
     kind = MODELS[model].features
     if kind == "seq":
-        return [name for name in NORMS if name in SEQUENCE_NORMS]
+        return sequence_norms()
     return [name for name, spec in NORMS.items() if kind == "any" or kind in spec.kinds]
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab.models.registry import register_model
-from normlab.norms import native, norm_options
+from normlab.norms import NORMS, native, norm_options
 from normlab.norms.recurrent import build_sequence_norm
 
 
@@ -148,7 +148,7 @@ class LSTMClassifier(nn.Module):
         self.sequence, self.downsample = sequence, downsample
         order = torch.randperm(steps, generator=torch.Generator().manual_seed(seed)) if permute else None
         self.register_buffer("order", order)
-        if norm_name in ("none", "weight"):
+        if NORMS[norm_name].empty:
             self.core = TorchLSTM(features, hidden_size, h0_noise, recurrent_init)
         else:
 

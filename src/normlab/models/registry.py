@@ -8,7 +8,7 @@ from functools import partial
 
 from torch import nn
 
-from normlab.norms import build_norm, norm_options
+from normlab.norms import NORMS, build_norm, norm_options
 
 
 @dataclass(frozen=True)
@@ -42,4 +42,4 @@ def norm_layer(norm) -> Callable[..., nn.Module]:
 
 def layer_bias(norm) -> bool:
     """Whether the conv/linear layers before a norm slot need their own bias (not where the norm ends in a shift)."""
-    return norm.name in ("none", "weight")
+    return NORMS[norm.name].empty

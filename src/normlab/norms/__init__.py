@@ -9,7 +9,8 @@ A new norm is one file that decorates its layer with `@register_norm("name", ...
 What a layer needs beyond forward it declares itself, as timm's models declare `no_weight_decay()`: `internals()`
 (values worth watching), `histograms()` (tensors worth drawing), `lr_groups()` (parameters at their own lr
 multiple, without weight decay), `after_step_()` (a projection after each optimizer step), `sync` (statistics
-over every process). The functions below read those declarations; nothing looks a layer up by class or name.
+over every process). A norm that works inside a recurrent cell declares that form (`register_sequence_form`).
+The functions below read those declarations; nothing looks a layer up by class or name.
 """
 
 import torch

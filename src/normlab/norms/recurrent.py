@@ -4,25 +4,36 @@
 - `batch`: recurrent BN (Cooijmans et al. 2016): batch statistics per time step, running statistics per step
   for eval (steps beyond the longest kept reuse the last; with bn_stats="batch_average" the paper's average over
   training batches, `norms.population`), gain and bias shared over time, gain initialised to 0.1 (Sec. 4).
-`build_sequence_norm` is the factory for this feature kind; the LSTM calls it, never a class by name.
+Each form declares the registered norm it serves (`registry.register_sequence_form`); `build_sequence_norm` builds
+it, so the LSTM never names a class or a norm. `none` and `weight` put identity in a cell's norm slots.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlab.norms.registry import build_sequence_norm, register_sequence_form
 
+__all__ = ["SequenceIdentity", "SequenceLayerNorm", "StepwiseBatchNorm", "build_sequence_norm"]
+
+
+@register_sequence_form("weight")  # weight norm lives on W_x and W_h
+@register_sequence_form("none")
 class SequenceIdentity(nn.Module):
+    def __init__(self, num_features: int = 0, steps: int = 0):
+        super().__init__()
+
     def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
         return x
 
 
+@register_sequence_form("layer")
 class SequenceLayerNorm(nn.LayerNorm):
     """LN over the last (feature) dim; `t` is ignored: the statistics are the sample's own at every step."""
 
     batch_norm, momentum = False, 0.0  # for NormLSTM's compiled step (norms.native)
 
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, steps: int = 0, eps: float = 1e-5):
         super().__init__(num_features, eps=eps)
 
     def step_statistics(self, t: int) -> tuple[None, None]:
@@ -32,6 +43,7 @@ class SequenceLayerNorm(nn.LayerNorm):
         return super().forward(x)
 
 
+@register_sequence_form("batch")
 class StepwiseBatchNorm(nn.Module):
     """BN with separate statistics for each time step: running_mean/var of shape (steps, F)."""
 
@@ -78,17 +90,3 @@ class StepwiseBatchNorm(nn.Module):
             f"{self.num_features}, steps={self.steps}, eps={self.eps}, momentum={self.momentum}, "
             f"bn_stats={self.bn_stats}"
         )
-
-
-def build_sequence_norm(name: str, num_features: int, steps: int, **options) -> nn.Module:
-    """none/weight -> identity (weight norm lives on the layers), layer -> LN, batch -> stepwise BN."""
-    if name in ("none", "weight"):
-        return SequenceIdentity()
-    if name == "layer":
-        return SequenceLayerNorm(num_features, **options)
-    if name == "batch":
-        return StepwiseBatchNorm(num_features, steps, **options)
-    raise ValueError(f"norm {name!r} is not defined for recurrent cells; choose from {SEQUENCE_NORMS}")
-
-
-SEQUENCE_NORMS = ("none", "batch", "weight", "layer")

@@ -5,7 +5,7 @@ it is defined on. A norm registers itself in its own file with `@register_norm(.
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -19,6 +19,8 @@ class NormSpec:
     kinds: tuple[str, ...]  # feature kinds it is defined on
     batch_stats: bool = False  # normalizes with batch statistics in training: needs >= 2 samples
     weight_norm: bool = False  # the model's conv/linear layers get weight norm
+    empty: bool = False  # nothing in the norm slot: the layers before it keep their bias, an LSTM is nn.LSTM
+    sequence: Callable[..., nn.Module] | None = None  # its form in a recurrent cell, make(num_features, steps, ...)
 
     def build(self, num_features: int, kind: str, **options) -> nn.Module:
         if "kind" in inspect.signature(self.make).parameters:
@@ -35,6 +37,7 @@ def register_norm(
     kinds: tuple[str, ...] = BOTH,
     batch_stats: bool = False,
     weight_norm: bool = False,
+    empty: bool = False,
 ):
     """Decorator for a layer class or factory, `make(num_features, [kind,] **options)`: `norm=<name>` builds it.
     `options` are NormConfig fields (eps, momentum, ...) passed to it by name."""
@@ -42,10 +45,36 @@ def register_norm(
     def register(make):
         if name in NORMS:
             raise ValueError(f"norm {name!r} is registered twice")
-        NORMS[name] = NormSpec(make, tuple(options), tuple(kinds), batch_stats, weight_norm)
+        NORMS[name] = NormSpec(make, tuple(options), tuple(kinds), batch_stats, weight_norm, empty)
         return make
 
     return register
+
+
+def register_sequence_form(name: str):
+    """Decorator for the recurrent-cell form of a registered norm, `make(num_features, steps, **options)` applied
+    to (N, F) at step t: the LSTM builds it through `build_sequence_norm`, never by class or name."""
+
+    def register(make):
+        if NORMS[name].sequence is not None:
+            raise ValueError(f"norm {name!r} has two recurrent forms")
+        NORMS[name] = replace(NORMS[name], sequence=make)
+        return make
+
+    return register
+
+
+def sequence_norms() -> list[str]:
+    """The norms a recurrent cell takes: those that declared a recurrent form."""
+    return [name for name, spec in NORMS.items() if spec.sequence is not None]
+
+
+def build_sequence_norm(name: str, num_features: int, steps: int, **options) -> nn.Module:
+    """A norm's recurrent-cell form. Raises ValueError for a norm without one."""
+    spec = NORMS.get(name)
+    if spec is None or spec.sequence is None:
+        raise ValueError(f"norm {name!r} is not defined for recurrent cells; choose from {sequence_norms()}")
+    return spec.sequence(num_features, steps, **options)
 
 
 def build_norm(name: str, num_features: int, kind: str = "2d", **options) -> nn.Module:
@@ -61,4 +90,4 @@ def build_norm(name: str, num_features: int, kind: str = "2d", **options) -> nn.
     return spec.build(num_features, kind, **options)
 
 
-register_norm("none")(nn.Identity)  # nn.Identity takes and ignores num_features
+register_norm("none", empty=True)(nn.Identity)  # nn.Identity takes and ignores num_features

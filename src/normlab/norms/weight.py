@@ -12,7 +12,9 @@ from torch.nn.utils import parametrizations
 from normlab.collectives import batch_mean
 from normlab.norms.registry import register_norm
 
-register_norm("weight", weight_norm=True)(nn.Identity)  # weight norm on the layers, nothing in the norm slot
+register_norm("weight", weight_norm=True, empty=True)(
+    nn.Identity
+)  # weight norm on the layers, nothing in the norm slot
 
 WEIGHT_NORMED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
