@@ -287,7 +287,14 @@ def test_the_index_and_answers_cite_each_claims_reference_and_name_disagreeing_p
     assert "| [bn_small_batch](bn_small_batch/README.md) | quick | **inconclusive** |" in text
     cited = "[bn_small_batch](bn_small_batch/cpu/README.md) (cpu profile, 5 seeds: reproduced): at batch 2"
     assert cited in text
-    assert "the quick profile (5 seeds, made under the protocol) said inconclusive" in text
+    assert "the quick profile (5 seeds, made under the current tests) said inconclusive" in text
+    quick = tmp_path / "bn_small_batch" / "summary.json"
+    current = quick.read_text()
+    quick.write_text(json.dumps({**json.loads(current), "criterion": "a test since replaced"}))
+    write_index(tmp_path)
+    assert "the quick profile (5 seeds, made under an earlier criterion) said inconclusive" in (
+        tmp_path / "README.md").read_text()  # fmt: skip
+    quick.write_text(current)  # as it was, for what follows
     assert "error_vs_batch.png" not in text  # no figure drawn: none linked
     (tmp_path / "bn_small_batch" / "cpu" / "error_vs_batch.png").write_bytes(b"")
     write_index(tmp_path)

@@ -50,18 +50,20 @@ def _tests(summary: dict | None, *words: str, reported: bool = True) -> str:
     return "; ".join(fmt_test(t) for t in found if all(w in t["name"] for w in words))
 
 
-def _disagrees(results: Path, claim: str, summary: dict | None) -> str:
-    """A note where another profile (or the fixed-lr / tuned variant) of the claim reached another verdict."""
+def _disagrees(results: Path, claim: Claim, summary: dict | None) -> str:
+    """A note where another profile (or the fixed-lr / tuned variant) of the claim reached another verdict, saying
+    whether it was judged by today's tests or by an earlier criterion (which no longer decides anything)."""
     if summary is None:
         return ""
     others = []
-    for path in report_summaries(results, claim):
+    for path in report_summaries(results, claim.name):
         other = _load(path)
         if label(other) != label(summary) and other["verdict"] != summary["verdict"]:
-            others.append(f"the {label(other)} profile ({other.get('seeds', 'fewer')} seeds, made "
-                          f"{'under the protocol' if 'tests' in other else 'before the protocol'}) said "
+            made = ("under the current tests" if other.get("criterion", claim.criterion) == claim.criterion else
+                    "under an earlier criterion" if "tests" in other else "before the protocol")  # fmt: skip
+            others.append(f"the {label(other)} profile ({other.get('seeds', 'fewer')} seeds, made {made}) said "
                           f"{other['verdict'].replace('_', ' ')}")  # fmt: skip
-    return f" Profiles of {claim} disagree: {'; '.join(others)}." if others else ""
+    return f" Profiles of {claim.name} disagree: {'; '.join(others)}." if others else ""
 
 
 def _equal_steps(results: Path) -> str:
@@ -125,7 +127,7 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         f"- **Which norm for CNNs?** {small_ref}: {_tests(small, 'GN − BN')}; {bin_ref}: {_tests(bin_, 'BIN')}. "
         "Not shown: ImageNet-scale nets, where GN is within 0.5 points of BN at batch 32 (a setup that leaves GN far "
         'behind at every batch cannot say whether GN beats BN at batch 2: "not testable" above).'
-        + _disagrees(results, "bn_small_batch", small)
+        + _disagrees(results, claims["bn_small_batch"], small)
     )
     lines.append(
         f"- **At which batch size does BN break?** {small_ref}: {_small_tests(small)}; "
@@ -134,8 +136,8 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         "epochs (batch 2 takes 16x the steps of batch 32)."
         + _figure(results, "bn_small_batch", claims, "error_vs_batch.png", "error against batch size per norm")
         + _equal_steps(results)
-        + _disagrees(results, "bn_small_batch", small)
-        + _disagrees(results, "ln_small_batch", ln_batch)
+        + _disagrees(results, claims["bn_small_batch"], small)
+        + _disagrees(results, claims["ln_small_batch"], ln_batch)
     )
     lines.append(
         f"- **Which norm for RNNs?** {rnn_ref}"
@@ -145,8 +147,8 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         + ", on the recurrent-BN paper's permuted pixel MNIST shortened to 196 pixels of the 14x14 pooled image (the "
         "paper: 784 pixels, to convergence). Two papers, two tasks: LN was not run on single pixels, where its input "
         "term sees only the pixel's sign against the mean."
-        + _disagrees(results, "bn_lstm", bn_rnn)
-        + _disagrees(results, "ln_rnn", rnn)
+        + _disagrees(results, claims["bn_lstm"], bn_rnn)
+        + _disagrees(results, claims["ln_rnn"], rnn)
     )
     lines.append(
         f"- **Style / contrast-sensitive inputs?** {contrast_ref}: {_tests(contrast, 'BN − IN')}; the cost: "
