@@ -548,3 +548,17 @@ def test_a_reports_criteria_are_dated_by_what_can_change_a_verdict(tmp_path):
     assert criteria_commit("toy", runs, tmp_path)[0] == fixed and criteria_commit("toy", back, tmp_path)[0] == back
     module.write_text(module.read_text().replace("0.0", "2.0"))  # not committed: no commit holds these criteria
     assert criteria_commit("toy", runs, tmp_path)[0] == "unknown"
+
+
+def test_the_cost_line_quotes_the_tradeoffs_own_run_over_the_whole_bench(tmp_path):
+    """`bench.py --only tradeoff` writes bench-tradeoff.json beside an older whole run's bench.json: the answers
+    quote the ratios its table shows."""
+    from normlab.claims.answers import answers
+
+    (tmp_path / "bench").mkdir()
+    for name, ratio in (("bench.json", 0.5), ("bench-tradeoff.json", 0.74)):
+        rows = [{"norm": "none", "ratio_to_bn": ratio}, {"norm": "batch", "ratio_to_bn": 1.0}]
+        (tmp_path / "bench" / name).write_text(json.dumps({"tradeoff": rows}))
+    assert "relative to BN: none 0.74x, batch 1.00x." in answers(tmp_path, registry())
+    (tmp_path / "bench" / "bench-tradeoff.json").unlink()
+    assert "relative to BN: none 0.50x, batch 1.00x." in answers(tmp_path, registry())

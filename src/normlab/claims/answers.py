@@ -99,7 +99,8 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
     sn, sn_ref = _cite(results, "sn_switches", claims)
     bin_, bin_ref = _cite(results, "bin_gates", claims)
     distributed = _load(results / "distributed" / "summary.json")
-    bench = _load(results / "bench" / "bench.json")
+    # the cost ratios the tradeoff table shows: its own run (`bench.py --only tradeoff`) where it has one
+    bench = _load(results / "bench" / "bench-tradeoff.json") or _load(results / "bench" / "bench.json")
     lines = [
         "## What the runs say",
         "",

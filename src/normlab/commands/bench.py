@@ -478,6 +478,8 @@ def main(argv=None) -> int:
     (bench / f"{name}.json").write_text(json.dumps(out, indent=2))
     if not args.only:
         (bench / "README.md").write_text(readme(out, args))
+        for part in parts:  # a one-part file is the latest of its part until a whole run measures it again
+            (bench / f"bench-{part}.json").unlink(missing_ok=True)
     elif args.only == "sweep":
         (bench / "sweep.md").write_text(
             f"# Whole sweeps: sequential vs parallel jobs ({out['machine']})\n\nMade by `python scripts/bench.py "
