@@ -8,9 +8,9 @@ from pathlib import Path
 
 from torch import nn
 
-from normlab.checks import check, check_model_keys
+from normlab.checks import load_checked
 from normlab.cli import CONF, one_line, plain_config, register_groups, register_resolvers
-from normlab.config import ConfigError, config_from_dict
+from normlab.config import ConfigError
 from normlab.trainer import train as train_run
 
 
@@ -56,8 +56,5 @@ def train(
         overrides.append("model=custom")
     if data is not None and "dataset" not in given:
         overrides.append("dataset=custom")
-    values = compose(overrides)
-    check_model_keys(values)
-    cfg = config_from_dict(values)
-    spec = check(cfg, data, model)
+    cfg, spec = load_checked(compose(overrides), data, model)
     return train_run(cfg, Path(run_dir), data=spec if data is not None else None, model=model)

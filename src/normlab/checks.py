@@ -35,12 +35,35 @@ def check_model_keys(values: dict[str, Any]) -> None:
                               f"reads {', '.join(options) or 'no other key'})")  # fmt: skip
 
 
+def resolve_channels_last(values: dict[str, Any]) -> dict[str, Any]:
+    """channels_last=auto made true or false, so that a run's saved config says which layout it used: NHWC where
+    results/bench measured it faster here, for models whose norms see (N, C, H, W) activations, unless the norm
+    declared itself slower in NHWC (`register_norm(channels_last=False)`)."""
+    from normlab.config import ConfigError
+    from normlab.models import MODELS
+    from normlab.norms import NORMS
+
+    layout = values.get("channels_last")
+    if layout == "auto":
+        model, norm = (group if isinstance(group := values.get(name), dict) else {} for name in ("model", "norm"))
+        model_spec, norm_spec = MODELS.get(str(model.get("name"))), NORMS.get(str(norm.get("name")))
+        conv_net = model_spec is not None and model_spec.features == "2d"
+        values = {**values, "channels_last": conv_net and (norm_spec is None or norm_spec.channels_last)}
+    elif isinstance(layout, str):
+        raise ConfigError(f"channels_last={layout!r} is not allowed; expected true, false or auto")
+    return values
+
+
 def load_config(values: dict[str, Any], data=None, model=None) -> Config:
     """A checked Config from a plain (resolved) dict, as Hydra composes it."""
+    return load_checked(values, data, model)[0]
+
+
+def load_checked(values: dict[str, Any], data=None, model=None) -> tuple[Config, DatasetSpec]:
+    """load_config's Config and its dataset's spec (`check`), for the caller that trains it next."""
     check_model_keys(values)
-    cfg = config_from_dict(values)
-    check(cfg, data, model)
-    return cfg
+    cfg = config_from_dict(resolve_channels_last(values))
+    return cfg, check(cfg, data, model)
 
 
 SMALL_BATCH = 8  # at or below it, a run that fails at an unscaled lr gets the linear scaling hint

@@ -112,7 +112,7 @@ class Config:
     eval_every: int | None = None  # steps between evaluations; None: chosen by config.cadences
     log_every: int | None = None  # steps between training-curve points; None: about 10 per evaluation
     grad_clip: float | None = None
-    channels_last: bool = False  # NHWC memory layout for conv nets (conf/ says auto: config_from_dict resolves it)
+    channels_last: bool = False  # NHWC memory layout for conv nets (conf/ says auto: checks.load_config resolves it)
     compile: bool = False  # torch.compile the model
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     deterministic: bool = True  # cuDNN's deterministic algorithms on CUDA: same seed, same numbers
@@ -223,18 +223,6 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-# channels_last=auto: NHWC where results/bench measured it faster on this CPU: the conv nets (the registry's "2d"
-# models; a test keeps the two lists equal) with every norm but instance (torch's InstanceNorm is slower in NHWC)
-CONV_NETS = ("cnn", "resnet", "inception_lite", "convpool")
-SLOWER_IN_NHWC = ("instance",)
-
-
-def channels_last_auto(values: dict[str, Any]) -> bool:
-    """What channels_last=auto means for a config (a plain dict, as Hydra composes it)."""
-    model, norm = (group if isinstance(group := values.get(name), dict) else {} for name in ("model", "norm"))
-    return model.get("name") in CONV_NETS and norm.get("name") not in SLOWER_IN_NHWC
-
-
 TARGET_GROUPS = ("dataset", "model")  # groups whose `_target_` (Hydra's key for a factory) is the field `target`
 
 
@@ -242,10 +230,6 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from a plain (resolved) dict, as Hydra composes it; raise ConfigError on bad input. Checks
     the values themselves; what needs a registry (names, sizes, buildability) is `normlab.checks`."""
     values = dict(values)
-    if values.get("channels_last") == "auto":  # resolved here: a run's saved config says which layout it used
-        values["channels_last"] = channels_last_auto(values)
-    elif isinstance(values.get("channels_last"), str):
-        raise ConfigError(f"channels_last={values['channels_last']!r} is not allowed; expected true, false or auto")
     for group in TARGET_GROUPS:
         if isinstance(values.get(group), dict) and "_target_" in values[group]:
             values[group] = {("target" if k == "_target_" else k): v for k, v in values[group].items()}

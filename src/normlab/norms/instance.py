@@ -5,7 +5,7 @@ from torch import nn
 from normlab.norms.registry import register_norm
 
 
-@register_norm("instance", options=("eps",), kinds=("2d",))
+@register_norm("instance", options=("eps",), kinds=("2d",), channels_last=False)  # torch's IN is slower in NHWC
 class InstanceNorm(nn.InstanceNorm2d):
     """torch's InstanceNorm2d with a learned affine and no running statistics (instance stats at eval too)."""
 

@@ -21,6 +21,7 @@ class NormSpec:
     weight_norm: bool = False  # the model's conv/linear layers get weight norm
     empty: bool = False  # nothing in the norm slot: the layers before it keep their bias, an LSTM is nn.LSTM
     sequence: Callable[..., nn.Module] | None = None  # its form in a recurrent cell, make(num_features, steps, ...)
+    channels_last: bool = True  # channels_last=auto gives it NHWC in conv nets (False: slower there, results/bench)
 
     def build(self, num_features: int, kind: str, **options) -> nn.Module:
         if "kind" in inspect.signature(self.make).parameters:
@@ -38,14 +39,17 @@ def register_norm(
     batch_stats: bool = False,
     weight_norm: bool = False,
     empty: bool = False,
+    channels_last: bool = True,
 ):
     """Decorator for a layer class or factory, `make(num_features, [kind,] **options)`: `norm=<name>` builds it.
-    `options` are NormConfig fields (eps, momentum, ...) passed to it by name."""
+    `options` are NormConfig fields (eps, momentum, ...) passed to it by name; `channels_last=False`: the layer is
+    slower on NHWC activations (results/bench), so channels_last=auto keeps conv nets NCHW with it."""
 
     def register(make):
         if name in NORMS:
             raise ValueError(f"norm {name!r} is registered twice")
-        NORMS[name] = NormSpec(make, tuple(options), tuple(kinds), batch_stats, weight_norm, empty)
+        NORMS[name] = NormSpec(make, tuple(options), tuple(kinds), batch_stats, weight_norm, empty,
+                               channels_last=channels_last)  # fmt: skip
         return make
 
     return register
