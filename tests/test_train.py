@@ -321,21 +321,53 @@ def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path)
     assert "\r" not in result.stderr and sum(" · step " in line for line in result.stderr.splitlines()) == 2
 
 
-def test_a_run_saved_before_a_key_existed_matches_the_value_that_describes_it():
-    """LEGACY_VALUES: a saved config without lr_batch_size (top level) or model.target (in a group) is the run
-    that asks for null; one saved before the validation split trained on every image and is not val_size=5000."""
-    from normlab.rundir import comparable, config_differences, with_legacy_values
+def load_script(name: str):
+    import importlib.util
 
-    current = compose_config("lr=0.1").to_dict()
-    saved = {k: v for k, v in current.items() if k != "lr_batch_size"}
-    saved["model"] = {k: v for k, v in current["model"].items() if k != "target"}
-    assert "lr_batch_size" not in saved and with_legacy_values(saved)["lr_batch_size"] is None
-    assert comparable(with_legacy_values(saved)) == comparable(current)
-    differs = config_differences(comparable(with_legacy_values(saved)), comparable({**current, "lr_batch_size": 32}))
-    assert differs == ["lr_batch_size=None there, 32 now"]
-    before_split = {**saved, "data": {k: v for k, v in current["data"].items() if k != "val_size"}}
-    differs = config_differences(comparable(with_legacy_values(before_split)), comparable(current))
-    assert differs == [f"data.val_size=0 there, {current['data']['val_size']} now"]
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_saved_before_a_key_existed_is_another_run_until_migrated(tmp_path):
+    """A saved config that lacks a key of today's is refused, naming the key: normlab cannot tell what the run
+    meant by it. scripts/migrate_runs.py says it (lr_batch_size null; before the validation split every image
+    trained, so data.val_size 0, not today's 5000), and gives bn_small_batch's lr, saved scaled to the batch, as lr
+    0.1 for batch 32: the migrated record, summary or checkpoint, is today's run. A second pass changes nothing."""
+    from normlab.config import ConfigError
+    from normlab.rundir import comparable, prepare_run_dir
+    from normlab.runlog import read_checkpoint, save_checkpoint, write_json
+
+    migrate_runs = load_script("migrate_runs")
+    cfg = compose_config("experiment=bn_small_batch", "norm=group", "batch_size=2", "seed=1")
+    current = cfg.to_dict()
+    assert (current["lr"], current["lr_batch_size"], cfg.scaled_lr) == (0.1, 32, 0.00625)
+    old = {**{k: v for k, v in current.items() if k != "lr_batch_size"}, "lr": 0.00625}  # ${normlab.scale}'s lr
+    sweep = tmp_path / "runs" / "bn_small_batch_cpu"
+    for name in ("done", "killed", "before-split"):
+        (sweep / name).mkdir(parents=True)
+    write_json(sweep / "done" / "summary.json", {"status": "completed", "config": old})
+    save_checkpoint(sweep / "killed" / "last.pt", {"step": 3, "config": old})
+    before_split = {**old, "data": {k: v for k, v in current["data"].items() if k != "val_size"}}
+    write_json(sweep / "before-split" / "summary.json", {"status": "completed", "config": before_split})
+    tuned = tmp_path / "runs" / "sn_switches_cpu" / "cifar10-cnn-switchable-bs2-lr0.018750000000000003-s1"
+    tuned.mkdir(parents=True)  # a tuned run at 3x, named by the lr it was given
+    write_json(tuned / "summary.json", {"status": "completed", "config": {**old, "lr": 0.1 * 3 * 2 / 32}})
+    with pytest.raises(ConfigError, match=r"lr_batch_size missing there \(saved by an earlier normlab: scripts/migr"):
+        prepare_run_dir(cfg, sweep / "done")
+
+    assert migrate_runs.migrate_tree(tmp_path / "runs") == (4, 0)
+    assert not tuned.exists() and (tuned.parent / "cifar10-cnn-switchable-bs2-lr0.01875-s1").is_dir()
+    assert prepare_run_dir(cfg, sweep / "done")[0] == "skip"
+    assert comparable(read_checkpoint(sweep / "killed" / "last.pt")["config"]) == comparable(current)
+    with pytest.raises(ConfigError, match=rf"data.val_size=0 there, {current['data']['val_size']} now"):
+        prepare_run_dir(cfg, sweep / "before-split")
+    assert migrate_runs.migrate_tree(tmp_path / "runs") == (0, 4)
+    other = migrate_runs.migrate({**old, "lr_batch_size": None}, "bin_gates_cpu")  # lr as given elsewhere
+    assert (other["lr"], other["lr_batch_size"]) == (0.00625, None)
 
 
 def test_a_run_says_what_it_will_do_and_how_long_is_left(tmp_path, capsys):

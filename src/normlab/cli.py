@@ -29,15 +29,12 @@ CONF = next((p for p in (Path(__file__).with_name("conf"), Path(__file__).resolv
 def register_resolvers() -> None:
     """`${normlab.suffix:x}`: "" for an empty x, else ",x" (appends extra overrides to run-dir names);
     `${normlab.world:}`: the world-size suffix of a torchrun run (world_suffix);
-    `${normlab.scale:base,n,ref}`: base * n / ref (the linear learning-rate scaling rule);
     `${normlab.lr:lr,batch_size,lr_batch_size}`: the learning rate a run uses (config.Config.scaled_lr), for its name;
     `${normlab.eq:a,b}`: whether a == b (a setting that follows the swept arm, e.g. the norm's name)."""
     if not OmegaConf.has_resolver("normlab.suffix"):
         OmegaConf.register_new_resolver("normlab.suffix", lambda s: f",{s}" if s else "")
     if not OmegaConf.has_resolver("normlab.world"):  # ",world_size=N" under torchrun with N > 1 processes, else ""
         OmegaConf.register_new_resolver("normlab.world", world_suffix)
-    if not OmegaConf.has_resolver("normlab.scale"):  # ${normlab.scale:0.1,${batch_size},32} = 0.1 * batch_size / 32
-        OmegaConf.register_new_resolver("normlab.scale", lambda base, n, ref: float(base) * float(n) / float(ref))
     if not OmegaConf.has_resolver("normlab.lr"):  # run names show the lr used: lr0.00625 for lr=0.1 lr_batch_size=32
         OmegaConf.register_new_resolver("normlab.lr", lr_used)
     if not OmegaConf.has_resolver("normlab.eq"):  # ${normlab.eq:${norm.name},batch}: true for norm=batch only

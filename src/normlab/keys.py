@@ -133,8 +133,9 @@ KEYS = (
     Key(
         ("channels_last",),
         (
-            "NHWC memory layout: auto = on for conv nets (cnn, resnet, inception_lite) with every norm but "
-            "instance, where it is faster here (see Speed); resolved when the run starts and saved as true or "
+            "NHWC memory layout: auto = on for conv nets (the models whose norms see (N, C, H, W): cnn, resnet, "
+            "inception_lite, convpool) with every norm but those that declare themselves slower in NHWC "
+            "(instance), where it is faster here (see Speed); resolved when the run starts and saved as true or "
             "false. bin_gates, bn_small_batch, in_contrast, sn_switches and the distributed study pin false, as "
             "their committed runs were made"
         ),

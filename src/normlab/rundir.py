@@ -1,6 +1,6 @@
-"""A run's own directory: what identifies a run (its config, less what a resume may change; LEGACY_VALUES for
-runs saved before a key existed), what the directory already holds (skip, resume or start; the intact-checkpoint
-search), the checkpoint saved and loaded side by side, and the lock that keeps two processes from writing one run."""
+"""A run's own directory: what identifies a run (its config, less what a resume may change), what the directory
+already holds (skip, resume or start; the intact-checkpoint search), the checkpoint saved and loaded side by side,
+and the lock that keeps two processes from writing one run."""
 
 from __future__ import annotations
 
@@ -31,22 +31,6 @@ CHECKPOINT = "last.pt"
 PREVIOUS = "prev.pt"  # the checkpoint before last.pt, kept to resume from if last.pt is damaged
 SUMMARY = "summary.json"
 RUN_FILES = (CHECKPOINT, PREVIOUS, SUMMARY, "metrics.jsonl", "train.log")  # what a run writes beside its events
-# keys added to normlab since runs were first saved, with the value that describes a run saved before them
-LEGACY_VALUES = {
-    "data": {"val_size": 0, "standardize": True},  # val_size: before the split, every training image trained
-    # before model=resnet, model=custom, the lstm's pooling and init, the mlp's Gaussian init and norm on the logits
-    "model": {
-        "depth": 20,
-        "target": None,
-        "downsample": 1,
-        "init_std": None,
-        "norm_logits": False,
-        "recurrent_init": "uniform",
-    },
-    "dataset": {"target": None},  # before dataset=custom
-    "lr_batch_size": None,  # before the linear scaling option: lr as given
-    "optimizer": {"decay_all": False},  # before optimizer.decay_all: norm parameters and biases never decayed
-}
 
 
 def git_commit() -> str | None:
@@ -79,30 +63,20 @@ def comparable(config: dict) -> dict:
     return config
 
 
-def with_legacy_values(saved: dict) -> dict:
-    """A saved config with the LEGACY_VALUES of the keys it predates (a run saved before the validation split
-    trained on every training image: it is not the run data.val_size=5000 asks for)."""
-    saved = {**saved}
-    for key, values in LEGACY_VALUES.items():
-        if isinstance(values, dict) and isinstance(saved.get(key), dict):  # keys of a group
-            saved[key] = {**values, **saved[key]}
-        elif not isinstance(values, dict):  # a top-level key
-            saved.setdefault(key, values)
-    return saved
-
-
 def config_differences(saved, current, key: str = "") -> list[str]:
     """Where a saved config differs from the run `current` asks for, as "key=old there, new now" (empty: the same
-    run). Keys the saved one lacks (added to normlab since, without a LEGACY_VALUES entry: they do not change the
-    run) are not compared."""
+    run). A key the saved one lacks is a difference too: normlab cannot tell what a run saved before the key
+    existed meant by it (scripts/migrate_runs.py says, for the keys added so far); a key since removed is not."""
     if isinstance(saved, dict) and isinstance(current, dict):
+        missing = [f"{key}{k} missing there (saved by an earlier normlab: scripts/migrate_runs.py), {v} now"
+                   for k, v in current.items() if k not in saved]  # fmt: skip
         nested = (config_differences(v, current[k], f"{key}{k}.") for k, v in saved.items() if k in current)
-        return [d for differences in nested for d in differences]
+        return [*missing, *(d for differences in nested for d in differences)]
     return [] if saved == current else [f"{key.rstrip('.')}={saved} there, {current} now"]
 
 
 def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
-    differs = config_differences(comparable(with_legacy_values(saved)), comparable(cfg.to_dict()))
+    differs = config_differences(comparable(saved), comparable(cfg.to_dict()))
     if differs:
         raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(differs[:3])}); use "
                           "overwrite=true to replace it")  # fmt: skip

@@ -174,13 +174,13 @@ def reference_summary(results: Path, claim: str, reference: str = "") -> tuple[d
 def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
     """The runs whose config is one of `jobs` (the configs a profile's sweep runs), and the others (runs of
     another profile, another override, another version of normlab): a report describes exactly its profile."""
-    from normlab.rundir import comparable, with_legacy_values
+    from normlab.rundir import comparable
 
     def key(config: dict) -> str:
         return json.dumps(comparable(config), sort_keys=True)
 
     wanted = {key(job) for job in jobs}
-    keep = [r for r in runs if key(with_legacy_values(r.config)) in wanted]
+    keep = [r for r in runs if key(r.config) in wanted]
     return keep, [r for r in runs if r not in keep]
 
 

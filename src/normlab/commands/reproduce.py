@@ -209,6 +209,10 @@ def tune(
         edge = f" (grid extended by {r['extended']})" if r["extended"] else ""
         edge += " (still at the grid's edge)" if r["at_edge"] else ""
         rows.append(f"| {name} | {r['fixed_lr']:.4g} | {by_lr} | **{r['selected']:.4g}**{edge} |")
+    scaled = sorted({c.lr_batch_size for c in arms.values() if c.lr_batch_size is not None})
+    given_for = (
+        f" Its lrs are given for batch {scaled[0]}: a run trains at lr · batch_size / {scaled[0]}." if scaled else ""
+    )
     note = (
         f"\n**Tuning** ({wall / 60:.1f} min of wall time, the call that finished it; its {len(extra_runs)} runs "
         f"beyond the fixed-lr ones trained {trained / 60:.1f} min, summed over the runs): every arm ran its fixed lr × "
@@ -216,7 +220,7 @@ def tune(
         f"at seed {tuning_seed}, which is not a reported seed (an arm whose best lr was at the grid's edge tried "
         f"up to {extend} more steps beyond it); the lr with the best validation endpoint was run "
         "with every reported seed (the test set was not read). The fixed-lr report is the profile's own (one "
-        "directory up).\n\n"
+        f"directory up).{given_for}\n\n"
         "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\n![{plot}]({plot})\n"
