@@ -7,6 +7,7 @@ the run meant by it). One-off; every step is idempotent, so running it twice cha
 The steps, in the order normlab changed:
 - keys added since runs were first saved get the value that describes a run saved before them (KEYS_ADDED: a run
   saved before the validation split trained on every training image, so its data.val_size is 0, not 5000);
+- dataset.augment, a copy of data.augment's default, is gone (the dataset's conf file sets data.augment);
 - bn_small_batch and sn_switches gave their lr already scaled to the batch (lr = 0.1 · batch_size / 32, the
   `${normlab.scale}` resolver); they now give lr 0.1 for batch 32 (`lr_batch_size: 32`), as every other config
   does. The lr a run trains at is the same float either way.
@@ -34,6 +35,7 @@ KEYS_ADDED = {
     "lr_batch_size": None,  # before the linear scaling option: lr as given
     "optimizer": {"decay_all": False},  # before optimizer.decay_all: norm parameters and biases never decayed
 }
+KEYS_REMOVED = {"dataset": ("augment",)}  # dataset.augment: data.augment's default, copied
 LR_GIVEN_FOR = 32  # the batch size bn_small_batch's and sn_switches' lr is given for (the GN paper's rule)
 SCALED_EXPERIMENTS = ("bn_small_batch", "sn_switches")  # and their profiles: bn_small_batch_cpu, ...
 RECORDS = ("summary.json", "last.pt", "prev.pt")
@@ -50,6 +52,12 @@ def add_keys(config: dict) -> dict:
     return config
 
 
+def drop_keys(config: dict) -> dict:
+    """`config` without the KEYS_REMOVED."""
+    return {k: {kk: vv for kk, vv in v.items() if kk not in KEYS_REMOVED[k]} if k in KEYS_REMOVED and
+            isinstance(v, dict) else v for k, v in config.items()}  # fmt: skip
+
+
 def lr_for_batch_32(config: dict, experiment: str) -> dict:
     """A run of bn_small_batch or sn_switches (any profile) whose lr was saved scaled to its batch, as the same run
     given lr for batch 32: lr · 32 / batch_size with lr_batch_size 32."""
@@ -60,7 +68,7 @@ def lr_for_batch_32(config: dict, experiment: str) -> dict:
 
 
 def migrate(config: dict, experiment: str) -> dict:
-    return lr_for_batch_32(add_keys(config), experiment)
+    return lr_for_batch_32(drop_keys(add_keys(config)), experiment)
 
 
 def migrate_tree(root: Path) -> tuple[int, int]:

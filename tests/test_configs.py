@@ -47,8 +47,18 @@ def test_defaults_are_the_bn_paper_mlp_on_mnist():
     cfg = compose_config()
     assert (cfg.dataset.name, cfg.model.name, cfg.norm.name) == ("mnist", "mlp", "batch")
     assert cfg.model.hidden == (100, 100, 100) and cfg.model.activation == "sigmoid" and cfg.batch_size == 60
+
+
+def test_augment_is_one_key_whose_default_the_dataset_sets():
+    """data.augment is the one key: the dataset's conf file sets its default (cifar10 on, mnist off), an
+    experiment or the command line overrides it, and the dataset group holds no copy of it."""
+    assert compose_config().data.augment is False
     assert compose_config("dataset=cifar10").data.augment is True
     assert compose_config("dataset=cifar10", "data.augment=false").data.augment is False
+    assert compose_config("dataset=mnist", "data.augment=true").data.augment is True
+    assert compose_config("experiment=bin_gates").data.augment is True  # its dataset: cifar10
+    assert compose_config("experiment=wn_meanbn_cpu").data.augment is False  # cifar10, and augment: false
+    assert set(compose_config("dataset=cifar10").to_dict()["dataset"]) == {"name", "target"}
 
 
 @pytest.mark.parametrize("model", sorted(FEATURE_KINDS))

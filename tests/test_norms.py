@@ -1,6 +1,8 @@
 """Each norm against an independent reference: torch's own modules where one exists, the paper's formula
 written out plainly where none does; 1d and 2d, train and eval, forward and backward, running statistics."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -447,11 +449,13 @@ def backward_node(layer, x) -> str:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_kernels_are_what_bin_and_sn_run_on_cpu(dtype):
-    for layer, name in ((BatchInstanceNorm(4), "BatchInstanceNorm"), (SwitchableNorm(4), "SwitchableNorm")):
+    layers = ((BatchInstanceNorm(4), "BatchInstanceNorm", "bin"), (SwitchableNorm(4), "SwitchableNorm", "sn"))
+    for layer, name, op in layers:
         layer = layer.to(dtype)
         x = torch.randn(2, 4, 3, 3, dtype=dtype, requires_grad=True)
-        assert backward_node(layer, x) == f"{name}NativeBackward"
-        assert backward_node(layer, x.contiguous(memory_format=torch.channels_last)) == f"{name}NativeBackward"
+        native_node = f"GeneratedBackwardFor_normlab_{op}_forward_defaultBackward"  # the custom op's autograd
+        assert backward_node(layer, x) == native_node
+        assert backward_node(layer, x.contiguous(memory_format=torch.channels_last)) == native_node
         every_other_channel = torch.randn(2, 8, 3, 3, dtype=dtype, requires_grad=True)[:, ::2]  # neither layout
         assert backward_node(layer, every_other_channel) == f"{name}FunctionBackward"
         layer.use_native = False
@@ -599,3 +603,97 @@ def test_factory_rejects_unknown_names_kinds_and_options():
             layer = build_norm(name, 8, kind)
             x = torch.randn(shape_of(kind))
             assert layer(x).shape == x.shape
+
+
+def native_op_samples() -> list[tuple[str, object, tuple]]:
+    """(name, custom op, args) for every compiled kernel: float32 and float64, NCHW and channels_last, batch and
+    running statistics, LN and BN in the LSTM step (whose xw is a strided slice, as NormLSTM passes it)."""
+    torch.manual_seed(0)
+    samples = []
+    for dtype in (torch.float32, torch.float64):
+
+        def p(*shape, dtype=dtype):  # a parameter, away from 0
+            return (torch.rand(*shape, dtype=dtype) + 0.5).requires_grad_()
+
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x4 = (torch.randn(3, 4, 5, 5, dtype=dtype) * 3 + 1).contiguous(memory_format=layout)
+            x = x4.reshape(3, 4, -1)
+            running = (torch.randn(4, dtype=dtype), torch.rand(4, dtype=dtype) + 0.5)
+            for batch_stats in (True, False):
+                xg = x.detach().requires_grad_()
+                samples.append(("bin", native.bin_forward, (xg, p(4), p(4), p(4), *running, 1e-5, batch_stats, 0.1)))
+                samples.append(("sn", native.sn_forward,
+                                (xg, p(3), p(3), p(4), p(4), *running, 1e-5, batch_stats, 0.1, True)))  # fmt: skip
+        hidden = 3
+        xw = torch.randn(4, 2, 4 * hidden, dtype=dtype).unbind(1)[0].requires_grad_()  # a strided step
+        for bn in (False, True):
+            running_h = torch.stack([torch.randn(4 * hidden), torch.rand(4 * hidden) + 0.5]).to(dtype) if bn else None
+            running_c = torch.stack([torch.randn(hidden), torch.rand(hidden) + 0.5]).to(dtype) if bn else None
+            args = (xw, torch.randn(4, 4 * hidden, dtype=dtype).requires_grad_(),
+                    torch.randn(4, hidden, dtype=dtype).requires_grad_(), p(4 * hidden), p(4 * hidden), p(hidden),
+                    p(hidden), running_h, running_c, True, 0.1, 1e-5, 1e-3)  # fmt: skip
+            samples.append(("lstm", native.lstm_step, args))
+    return samples
+
+
+@pytest.mark.parametrize("index", range(len(native_op_samples())))
+def test_native_kernels_are_custom_ops_that_opcheck_passes(index):
+    """Each kernel is a functional torch.library custom op: its schema (no input mutated: the running
+    statistics come back as outputs), fake implementation (shapes, strides, dtypes), autograd registration
+    and AOT tracing pass torch.library.opcheck, forward and backward."""
+    assert native.library() is not None, "the compiled kernels did not build (see the warning)"
+    _, op, args = native_op_samples()[index]
+    torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("make", [lambda: BatchInstanceNorm(4), lambda: SwitchableNorm(4)])
+def test_torch_compile_traces_the_kernels_as_one_node(make):
+    """Under torch.compile (fullgraph: a graph break is an error) the compiled kernel is a node of the graph,
+    not a fall-back to Python, and the compiled layer gives eager's output, gradients and running statistics."""
+    torch.manual_seed(1)
+    eager, graphs = make(), []
+    randomize_affine(eager)
+    compiled = copy.deepcopy(eager)
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    run = torch.compile(compiled, backend=backend, fullgraph=True)
+    x = (torch.randn(2, 4, 3, 3) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn(2, 4, 3, 3)
+    eager(xe).backward(grad)
+    run(xc).backward(grad)
+    op = "bin_forward" if isinstance(eager, BatchInstanceNorm) else "sn_forward"
+    assert any(f"torch.ops.normlab.{op}" in code for code in graphs)
+    torch.testing.assert_close(xc.grad, xe.grad)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    torch.testing.assert_close(compiled.running_mean, eager.running_mean)
+    torch.testing.assert_close(compiled.running_var, eager.running_var)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_torch_compile_traces_the_lstm_step_as_one_node(norm):
+    """NormLSTM under torch.compile (fullgraph) runs each step as the custom op, with eager's output, gradients
+    and (stepwise BN) running statistics."""
+    from normlab.models.lstm import NormLSTM
+    from normlab.norms.registry import build_sequence_norm
+
+    torch.manual_seed(3)
+    eager = NormLSTM(3, 4, steps=5, make_norm=lambda f, steps: build_sequence_norm(norm, f, steps))
+    compiled, graphs = copy.deepcopy(eager), []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    x = torch.randn(6, 5, 3)
+    eager(x).sum().backward()
+    torch.compile(compiled, backend=backend, fullgraph=True)(x).sum().backward()
+    assert any("torch.ops.normlab.lstm_step" in code for code in graphs)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    for (name, a), b in zip(eager.named_buffers(), compiled.buffers(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)

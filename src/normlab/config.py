@@ -25,7 +25,6 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str = "mnist"
-    augment: bool = False
     target: str | None = None  # dataset=custom: `_target_`, the dotted path of a factory returning your tensors
 
 

@@ -213,7 +213,6 @@ HPARAM_SKIP = {
     "checkpoint_every",
     "data.root",
     "data.download",
-    "dataset.augment",
     "compile",
     "amp",
     "deterministic",

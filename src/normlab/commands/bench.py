@@ -3,8 +3,8 @@ vs torchvision's per-sample DataLoader, every norm layer vs nn.BatchNorm2d, the 
 NCHW vs channels_last for the conv nets, and the cost/accuracy trade-off of every norm for the CIFAR-10 CNN.
 
     normlab bench                     # everything; writes results/bench/ and results/tradeoff/
-    normlab bench --only norms        # one part: runner | data | norms | lstm | channels_last | sweep |
-                                                # tradeoff
+    normlab bench --only norms        # one part: runner | data | norms | lstm | channels_last | compile |
+                                                # sweep | tradeoff
     normlab bench --device cuda       # the same on a GPU but the CPU sweep part; writes results/bench/cuda/,
                                                 # results/tradeoff/cuda/
 
@@ -289,16 +289,20 @@ def bench_lstm(device, repeats: int) -> list[dict]:
     return rows
 
 
-def training_steps(model_cfg: ModelConfig, norm: str, x, y, steps: int, device, memory_format=torch.contiguous_format):
-    """A callable that runs `steps` SGD steps of a freshly built conv net on the fixed CIFAR-10-shaped batch."""
+def training_steps(
+    model_cfg: ModelConfig, norm: str, x, y, steps: int, device, memory_format=torch.contiguous_format, compile=False
+):
+    """A callable that runs `steps` SGD steps of a freshly built conv net on the fixed CIFAR-10-shaped batch
+    (`compile`: the model under torch.compile, as the trainer's compile=true)."""
     torch.manual_seed(0)
     model = build_model(model_cfg, NormConfig(name=norm), (3, 32, 32), 10).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = x.contiguous(memory_format=memory_format)
+    forward = torch.compile(model) if compile else model
 
     def run():
         for _ in range(steps):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -329,6 +333,29 @@ def bench_channels_last(device, repeats: int) -> list[dict]:
             }
         )
         print(f"layout  {rows[-1]['case']}: channels_last {rows[-1]['speedup']:.2f}x NCHW's speed", flush=True)
+    return rows
+
+
+def bench_compile(device, repeats: int) -> list[dict]:
+    """A CIFAR-10 training step of the CNN (width 16) eager vs under `torch.compile` (`compile=true`; inductor),
+    with BN and with the norms whose compiled kernels are custom ops (traced as one node each, not a fall-back
+    to Python), at batch 2 and 32. The first call of each compiled model, compilation included, is the warm-up."""
+    rows = []
+    for norm in ("batch", *NATIVE_NORMS):
+        for bs in (2, 32):
+            x = torch.randn(bs, 3, 32, 32, device=device)
+            y = torch.randint(0, 10, (bs,), device=device)
+            eager = training_steps(ModelConfig(name="cnn", width=16), norm, x, y, 5, device)
+            compiled = training_steps(ModelConfig(name="cnn", width=16), norm, x, y, 5, device, compile=True)
+            start = time.perf_counter()
+            compiled()  # compiles forward and backward
+            compile_s = time.perf_counter() - start
+            t = alternate({"eager": eager, "compiled": compiled}, repeats, device, warmup=1)
+            rows.append({"case": f"cnn {norm} bs{bs}", "eager_ms": 1000 * t["eager"] / 5,
+                         "compiled_ms": 1000 * t["compiled"] / 5, "speedup": t["eager"] / t["compiled"],
+                         "compile_s": compile_s})  # fmt: skip
+            print(f"compile {rows[-1]['case']}: compiled {rows[-1]['speedup']:.2f}x eager's speed "
+                  f"(compiling took {compile_s:.0f} s)", flush=True)  # fmt: skip
     return rows
 
 
@@ -381,7 +408,7 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
     return rows, table
 
 
-PARTS = ["runner", "data", "norms", "lstm", "channels_last", "sweep", "tradeoff"]
+PARTS = ["runner", "data", "norms", "lstm", "channels_last", "compile", "sweep", "tradeoff"]
 
 
 # ---------------------------------------------------------------- 6. whole sweeps: sequential vs parallel jobs
@@ -463,6 +490,8 @@ def main(argv=None) -> int:
         out["lstm"] = bench_lstm(device, args.repeats)
     if "channels_last" in parts:
         out["channels_last"] = bench_channels_last(device, args.repeats)
+    if "compile" in parts:
+        out["compile"] = bench_compile(device, args.repeats)
     if "sweep" in parts:
         out["sweep"] = bench_sweep(args.repeats)
     if "tradeoff" in parts:
@@ -547,6 +576,13 @@ def readme(out: dict, args) -> str:
         *[
             f"| {r['case']} | {r['nchw_ms']:.1f} | {r['channels_last_ms']:.1f} | {r['speedup']:.2f}x |"
             for r in out.get("channels_last", [])
+        ],
+        "\n## torch.compile (a CIFAR-10 training step of the CNN, width 16, `compile=true` vs eager)\n",
+        "| case | eager ms | compiled ms | speedup | compiling s |\n|---|---|---|---|---|",
+        *[
+            f"| {r['case']} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | {r['speedup']:.2f}x | "
+            f"{r['compile_s']:.0f} |"
+            for r in out.get("compile", [])
         ],
         "\n## Trade-off\n\nSee [results/tradeoff](../tradeoff/README.md).\n",
     ]

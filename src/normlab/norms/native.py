@@ -4,8 +4,11 @@ At small batches the Python Functions of BIN and SN spend most of their time dis
 (3.3-3.6x nn.BatchNorm2d at batch 2); in C each is one call per forward and one per backward. The LN/BN-LSTM
 cell's ~12 autograd ops per step become one node. The library is compiled with the system's C compiler on first
 use (~2 s) into $NORMLAB_CACHE (default ~/.cache/normlab), named by a hash of its sources and of the CPU's
-features, and loaded with ctypes: no torch headers, no build step at install. Without a compiler, or with
-NORMLAB_NATIVE=0, the layers use their Python code (same formulas; the tests run both).
+features, and loaded with ctypes: no torch headers, no build step at install. Each kernel is wrapped as a
+functional torch.library custom op (`normlab::bin_forward`, ...: it returns the updated running statistics instead
+of writing the layer's buffers), with a fake implementation and its backward as an op, so that torch.compile traces
+it as one node. Without a compiler, or with NORMLAB_NATIVE=0, the layers use their Python code (same formulas; the
+tests run both).
 """
 
 import ctypes
@@ -120,16 +123,21 @@ def nhwc(x: torch.Tensor) -> bool:
 
 def usable(x: torch.Tensor, *tensors: torch.Tensor) -> bool:
     """Whether the compiled kernels take this call: CPU, float32 or float64 throughout, contiguous (x may also be
-    channels_last, see nhwc), not under torch.compile (which traces the Python Functions instead), and the
-    library builds."""
+    channels_last, see nhwc), and the library builds. Under torch.compile too: each kernel is a custom op
+    (`normlab::...`) with a fake implementation, so the compiler traces it as one node."""
     return (
         x.device.type == "cpu"
         and x.dtype in SUFFIX
         and (x.is_contiguous() or nhwc(x))
         and all(t.dtype == x.dtype and t.is_contiguous() for t in tensors)
-        and not torch.compiler.is_compiling()
-        and library() is not None
+        and available()
     )
+
+
+@torch.compiler.assume_constant_result  # traced as its value: torch.compile does not step into the build
+def available() -> bool:
+    """Whether the compiled kernels built (or were built before) and loaded."""
+    return library() is not None
 
 
 def laid_out(grad: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -138,115 +146,278 @@ def laid_out(grad: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def call(name: str, dtype: torch.dtype, *args) -> None:
-    """Run kernel `name` for `dtype` on torch's thread count; tensors are passed as pointers to their data."""
+    """Run kernel `name` for `dtype` on torch's thread count; tensors are passed as pointers to their data, None
+    as NULL (an output not asked for)."""
     pointers = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
     getattr(library(), name + SUFFIX[dtype])(*pointers, torch.get_num_threads())
 
 
-class BatchInstanceNormNative(torch.autograd.Function):
-    """BatchInstanceNormFunction's forward and backward as two compiled calls (x (N, C, M) contiguous or
-    channels_last, CPU, one process); the same output, and with `batch_stats` it updates the running statistics and
-    `num_batches_tracked` itself (with `momentum`), as F.batch_norm does."""
-
-    @staticmethod
-    def forward(ctx, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum):
-        n, c, m = x.shape
-        y, scale = torch.empty_like(x), x.new_empty(n, c)
-        stats = x.new_empty(2, 2, n, c, dtype=torch.float64)  # the statistics, in double
-        ctx.nhwc = nhwc(x)
-        call("bin_forward", x.dtype, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, n, c, m,
-             ctx.nhwc, eps, batch_stats, momentum, y, stats, scale)  # fmt: skip
-        ctx.save_for_backward(x, gate, weight, stats, scale)
-        ctx.eps, ctx.batch_stats = eps, batch_stats
-        ctx.set_materialize_grads(False)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        if grad is None:
-            return (None,) * 10
-        x, gate, weight, stats, scale = ctx.saved_tensors
-        n, c, m = x.shape
-        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        d_gate, d_weight, d_bias = x.new_empty(3, c)
-        grad = laid_out(grad, ctx.nhwc)
-        call("bin_backward", x.dtype, grad, x, gate, weight, stats, scale, n, c, m, ctx.nhwc, ctx.eps,
-             ctx.batch_stats, dx, d_gate, d_weight, d_bias)  # fmt: skip
-        return dx, d_gate, d_weight, d_bias, *[None] * 6
+# Each kernel is a functional custom op: it reads its inputs, writes only tensors it allocates and returns them,
+# the updated running statistics included (copies the kernel updates; the layer copies them back), so that
+# torch.compile and torch.library.opcheck can reason about it. Its backward is a custom op of its own.
+Tensor = torch.Tensor
 
 
-class SwitchableNormNative(torch.autograd.Function):
-    """SwitchableNormFunction's forward and backward as two compiled calls (x (N, C, M) contiguous or
-    channels_last, CPU, one process); the same output, and with `batch_stats` it updates the running statistics
-    itself (`momentum`)."""
-
-    @staticmethod
-    def forward(
-        ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, statistics
-    ):
-        n, c, m = x.shape
-        has_in = statistics[0] == "in"
-        y = torch.empty_like(x)
-        stats = x.new_empty(2, len(statistics), n, c, dtype=torch.float64)  # the statistics, in double
-        mixed = x.new_empty(3, n, c, dtype=torch.float64)  # mixed mean, 1 / sqrt(var + eps), row mean
-        ctx.nhwc = nhwc(x)
-        call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, running_mean, running_var, n, c, m,
-             ctx.nhwc, eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
-        ctx.save_for_backward(x, mean_logits, var_logits, weight, stats, mixed)
-        ctx.batch_stats, ctx.has_in = batch_stats, has_in
-        ctx.set_materialize_grads(False)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        if grad is None:
-            return (None,) * 11
-        x, mean_logits, var_logits, weight, stats, mixed = ctx.saved_tensors
-        n, c, m = x.shape
-        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        d_mean_logits, d_var_logits = torch.empty_like(mean_logits), torch.empty_like(var_logits)
-        d_weight, d_bias = x.new_empty(2, c)
-        grad = laid_out(grad, ctx.nhwc)
-        call("sn_backward", x.dtype, grad, x, mean_logits, var_logits, weight, stats, mixed, n, c, m, ctx.nhwc,
-             ctx.batch_stats, ctx.has_in, dx, d_mean_logits, d_var_logits, d_weight, d_bias)  # fmt: skip
-        return dx, d_mean_logits, d_var_logits, d_weight, d_bias, *[None] * 6
+@torch.library.custom_op("normlab::bin_forward", mutates_args=(), device_types="cpu")
+def bin_forward(
+    x: Tensor,
+    gate: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    batch_stats: bool,
+    momentum: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batch-Instance Norm of x (N, C, M), contiguous or channels_last: y, the statistics (2, 2, N, C) and the
+    scale (N, C) its backward reads, and the running (mean; var) (2, C) after this batch (as given without
+    `batch_stats`)."""
+    n, c, m = x.shape
+    y, scale = torch.empty_like(x), x.new_empty(n, c)
+    stats = x.new_empty(2, 2, n, c, dtype=torch.float64)  # the statistics, in double
+    running = torch.stack([running_mean, running_var])
+    tracked = torch.zeros((), dtype=torch.int64)  # the kernel counts batches here; the layer counts its own
+    call("bin_forward", x.dtype, x, gate, weight, bias, running[0], running[1], tracked, n, c, m, nhwc(x), eps,
+         batch_stats, momentum, y, stats, scale)  # fmt: skip
+    return y, stats, scale, running
 
 
-class NormLSTMStepNative(torch.autograd.Function):
-    """One step of NormLSTM with LN or stepwise BN (gates = xw + N_h(hw), c = f c_prev + i g,
-    h = o tanh(N_c(c))) as two compiled calls: (xw_t, hw = W_h h_prev, c_prev, the norms' gains and biases)
-    -> (h, c). `running_h`, `running_c`: the step's BN running (mean, var), updated in training, or (None, None)
-    for LN. One autograd node per step instead of ~12 small ops; the forward's sigmoid and tanh are torch's."""
+@bin_forward.register_fake
+def _(x, gate, weight, bias, running_mean, running_var, eps, batch_stats, momentum):
+    n, c, _ = x.shape
+    return torch.empty_like(x), x.new_empty(2, 2, n, c, dtype=torch.float64), x.new_empty(n, c), x.new_empty(2, c)
 
-    @staticmethod
-    def forward(ctx, xw, hw, c_prev, w_h, b_h, w_c, b_c, running_h, running_c, batch_norm, batch_stats, momentum, eps):
-        n, hidden = c_prev.shape
-        act, hw_hat = hw.new_empty(2, n, 4 * hidden)
-        c, tanh_c, c_hat = c_prev.new_empty(3, n, hidden)
-        inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
-        call("lstm_gates_forward", xw.dtype, xw, xw.stride(0), hw, w_h, b_h, *running_h, n, hidden, batch_norm,
-             batch_stats, momentum, eps[0], act, hw_hat, inv_h)  # fmt: skip
-        act.sigmoid_()  # torch's vectorized sigmoid, in place; g's tanh is 2 sigmoid(2g) - 1
-        call("lstm_cell_forward", xw.dtype, act, c_prev, w_c, b_c, *running_c, n, hidden, batch_norm, batch_stats,
-             momentum, eps[1], c, tanh_c, c_hat, inv_c)  # fmt: skip
-        h = act[:, 2 * hidden : 3 * hidden] * tanh_c.tanh_()
-        ctx.save_for_backward(c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c)
-        ctx.batch_norm, ctx.batch_stats = batch_norm, batch_stats
-        ctx.set_materialize_grads(False)
-        return h, c
 
-    @staticmethod
-    def backward(ctx, dh, dc):
-        c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c = ctx.saved_tensors
-        if dh is None and dc is None:
-            return (None,) * 13
-        n, hidden = c_prev.shape
-        dh = torch.zeros_like(c_prev) if dh is None else dh.contiguous()
-        dc = None if dc is None else dc.contiguous()
-        d_xw, d_hw = act.new_empty(2, n, 4 * hidden)
-        d_c_prev = torch.empty_like(c_prev)
-        d_w_h, d_b_h = w_h.new_empty(2, 4 * hidden)
-        d_w_c, d_b_c = w_c.new_empty(2, hidden)
-        call("lstm_step_backward", act.dtype, dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, n,
-             hidden, ctx.batch_norm, ctx.batch_stats, d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c)  # fmt: skip
-        return d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c, *[None] * 6
+@torch.library.custom_op("normlab::bin_backward", mutates_args=(), device_types="cpu")
+def bin_backward(
+    grad: Tensor,
+    x: Tensor,
+    gate: Tensor,
+    weight: Tensor,
+    stats: Tensor,
+    scale: Tensor,
+    eps: float,
+    batch_stats: bool,
+    input_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """bin_forward's gradients: dx (empty unless `input_grad`), d gate, d weight, d bias."""
+    n, c, m = x.shape
+    dx = torch.empty_like(x) if input_grad else x.new_empty(0)
+    d_gate, d_weight, d_bias = x.new_empty(c), x.new_empty(c), x.new_empty(c)
+    call("bin_backward", x.dtype, laid_out(grad, nhwc(x)), x, gate, weight, stats, scale, n, c, m, nhwc(x), eps,
+         batch_stats, dx if input_grad else None, d_gate, d_weight, d_bias)  # fmt: skip
+    return dx, d_gate, d_weight, d_bias
+
+
+@bin_backward.register_fake
+def _(grad, x, gate, weight, stats, scale, eps, batch_stats, input_grad):
+    c = x.shape[1]
+    return torch.empty_like(x) if input_grad else x.new_empty(0), x.new_empty(c), x.new_empty(c), x.new_empty(c)
+
+
+def _bin_setup(ctx, inputs, output):
+    x, gate, weight, _, _, _, eps, batch_stats, _ = inputs
+    ctx.save_for_backward(x, gate, weight, output[1], output[2])
+    ctx.eps, ctx.batch_stats = eps, batch_stats
+
+
+def _bin_grad(ctx, grad, *_):
+    if grad is None:  # no gradient reached y
+        return (None,) * 9
+    x, gate, weight, stats, scale = ctx.saved_tensors
+    input_grad = ctx.needs_input_grad[0]
+    dx, d_gate, d_weight, d_bias = bin_backward(grad, x, gate, weight, stats, scale, ctx.eps, ctx.batch_stats,
+                                                input_grad)  # fmt: skip
+    return dx if input_grad else None, d_gate, d_weight, d_bias, *[None] * 5
+
+
+bin_forward.register_autograd(_bin_grad, setup_context=_bin_setup)
+
+
+@torch.library.custom_op("normlab::sn_forward", mutates_args=(), device_types="cpu")
+def sn_forward(
+    x: Tensor,
+    mean_logits: Tensor,
+    var_logits: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    batch_stats: bool,
+    momentum: float,
+    has_in: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Switchable Norm of x (N, C, M), contiguous or channels_last, over its K statistics (K = mean_logits'
+    length; IN first where `has_in`, then LN, BN): y, the statistics (2, K, N, C) and the mixed ones (3, N, C)
+    its backward reads, and the running (mean; var) (2, C) after this batch."""
+    n, c, m = x.shape
+    y = torch.empty_like(x)
+    stats = x.new_empty(2, len(mean_logits), n, c, dtype=torch.float64)
+    mixed = x.new_empty(3, n, c, dtype=torch.float64)  # mixed mean, 1 / sqrt(var + eps), row mean
+    running = torch.stack([running_mean, running_var])
+    call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, running[0], running[1], n, c, m, nhwc(x),
+         eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
+    return y, stats, mixed, running
+
+
+@sn_forward.register_fake
+def _(x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in):
+    n, c, _ = x.shape
+    stats = x.new_empty(2, len(mean_logits), n, c, dtype=torch.float64)
+    return torch.empty_like(x), stats, x.new_empty(3, n, c, dtype=torch.float64), x.new_empty(2, c)
+
+
+@torch.library.custom_op("normlab::sn_backward", mutates_args=(), device_types="cpu")
+def sn_backward(
+    grad: Tensor,
+    x: Tensor,
+    mean_logits: Tensor,
+    var_logits: Tensor,
+    weight: Tensor,
+    stats: Tensor,
+    mixed: Tensor,
+    batch_stats: bool,
+    has_in: bool,
+    input_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """sn_forward's gradients: dx (empty unless `input_grad`), d mean_logits, d var_logits, d weight, d bias."""
+    n, c, m = x.shape
+    dx = torch.empty_like(x) if input_grad else x.new_empty(0)
+    d_mean_logits, d_var_logits = torch.empty_like(mean_logits), torch.empty_like(var_logits)
+    d_weight, d_bias = x.new_empty(c), x.new_empty(c)
+    call("sn_backward", x.dtype, laid_out(grad, nhwc(x)), x, mean_logits, var_logits, weight, stats, mixed, n, c, m,
+         nhwc(x), batch_stats, has_in, dx if input_grad else None, d_mean_logits, d_var_logits, d_weight,
+         d_bias)  # fmt: skip
+    return dx, d_mean_logits, d_var_logits, d_weight, d_bias
+
+
+@sn_backward.register_fake
+def _(grad, x, mean_logits, var_logits, weight, stats, mixed, batch_stats, has_in, input_grad):
+    c = x.shape[1]
+    dx = torch.empty_like(x) if input_grad else x.new_empty(0)
+    return dx, torch.empty_like(mean_logits), torch.empty_like(var_logits), x.new_empty(c), x.new_empty(c)
+
+
+def _sn_setup(ctx, inputs, output):
+    x, mean_logits, var_logits, weight, _, _, _, _, batch_stats, _, has_in = inputs
+    ctx.save_for_backward(x, mean_logits, var_logits, weight, output[1], output[2])
+    ctx.batch_stats, ctx.has_in = batch_stats, has_in
+
+
+def _sn_grad(ctx, grad, *_):
+    if grad is None:
+        return (None,) * 11
+    x, mean_logits, var_logits, weight, stats, mixed = ctx.saved_tensors
+    input_grad = ctx.needs_input_grad[0]
+    grads = sn_backward(grad, x, mean_logits, var_logits, weight, stats, mixed, ctx.batch_stats, ctx.has_in,
+                        input_grad)  # fmt: skip
+    return grads[0] if input_grad else None, *grads[1:], *[None] * 6
+
+
+sn_forward.register_autograd(_sn_grad, setup_context=_sn_setup)
+
+
+@torch.library.custom_op("normlab::lstm_step", mutates_args=(), device_types="cpu")
+def lstm_step(
+    xw: Tensor,
+    hw: Tensor,
+    c_prev: Tensor,
+    w_h: Tensor,
+    b_h: Tensor,
+    w_c: Tensor,
+    b_c: Tensor,
+    running_h: Tensor | None,
+    running_c: Tensor | None,
+    batch_stats: bool,
+    momentum: float,
+    eps_h: float,
+    eps_c: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step of NormLSTM with LN or, given the step's running (mean; var) `running_h` (2, 4H) and
+    `running_c` (2, H), stepwise BN: gates = xw + N_h(hw), c = f c_prev + i g, h = o tanh(N_c(c)). Returns h, c,
+    what its backward reads (act, hw_hat, c_hat, tanh_c, inv_h, inv_c) and the running statistics after this
+    batch (empty for LN)."""
+    n, hidden = c_prev.shape
+    batch_norm = running_h is not None and running_c is not None
+    act, hw_hat = hw.new_empty(n, 4 * hidden), hw.new_empty(n, 4 * hidden)
+    c, tanh_c, c_hat = c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden)
+    inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
+    new_h, new_c = (running_h.clone(), running_c.clone()) if batch_norm else (hw.new_empty(0), hw.new_empty(0))
+    running = (new_h[0], new_h[1], new_c[0], new_c[1]) if batch_norm else (None,) * 4
+    call("lstm_gates_forward", xw.dtype, xw, xw.stride(0), hw, w_h, b_h, *running[:2], n, hidden, batch_norm,
+         batch_stats, momentum, eps_h, act, hw_hat, inv_h)  # fmt: skip
+    act.sigmoid_()  # torch's vectorized sigmoid, in place; g's tanh is 2 sigmoid(2g) - 1
+    call("lstm_cell_forward", xw.dtype, act, c_prev, w_c, b_c, *running[2:], n, hidden, batch_norm, batch_stats,
+         momentum, eps_c, c, tanh_c, c_hat, inv_c)  # fmt: skip
+    h = act[:, 2 * hidden : 3 * hidden] * tanh_c.tanh_()
+    return h, c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, new_h, new_c
+
+
+@lstm_step.register_fake
+def _(xw, hw, c_prev, w_h, b_h, w_c, b_c, running_h, running_c, batch_stats, momentum, eps_h, eps_c):
+    n, hidden = c_prev.shape
+    batch_norm = running_h is not None and running_c is not None
+    gates, cell = hw.new_empty(n, 4 * hidden), c_prev.new_empty(n, hidden)
+    inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
+    new_h, new_c = (
+        (torch.empty_like(running_h), torch.empty_like(running_c)) if batch_norm else (hw.new_empty(0), hw.new_empty(0))
+    )
+    return (cell, torch.empty_like(cell), gates, torch.empty_like(gates), torch.empty_like(cell),
+            torch.empty_like(cell), inv_h, inv_c, new_h, new_c)  # fmt: skip
+
+
+@torch.library.custom_op("normlab::lstm_step_backward", mutates_args=(), device_types="cpu")
+def lstm_step_backward(
+    dh: Tensor,
+    dc: Tensor | None,
+    c_prev: Tensor,
+    w_h: Tensor,
+    w_c: Tensor,
+    act: Tensor,
+    hw_hat: Tensor,
+    c_hat: Tensor,
+    tanh_c: Tensor,
+    inv_h: Tensor,
+    inv_c: Tensor,
+    batch_norm: bool,
+    batch_stats: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """lstm_step's gradients: d xw, d hw, d c_prev, d w_h, d b_h, d w_c, d b_c."""
+    n, hidden = c_prev.shape
+    d_xw, d_hw, d_c_prev = act.new_empty(n, 4 * hidden), act.new_empty(n, 4 * hidden), torch.empty_like(c_prev)
+    d_w_h, d_b_h = w_h.new_empty(4 * hidden), w_h.new_empty(4 * hidden)
+    d_w_c, d_b_c = w_c.new_empty(hidden), w_c.new_empty(hidden)
+    call("lstm_step_backward", act.dtype, dh.contiguous(), None if dc is None else dc.contiguous(), c_prev, w_h, w_c,
+         act, hw_hat, c_hat, tanh_c, inv_h, inv_c, n, hidden, batch_norm, batch_stats, d_xw, d_hw, d_c_prev, d_w_h,
+         d_b_h, d_w_c, d_b_c)  # fmt: skip
+    return d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c
+
+
+@lstm_step_backward.register_fake
+def _(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, batch_norm, batch_stats):
+    n, hidden = c_prev.shape
+    gates, cell = act.new_empty(n, 4 * hidden), c_prev.new_empty(n, hidden)
+    return (gates, torch.empty_like(gates), cell, w_h.new_empty(4 * hidden), w_h.new_empty(4 * hidden),
+            w_c.new_empty(hidden), w_c.new_empty(hidden))  # fmt: skip
+
+
+def _lstm_setup(ctx, inputs, output):
+    c_prev, w_h, w_c, running_h, running_c = inputs[2], inputs[3], inputs[5], inputs[7], inputs[8]
+    _, _, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, _, _ = output
+    ctx.save_for_backward(c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c)
+    ctx.batch_norm, ctx.batch_stats = running_h is not None and running_c is not None, inputs[9]
+
+
+def _lstm_grad(ctx, dh, dc, *_):
+    c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c = ctx.saved_tensors
+    if dh is None and dc is None:
+        return (None,) * 13
+    dh = torch.zeros_like(c_prev) if dh is None else dh
+    grads = lstm_step_backward(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, ctx.batch_norm,
+                               ctx.batch_stats)  # fmt: skip
+    return *grads, *[None] * 6
+
+
+lstm_step.register_autograd(_lstm_grad, setup_context=_lstm_setup)

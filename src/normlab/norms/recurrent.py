@@ -31,7 +31,7 @@ class SequenceIdentity(nn.Module):
 class SequenceLayerNorm(nn.LayerNorm):
     """LN over the last (feature) dim; `t` is ignored: the statistics are the sample's own at every step."""
 
-    batch_norm, momentum = False, 0.0  # for NormLSTM's compiled step (norms.native)
+    momentum = 0.0  # for NormLSTM's compiled step (norms.native.lstm_step): no running statistics
 
     def __init__(self, num_features: int, steps: int = 0, eps: float = 1e-5):
         super().__init__(num_features, eps=eps)
@@ -46,8 +46,6 @@ class SequenceLayerNorm(nn.LayerNorm):
 @register_sequence_form("batch")
 class StepwiseBatchNorm(nn.Module):
     """BN with separate statistics for each time step: running_mean/var of shape (steps, F)."""
-
-    batch_norm = True  # for NormLSTM's compiled step (norms.native)
 
     def __init__(
         self,
