@@ -449,11 +449,10 @@ def backward_node(layer, x) -> str:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_kernels_are_what_bin_and_sn_run_on_cpu(dtype):
-    layers = ((BatchInstanceNorm(4), "BatchInstanceNorm", "bin"), (SwitchableNorm(4), "SwitchableNorm", "sn"))
-    for layer, name, op in layers:
+    for layer, name in ((BatchInstanceNorm(4), "BatchInstanceNorm"), (SwitchableNorm(4), "SwitchableNorm")):
         layer = layer.to(dtype)
         x = torch.randn(2, 4, 3, 3, dtype=dtype, requires_grad=True)
-        native_node = f"GeneratedBackwardFor_normlab_{op}_forward_defaultBackward"  # the custom op's autograd
+        native_node = f"{name}NativeBackward"  # in eager mode (the custom op's autograd under torch.compile)
         assert backward_node(layer, x) == native_node
         assert backward_node(layer, x.contiguous(memory_format=torch.channels_last)) == native_node
         every_other_channel = torch.randn(2, 8, 3, 3, dtype=dtype, requires_grad=True)[:, ::2]  # neither layout
@@ -626,12 +625,12 @@ def native_op_samples() -> list[tuple[str, object, tuple]]:
                                 (xg, p(3), p(3), p(4), p(4), *running, 1e-5, batch_stats, 0.1, True)))  # fmt: skip
         hidden = 3
         xw = torch.randn(4, 2, 4 * hidden, dtype=dtype).unbind(1)[0].requires_grad_()  # a strided step
-        for bn in (False, True):
-            running_h = torch.stack([torch.randn(4 * hidden), torch.rand(4 * hidden) + 0.5]).to(dtype) if bn else None
-            running_c = torch.stack([torch.randn(hidden), torch.rand(hidden) + 0.5]).to(dtype) if bn else None
+        for bn, batch_stats in ((False, True), (True, True), (True, False)):
+            running = (torch.randn(4 * hidden, dtype=dtype), torch.rand(4 * hidden, dtype=dtype) + 0.5,
+                       torch.randn(hidden, dtype=dtype), torch.rand(hidden, dtype=dtype) + 0.5)  # fmt: skip
             args = (xw, torch.randn(4, 4 * hidden, dtype=dtype).requires_grad_(),
                     torch.randn(4, hidden, dtype=dtype).requires_grad_(), p(4 * hidden), p(4 * hidden), p(hidden),
-                    p(hidden), running_h, running_c, True, 0.1, 1e-5, 1e-3)  # fmt: skip
+                    p(hidden), *(running if bn else (None,) * 4), batch_stats, 0.1, 1e-5, 1e-3)  # fmt: skip
             samples.append(("lstm", native.lstm_step, args))
     return samples
 

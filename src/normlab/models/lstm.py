@@ -91,19 +91,13 @@ class NormLSTM(nn.Module):
         return h
 
     def forward_native(self, xw: tuple[torch.Tensor, ...], h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """The same loop, each step's norms and gates one compiled call (the custom op `native.lstm_step`); with
-        stepwise BN the step's running statistics come back updated and are copied into the layers' buffers."""
+        """The same loop, each step's norms and gates one compiled call (`native.norm_lstm_step`)."""
         norm_h, norm_c = self.norm_h, self.norm_c
         for t, xw_t in enumerate(xw):
-            running = [norm.step_statistics(t) for norm in (norm_h, norm_c)]  # (mean, var) views, or (None, None)
-            stacked = [None if r[0] is None else torch.stack(r) for r in running]
-            h, c, *_, new_h, new_c = native.lstm_step(xw_t, self.w_h(h), c, norm_h.weight, norm_h.bias, norm_c.weight,
-                                                      norm_c.bias, *stacked, self.training, norm_h.momentum,
-                                                      norm_h.eps, norm_c.eps)  # fmt: skip
-            if self.training and stacked[0] is not None:
-                with torch.no_grad():
-                    for (mean, var), new in zip(running, (new_h, new_c), strict=True):
-                        mean.copy_(new[0]), var.copy_(new[1])
+            (mean_h, var_h), (mean_c, var_c) = norm_h.step_statistics(t), norm_c.step_statistics(t)  # LN: Nones
+            h, c = native.norm_lstm_step(xw_t, self.w_h(h), c, norm_h.weight, norm_h.bias, norm_c.weight, norm_c.bias,
+                                         mean_h, var_h, mean_c, var_c, self.training, norm_h.momentum, norm_h.eps,
+                                         norm_c.eps)  # fmt: skip
         return h
 
 

@@ -117,15 +117,11 @@ class BatchInstanceNorm(_BatchNorm):
 
     def forward_function(self, x: torch.Tensor, world: int = 1) -> torch.Tensor:
         """The hand-written BatchInstanceNormFunction (CPU, and BN statistics synchronized over `world` ranks),
-        or in one process on CPU the same in compiled code (the custom op `native.bin_forward`)."""
+        or in one process on CPU the same in compiled code (`native.batch_instance_norm`)."""
         n, c = x.shape[:2]
         args = (x.reshape(n, c, -1), self.gate, self.weight, self.bias, self.running_mean, self.running_var)
-        if world == 1 and self.use_native and native.usable(*args):  # the running statistics come back updated
-            y, _, _, running = native.bin_forward(*args, self.eps, self.training, self.momentum)
-            if self.training:
-                with torch.no_grad():
-                    self.running_mean.copy_(running[0]), self.running_var.copy_(running[1])
-                    self.num_batches_tracked.add_(1)
+        if world == 1 and self.use_native and native.usable(*args):  # updates the running statistics itself
+            y = native.batch_instance_norm(*args, self.num_batches_tracked, self.eps, self.training, self.momentum)
             return y.view_as(x)
         y, bn = BatchInstanceNormFunction.apply(*args, self.eps, self.training, world)
         if self.training:

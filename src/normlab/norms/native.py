@@ -152,14 +152,28 @@ def call(name: str, dtype: torch.dtype, *args) -> None:
     getattr(library(), name + SUFFIX[dtype])(*pointers, torch.get_num_threads())
 
 
-# Each kernel is a functional custom op: it reads its inputs, writes only tensors it allocates and returns them,
-# the updated running statistics included (copies the kernel updates; the layer copies them back), so that
-# torch.compile and torch.library.opcheck can reason about it. Its backward is a custom op of its own.
+# Two doors to each kernel. Eager: a plain autograd Function whose kernel updates the running statistics in
+# place, as F.batch_norm does (the dispatcher's path to a Python custom op costs ~0.1 ms per layer, forward and
+# backward: bench measured BIN at batch 2 1.9x slower through it, the LSTM step 1.4x). Under torch.compile: a
+# functional torch.library custom op (it writes only what it allocates and returns the updated running statistics,
+# which the caller copies into its buffers), with a fake implementation and its backward as an op of its own, so
+# that the compiler traces each call as one node and torch.library.opcheck can check it.
 Tensor = torch.Tensor
+BATCHES = torch.zeros((), dtype=torch.int64)  # where the op's BIN kernel counts batches (its caller counts its own)
 
 
-@torch.library.custom_op("normlab::bin_forward", mutates_args=(), device_types="cpu")
-def bin_forward(
+def _bin_kernel(x, gate, weight, bias, means, variances, tracked, eps, batch_stats, momentum):
+    """y, the statistics (2, 2, N, C) and the scale (N, C) its backward reads; with `batch_stats` `means` and
+    `variances` are updated and `tracked` counts one more batch."""
+    n, c, m = x.shape
+    y, scale = torch.empty_like(x), x.new_empty(n, c)
+    stats = x.new_empty(2, 2, n, c, dtype=torch.float64)  # the statistics, in double
+    call("bin_forward", x.dtype, x, gate, weight, bias, means, variances, tracked, n, c, m, nhwc(x), eps,
+         batch_stats, momentum, y, stats, scale)  # fmt: skip
+    return y, stats, scale
+
+
+def _bin_forward(
     x: Tensor,
     gate: Tensor,
     weight: Tensor,
@@ -170,27 +184,24 @@ def bin_forward(
     batch_stats: bool,
     momentum: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Batch-Instance Norm of x (N, C, M), contiguous or channels_last: y, the statistics (2, 2, N, C) and the
-    scale (N, C) its backward reads, and the running (mean; var) (2, C) after this batch (as given without
-    `batch_stats`)."""
-    n, c, m = x.shape
-    y, scale = torch.empty_like(x), x.new_empty(n, c)
-    stats = x.new_empty(2, 2, n, c, dtype=torch.float64)  # the statistics, in double
-    running = torch.stack([running_mean, running_var])
-    tracked = torch.zeros((), dtype=torch.int64)  # the kernel counts batches here; the layer counts its own
-    call("bin_forward", x.dtype, x, gate, weight, bias, running[0], running[1], tracked, n, c, m, nhwc(x), eps,
-         batch_stats, momentum, y, stats, scale)  # fmt: skip
-    return y, stats, scale, running
+    """Batch-Instance Norm of x (N, C, M), contiguous or channels_last: y, the statistics and scale its backward
+    reads, and with `batch_stats` the running (mean; var) (2, C) after this batch (else empty: only read)."""
+    running = torch.stack([running_mean, running_var]) if batch_stats else x.new_empty(0)  # the kernel updates it
+    means, variances = (running[0], running[1]) if batch_stats else (running_mean, running_var)
+    return *_bin_kernel(x, gate, weight, bias, means, variances, BATCHES, eps, batch_stats, momentum), running
+
+
+bin_forward = torch.library.custom_op("normlab::bin_forward", _bin_forward, mutates_args=(), device_types="cpu")
 
 
 @bin_forward.register_fake
 def _(x, gate, weight, bias, running_mean, running_var, eps, batch_stats, momentum):
     n, c, _ = x.shape
-    return torch.empty_like(x), x.new_empty(2, 2, n, c, dtype=torch.float64), x.new_empty(n, c), x.new_empty(2, c)
+    running = x.new_empty(2, c) if batch_stats else x.new_empty(0)
+    return torch.empty_like(x), x.new_empty(2, 2, n, c, dtype=torch.float64), x.new_empty(n, c), running
 
 
-@torch.library.custom_op("normlab::bin_backward", mutates_args=(), device_types="cpu")
-def bin_backward(
+def _bin_backward(
     grad: Tensor,
     x: Tensor,
     gate: Tensor,
@@ -210,33 +221,83 @@ def bin_backward(
     return dx, d_gate, d_weight, d_bias
 
 
+bin_backward = torch.library.custom_op("normlab::bin_backward", _bin_backward, mutates_args=(), device_types="cpu")
+
+
 @bin_backward.register_fake
 def _(grad, x, gate, weight, stats, scale, eps, batch_stats, input_grad):
     c = x.shape[1]
     return torch.empty_like(x) if input_grad else x.new_empty(0), x.new_empty(c), x.new_empty(c), x.new_empty(c)
 
 
-def _bin_setup(ctx, inputs, output):
-    x, gate, weight, _, _, _, eps, batch_stats, _ = inputs
-    ctx.save_for_backward(x, gate, weight, output[1], output[2])
+def _bin_save(ctx, x, gate, weight, stats, scale, eps, batch_stats):
+    ctx.save_for_backward(x, gate, weight, stats, scale)
     ctx.eps, ctx.batch_stats = eps, batch_stats
 
 
-def _bin_grad(ctx, grad, *_):
-    if grad is None:  # no gradient reached y
-        return (None,) * 9
+def _bin_grad(ctx, grad, backward) -> tuple:
+    """(dx, d gate, d weight, d bias), or Nones where no gradient reached y."""
+    if grad is None:
+        return (None,) * 4
     x, gate, weight, stats, scale = ctx.saved_tensors
     input_grad = ctx.needs_input_grad[0]
-    dx, d_gate, d_weight, d_bias = bin_backward(grad, x, gate, weight, stats, scale, ctx.eps, ctx.batch_stats,
-                                                input_grad)  # fmt: skip
-    return dx if input_grad else None, d_gate, d_weight, d_bias, *[None] * 5
+    dx, d_gate, d_weight, d_bias = backward(grad, x, gate, weight, stats, scale, ctx.eps, ctx.batch_stats, input_grad)
+    return dx if input_grad else None, d_gate, d_weight, d_bias
 
 
-bin_forward.register_autograd(_bin_grad, setup_context=_bin_setup)
+def _bin_setup(ctx, inputs, output):
+    x, gate, weight = inputs[:3]
+    _bin_save(ctx, x, gate, weight, output[1], output[2], inputs[6], inputs[7])
 
 
-@torch.library.custom_op("normlab::sn_forward", mutates_args=(), device_types="cpu")
-def sn_forward(
+bin_forward.register_autograd(
+    lambda ctx, grad, *_: (*_bin_grad(ctx, grad, bin_backward), *[None] * 5), setup_context=_bin_setup
+)
+
+
+class BatchInstanceNormNative(torch.autograd.Function):
+    """BIN in eager mode: the kernel updates the running statistics and num_batches_tracked itself."""
+
+    @staticmethod
+    def forward(ctx, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum):
+        y, stats, scale = _bin_kernel(x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps,
+                                      batch_stats, momentum)  # fmt: skip
+        _bin_save(ctx, x, gate, weight, stats, scale, eps, batch_stats)
+        ctx.set_materialize_grads(False)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return *_bin_grad(ctx, grad, _bin_backward), *[None] * 6
+
+
+def batch_instance_norm(x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats,
+                        momentum) -> Tensor:  # fmt: skip
+    """BIN of x (N, C, M); with `batch_stats` the running statistics and num_batches_tracked updated, as
+    F.batch_norm does: in place in eager mode, from the op's returned values under torch.compile."""
+    if not torch.compiler.is_compiling():
+        return BatchInstanceNormNative.apply(x, gate, weight, bias, running_mean, running_var, num_batches_tracked,
+                                             eps, batch_stats, momentum)  # fmt: skip
+    y, _, _, running = bin_forward(x, gate, weight, bias, running_mean, running_var, eps, batch_stats, momentum)
+    if batch_stats:
+        with torch.no_grad():
+            running_mean.copy_(running[0]), running_var.copy_(running[1]), num_batches_tracked.add_(1)
+    return y
+
+
+def _sn_kernel(x, mean_logits, var_logits, weight, bias, means, variances, eps, batch_stats, momentum, has_in):
+    """y, the statistics (2, K, N, C) and the mixed ones (3, N, C) its backward reads; with `batch_stats` `means`
+    and `variances` are updated."""
+    n, c, m = x.shape
+    y = torch.empty_like(x)
+    stats = x.new_empty(2, len(mean_logits), n, c, dtype=torch.float64)
+    mixed = x.new_empty(3, n, c, dtype=torch.float64)  # mixed mean, 1 / sqrt(var + eps), row mean
+    call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, means, variances, n, c, m, nhwc(x), eps,
+         batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
+    return y, stats, mixed
+
+
+def _sn_forward(
     x: Tensor,
     mean_logits: Tensor,
     var_logits: Tensor,
@@ -250,27 +311,26 @@ def sn_forward(
     has_in: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Switchable Norm of x (N, C, M), contiguous or channels_last, over its K statistics (K = mean_logits'
-    length; IN first where `has_in`, then LN, BN): y, the statistics (2, K, N, C) and the mixed ones (3, N, C)
-    its backward reads, and the running (mean; var) (2, C) after this batch."""
-    n, c, m = x.shape
-    y = torch.empty_like(x)
-    stats = x.new_empty(2, len(mean_logits), n, c, dtype=torch.float64)
-    mixed = x.new_empty(3, n, c, dtype=torch.float64)  # mixed mean, 1 / sqrt(var + eps), row mean
-    running = torch.stack([running_mean, running_var])
-    call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, running[0], running[1], n, c, m, nhwc(x),
-         eps, batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
-    return y, stats, mixed, running
+    length; IN first where `has_in`, then LN, BN): y, the statistics and mixed ones its backward reads, and with
+    `batch_stats` the running (mean; var) (2, C) after this batch (else empty)."""
+    running = torch.stack([running_mean, running_var]) if batch_stats else x.new_empty(0)  # the kernel updates it
+    means, variances = (running[0], running[1]) if batch_stats else (running_mean, running_var)
+    outputs = _sn_kernel(x, mean_logits, var_logits, weight, bias, means, variances, eps, batch_stats, momentum, has_in)
+    return *outputs, running
+
+
+sn_forward = torch.library.custom_op("normlab::sn_forward", _sn_forward, mutates_args=(), device_types="cpu")
 
 
 @sn_forward.register_fake
 def _(x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in):
     n, c, _ = x.shape
     stats = x.new_empty(2, len(mean_logits), n, c, dtype=torch.float64)
-    return torch.empty_like(x), stats, x.new_empty(3, n, c, dtype=torch.float64), x.new_empty(2, c)
+    running = x.new_empty(2, c) if batch_stats else x.new_empty(0)
+    return torch.empty_like(x), stats, x.new_empty(3, n, c, dtype=torch.float64), running
 
 
-@torch.library.custom_op("normlab::sn_backward", mutates_args=(), device_types="cpu")
-def sn_backward(
+def _sn_backward(
     grad: Tensor,
     x: Tensor,
     mean_logits: Tensor,
@@ -293,6 +353,9 @@ def sn_backward(
     return dx, d_mean_logits, d_var_logits, d_weight, d_bias
 
 
+sn_backward = torch.library.custom_op("normlab::sn_backward", _sn_backward, mutates_args=(), device_types="cpu")
+
+
 @sn_backward.register_fake
 def _(grad, x, mean_logits, var_logits, weight, stats, mixed, batch_stats, has_in, input_grad):
     c = x.shape[1]
@@ -300,27 +363,80 @@ def _(grad, x, mean_logits, var_logits, weight, stats, mixed, batch_stats, has_i
     return dx, torch.empty_like(mean_logits), torch.empty_like(var_logits), x.new_empty(c), x.new_empty(c)
 
 
-def _sn_setup(ctx, inputs, output):
-    x, mean_logits, var_logits, weight, _, _, _, _, batch_stats, _, has_in = inputs
-    ctx.save_for_backward(x, mean_logits, var_logits, weight, output[1], output[2])
+def _sn_save(ctx, x, mean_logits, var_logits, weight, stats, mixed, batch_stats, has_in):
+    ctx.save_for_backward(x, mean_logits, var_logits, weight, stats, mixed)
     ctx.batch_stats, ctx.has_in = batch_stats, has_in
 
 
-def _sn_grad(ctx, grad, *_):
+def _sn_grad(ctx, grad, backward) -> tuple:
+    """(dx, d mean_logits, d var_logits, d weight, d bias), or Nones where no gradient reached y."""
     if grad is None:
-        return (None,) * 11
+        return (None,) * 5
     x, mean_logits, var_logits, weight, stats, mixed = ctx.saved_tensors
     input_grad = ctx.needs_input_grad[0]
-    grads = sn_backward(grad, x, mean_logits, var_logits, weight, stats, mixed, ctx.batch_stats, ctx.has_in,
-                        input_grad)  # fmt: skip
-    return grads[0] if input_grad else None, *grads[1:], *[None] * 6
+    grads = backward(grad, x, mean_logits, var_logits, weight, stats, mixed, ctx.batch_stats, ctx.has_in, input_grad)
+    return grads[0] if input_grad else None, *grads[1:]
 
 
-sn_forward.register_autograd(_sn_grad, setup_context=_sn_setup)
+def _sn_setup(ctx, inputs, output):
+    x, mean_logits, var_logits, weight = inputs[:4]
+    _sn_save(ctx, x, mean_logits, var_logits, weight, output[1], output[2], inputs[8], inputs[10])
 
 
-@torch.library.custom_op("normlab::lstm_step", mutates_args=(), device_types="cpu")
-def lstm_step(
+sn_forward.register_autograd(
+    lambda ctx, grad, *_: (*_sn_grad(ctx, grad, sn_backward), *[None] * 6), setup_context=_sn_setup
+)
+
+
+class SwitchableNormNative(torch.autograd.Function):
+    """SN in eager mode: the kernel updates the running statistics itself."""
+
+    @staticmethod
+    def forward(ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum,
+                has_in):  # fmt: skip
+        y, stats, mixed = _sn_kernel(x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps,
+                                     batch_stats, momentum, has_in)  # fmt: skip
+        _sn_save(ctx, x, mean_logits, var_logits, weight, stats, mixed, batch_stats, has_in)
+        ctx.set_materialize_grads(False)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return *_sn_grad(ctx, grad, _sn_backward), *[None] * 6
+
+
+def switchable_norm(x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum,
+                    has_in) -> Tensor:  # fmt: skip
+    """SN of x (N, C, M); with `batch_stats` the running statistics updated: in place in eager mode, from the
+    op's returned values under torch.compile."""
+    args = (x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in)
+    if not torch.compiler.is_compiling():
+        return SwitchableNormNative.apply(*args)
+    y, _, _, running = sn_forward(*args)
+    if batch_stats:
+        with torch.no_grad():
+            running_mean.copy_(running[0]), running_var.copy_(running[1])
+    return y
+
+
+def _lstm_kernel(xw, hw, c_prev, w_h, b_h, w_c, b_c, running, batch_stats, momentum, eps_h, eps_c):
+    """h, c and what the backward reads (act, hw_hat, c_hat, tanh_c, inv_h, inv_c); `running`: the step's BN
+    (mean_h, var_h, mean_c, var_c), updated with `batch_stats`, or four Nones for LN."""
+    n, hidden = c_prev.shape
+    batch_norm = running[0] is not None
+    act, hw_hat = hw.new_empty(n, 4 * hidden), hw.new_empty(n, 4 * hidden)
+    c, tanh_c, c_hat = c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden)
+    inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
+    call("lstm_gates_forward", xw.dtype, xw, xw.stride(0), hw, w_h, b_h, *running[:2], n, hidden, batch_norm,
+         batch_stats, momentum, eps_h, act, hw_hat, inv_h)  # fmt: skip
+    act.sigmoid_()  # torch's vectorized sigmoid, in place; g's tanh is 2 sigmoid(2g) - 1
+    call("lstm_cell_forward", xw.dtype, act, c_prev, w_c, b_c, *running[2:], n, hidden, batch_norm, batch_stats,
+         momentum, eps_c, c, tanh_c, c_hat, inv_c)  # fmt: skip
+    h = act[:, 2 * hidden : 3 * hidden] * tanh_c.tanh_()
+    return h, c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c
+
+
+def _lstm_step(
     xw: Tensor,
     hw: Tensor,
     c_prev: Tensor,
@@ -328,48 +444,45 @@ def lstm_step(
     b_h: Tensor,
     w_c: Tensor,
     b_c: Tensor,
-    running_h: Tensor | None,
-    running_c: Tensor | None,
+    mean_h: Tensor | None,
+    var_h: Tensor | None,
+    mean_c: Tensor | None,
+    var_c: Tensor | None,
     batch_stats: bool,
     momentum: float,
     eps_h: float,
     eps_c: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One step of NormLSTM with LN or, given the step's running (mean; var) `running_h` (2, 4H) and
-    `running_c` (2, H), stepwise BN: gates = xw + N_h(hw), c = f c_prev + i g, h = o tanh(N_c(c)). Returns h, c,
-    what its backward reads (act, hw_hat, c_hat, tanh_c, inv_h, inv_c) and the running statistics after this
-    batch (empty for LN)."""
-    n, hidden = c_prev.shape
-    batch_norm = running_h is not None and running_c is not None
-    act, hw_hat = hw.new_empty(n, 4 * hidden), hw.new_empty(n, 4 * hidden)
-    c, tanh_c, c_hat = c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden)
-    inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
-    new_h, new_c = (running_h.clone(), running_c.clone()) if batch_norm else (hw.new_empty(0), hw.new_empty(0))
-    running = (new_h[0], new_h[1], new_c[0], new_c[1]) if batch_norm else (None,) * 4
-    call("lstm_gates_forward", xw.dtype, xw, xw.stride(0), hw, w_h, b_h, *running[:2], n, hidden, batch_norm,
-         batch_stats, momentum, eps_h, act, hw_hat, inv_h)  # fmt: skip
-    act.sigmoid_()  # torch's vectorized sigmoid, in place; g's tanh is 2 sigmoid(2g) - 1
-    call("lstm_cell_forward", xw.dtype, act, c_prev, w_c, b_c, *running[2:], n, hidden, batch_norm, batch_stats,
-         momentum, eps_c, c, tanh_c, c_hat, inv_c)  # fmt: skip
-    h = act[:, 2 * hidden : 3 * hidden] * tanh_c.tanh_()
-    return h, c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, new_h, new_c
+    """One step of NormLSTM with LN or, given the step's running means and variances of the gates' (4H) and the
+    cell's (H) norms, stepwise BN: gates = xw + N_h(hw), c = f c_prev + i g, h = o tanh(N_c(c)). Returns h, c,
+    what its backward reads and, for BN with `batch_stats`, each norm's running (mean; var) after this batch,
+    (2, 4H) and (2, H) (else empty: only read)."""
+    given = [t for t in (mean_h, var_h, mean_c, var_c) if t is not None]
+    updated = bool(given) and batch_stats
+    new_h = torch.stack(given[:2]) if updated else hw.new_empty(0)  # the kernels update these copies
+    new_c = torch.stack(given[2:]) if updated else hw.new_empty(0)
+    running = (new_h[0], new_h[1], new_c[0], new_c[1]) if updated else (mean_h, var_h, mean_c, var_c)
+    outputs = _lstm_kernel(xw, hw, c_prev, w_h, b_h, w_c, b_c, running, batch_stats, momentum, eps_h, eps_c)
+    return *outputs, new_h, new_c
+
+
+lstm_step = torch.library.custom_op("normlab::lstm_step", _lstm_step, mutates_args=(), device_types="cpu")
 
 
 @lstm_step.register_fake
-def _(xw, hw, c_prev, w_h, b_h, w_c, b_c, running_h, running_c, batch_stats, momentum, eps_h, eps_c):
+def _(xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h, eps_c):
     n, hidden = c_prev.shape
-    batch_norm = running_h is not None and running_c is not None
+    batch_norm = mean_h is not None
     gates, cell = hw.new_empty(n, 4 * hidden), c_prev.new_empty(n, hidden)
     inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
-    new_h, new_c = (
-        (torch.empty_like(running_h), torch.empty_like(running_c)) if batch_norm else (hw.new_empty(0), hw.new_empty(0))
-    )
+    updated = batch_norm and batch_stats
+    new_h = hw.new_empty(2, 4 * hidden) if updated else hw.new_empty(0)
+    new_c = hw.new_empty(2, hidden) if updated else hw.new_empty(0)
     return (cell, torch.empty_like(cell), gates, torch.empty_like(gates), torch.empty_like(cell),
             torch.empty_like(cell), inv_h, inv_c, new_h, new_c)  # fmt: skip
 
 
-@torch.library.custom_op("normlab::lstm_step_backward", mutates_args=(), device_types="cpu")
-def lstm_step_backward(
+def _lstm_step_backward(
     dh: Tensor,
     dc: Tensor | None,
     c_prev: Tensor,
@@ -395,6 +508,11 @@ def lstm_step_backward(
     return d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c
 
 
+lstm_step_backward = torch.library.custom_op(
+    "normlab::lstm_step_backward", _lstm_step_backward, mutates_args=(), device_types="cpu"
+)
+
+
 @lstm_step_backward.register_fake
 def _(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, batch_norm, batch_stats):
     n, hidden = c_prev.shape
@@ -403,21 +521,59 @@ def _(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, batch_
             w_c.new_empty(hidden), w_c.new_empty(hidden))  # fmt: skip
 
 
-def _lstm_setup(ctx, inputs, output):
-    c_prev, w_h, w_c, running_h, running_c = inputs[2], inputs[3], inputs[5], inputs[7], inputs[8]
-    _, _, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, _, _ = output
-    ctx.save_for_backward(c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c)
-    ctx.batch_norm, ctx.batch_stats = running_h is not None and running_c is not None, inputs[9]
+def _lstm_save(ctx, c_prev, w_h, w_c, saved, batch_norm, batch_stats):
+    ctx.save_for_backward(c_prev, w_h, w_c, *saved)
+    ctx.batch_norm, ctx.batch_stats = batch_norm, batch_stats
 
 
-def _lstm_grad(ctx, dh, dc, *_):
-    c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c = ctx.saved_tensors
+def _lstm_grad(ctx, dh, dc, backward) -> tuple:
+    """(d xw, d hw, d c_prev, d w_h, d b_h, d w_c, d b_c), or Nones where no gradient reached h or c."""
     if dh is None and dc is None:
-        return (None,) * 13
+        return (None,) * 7
+    c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c = ctx.saved_tensors
     dh = torch.zeros_like(c_prev) if dh is None else dh
-    grads = lstm_step_backward(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, ctx.batch_norm,
-                               ctx.batch_stats)  # fmt: skip
-    return *grads, *[None] * 6
+    return backward(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, ctx.batch_norm,
+                    ctx.batch_stats)  # fmt: skip
 
 
-lstm_step.register_autograd(_lstm_grad, setup_context=_lstm_setup)
+def _lstm_setup(ctx, inputs, output):
+    c_prev, w_h, w_c, mean_h, batch_stats = inputs[2], inputs[3], inputs[5], inputs[7], inputs[11]
+    _lstm_save(ctx, c_prev, w_h, w_c, output[2:8], mean_h is not None, batch_stats)
+
+
+lstm_step.register_autograd(
+    lambda ctx, dh, dc, *_: (*_lstm_grad(ctx, dh, dc, lstm_step_backward), *[None] * 8), setup_context=_lstm_setup
+)
+
+
+class NormLSTMStepNative(torch.autograd.Function):
+    """The LSTM step in eager mode: the kernels update the step's BN running statistics (views) themselves."""
+
+    @staticmethod
+    def forward(ctx, xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h,
+                eps_c):  # fmt: skip
+        outputs = _lstm_kernel(xw, hw, c_prev, w_h, b_h, w_c, b_c, (mean_h, var_h, mean_c, var_c), batch_stats,
+                               momentum, eps_h, eps_c)  # fmt: skip
+        _lstm_save(ctx, c_prev, w_h, w_c, outputs[2:], mean_h is not None, batch_stats)
+        ctx.set_materialize_grads(False)
+        return outputs[0], outputs[1]
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        return *_lstm_grad(ctx, dh, dc, _lstm_step_backward), *[None] * 8
+
+
+def norm_lstm_step(xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h,
+                   eps_c) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """One NormLSTM step, (h, c); with BN in training the step's running statistics updated: in place in eager
+    mode, from the op's returned values under torch.compile."""
+    running = (mean_h, var_h, mean_c, var_c)
+    args = (xw, hw, c_prev, w_h, b_h, w_c, b_c, *running, batch_stats, momentum, eps_h, eps_c)
+    if not torch.compiler.is_compiling():
+        return NormLSTMStepNative.apply(*args)
+    h, c, *_, new_h, new_c = lstm_step(*args)
+    if mean_h is not None and batch_stats:
+        with torch.no_grad():
+            for buffer, new in zip(running, (*new_h, *new_c), strict=True):
+                buffer.copy_(new)
+    return h, c

@@ -153,12 +153,11 @@ class SwitchableNorm(nn.Module):
         args += (self.running_mean, self.running_var)
         momentum = self._running_momentum() if self.training else 0.0
         official = self.variant == "official"  # the compiled kernels compute the paper's statistics
-        if world == 1 and self.use_native and not official and native.usable(*args):  # running stats returned
+        if world == 1 and self.use_native and not official and native.usable(*args):  # updates the running stats
             has_in = self.statistics[0] == "in"
-            y, _, _, running = native.sn_forward(*args, self.eps, self.training, momentum, has_in)
-            if self.training:
-                with torch.no_grad():
-                    self.running_mean.copy_(running[0]), self.running_var.copy_(running[1])
+            y = native.switchable_norm(args[0], self.mean_weight, self.var_weight, self.weight, self.bias,
+                                       self.running_mean, self.running_var, self.eps, self.training, momentum,
+                                       has_in)  # fmt: skip
             return y.view_as(x)
         y, bn = SwitchableNormFunction.apply(*args, self.eps, self.training, world, self.statistics, official)
         if self.training:
