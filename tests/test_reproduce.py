@@ -134,6 +134,14 @@ def test_tuning_selects_each_arms_lr_on_validation_and_reports_beside_the_fixed_
         assert len(scores) == 3 and arm["selected"] == max(scores, key=scores.get)
         assert sorted(scores) == pytest.approx([arm["fixed_lr"] / 2, arm["fixed_lr"], 2 * arm["fixed_lr"]])
     assert (report / "tuned" / "lr_sensitivity.png").stat().st_size > 1000
+    # each selection beside the tuning's own noise: its lead over the runner-up lr, and the arm's spread over seeds
+    text = (report / "tuned" / "README.md").read_text()
+    assert "| lead over the runner-up (points) | seeds' sd at the fixed lr |" in text
+    for name, arm in record.items():
+        best, runner_up = sorted(arm["val_endpoint_by_lr"].values(), reverse=True)[:2]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {best - runner_up:.2f}" in row and ("within noise" in row) == (best - runner_up < float(
+            row.rstrip(" |").rsplit("| ", 1)[1]))  # fmt: skip
     made_by = (
         f"`python scripts/reproduce.py bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/2,1,2 "
         "--extend 0`"

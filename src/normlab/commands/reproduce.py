@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -119,6 +120,11 @@ def edge_side(best: float, lrs: list[float]) -> int:
     return -1 if math.isclose(best, low) else 1 if math.isclose(best, high) else 0
 
 
+def arm_of(job: tuple[str, ...]) -> tuple[str, ...]:
+    """A job's arm: its overrides less the seed, the experiment and the lr (what tuning chooses)."""
+    return tuple(o for o in job if not o.startswith(("seed=", "experiment=", "lr=")))
+
+
 def tune(
     claim: str,
     profile: str,
@@ -143,8 +149,7 @@ def tune(
     base = profile_jobs(registry()[claim], profile, extra, CONF)  # every sweep's arms
     arms: dict[tuple[str, ...], Config] = {}
     for job, cfg in base:
-        arm = tuple(o for o in job if not o.startswith(("seed=", "experiment=", "lr=")))  # the arm's lr: tuned
-        arms.setdefault(arm, cfg)  # the arm's first seed
+        arms.setdefault(arm_of(job), cfg)  # the arm's first seed
     seeds = {cfg.seed for _, cfg in base}
     tuning_seed = next(s for s in range(len(seeds) + 1) if s not in seeds)  # never a reported seed
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
@@ -176,6 +181,18 @@ def tune(
             "extended": len(multiples) - len(grid),  # steps added beyond --grid
             "at_edge": side != 0,  # still at the (extended) grid's edge: its best lr may lie beyond
         }
+    # the selection against the tuning's own noise: the best lr's lead over the runner-up at the tuning seed, beside
+    # the spread of the arm's validation endpoint over the reported seeds at its fixed lr (one seed's ranking of
+    # two lrs closer than that is a coin toss)
+    runs_now = load_runs(work / "runs" / experiment)
+    lead_and_spread = {}
+    for arm in arms:
+        ranked = sorted(record[" ".join(arm) or "(one arm)"]["val_endpoint_by_lr"].values(), reverse=True)
+        fixed_runs = matching(runs_now, [c.to_dict() for job, c in base if arm_of(job) == arm])[0]
+        spread = [r.endpoint("val_acc") for r in fixed_runs]
+        lead = ranked[0] - ranked[1] if len(ranked) > 1 else math.nan
+        sd = statistics.stdev(spread) if len(spread) > 1 else math.nan
+        lead_and_spread[" ".join(arm) or "(one arm)"] = (lead, sd)
     tuned_jobs = []
     for arm, lr in selected.items():
         command = [*arm, f"lr={lr!r}", *(o for o in extra if not o.startswith("lr="))]
@@ -208,7 +225,10 @@ def tune(
         by_lr = ", ".join(f"{lr:.4g}: {v:.2f}" for lr, v in sorted(r["val_endpoint_by_lr"].items()))
         edge = f" (grid extended by {r['extended']})" if r["extended"] else ""
         edge += " (still at the grid's edge)" if r["at_edge"] else ""
-        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {by_lr} | **{r['selected']:.4g}**{edge} |")
+        lead, sd = lead_and_spread[name]
+        noise = " (within noise: one seed cannot rank these lrs)" if lead < sd else ""
+        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {by_lr} | **{r['selected']:.4g}**{edge} | {lead:.2f}{noise} | "
+                    f"{sd:.2f} |")  # fmt: skip
     scaled = sorted({c.lr_batch_size for c in arms.values() if c.lr_batch_size is not None})
     given_for = (
         f" Its lrs are given for batch {scaled[0]}: a run trains at lr · batch_size / {scaled[0]}." if scaled else ""
@@ -221,9 +241,8 @@ def tune(
         f"up to {extend} more steps beyond it); the lr with the best validation endpoint was run "
         "with every reported seed (the test set was not read). The fixed-lr report is the profile's own (one "
         f"directory up).{given_for}\n\n"
-        "| arm | fixed lr | validation endpoint % by lr | selected |\n|---|---|---|---|\n"
-        + "\n".join(rows)
-        + f"\n\n![{plot}]({plot})\n"
+        "| arm | fixed lr | validation endpoint % by lr | selected | lead over the runner-up (points) | seeds' sd "
+        "at the fixed lr |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + f"\n\n![{plot}]({plot})\n"
     )
     return tuned_jobs, note
 
