@@ -52,3 +52,26 @@ def test_the_tradeoff_quotes_the_accuracies_of_bn_small_batchs_reference(tmp_pat
         0.65
     )
     assert f"({reference} profile" in (tmp_path / "tradeoff" / "README.md").read_text()
+
+
+@pytest.mark.slow  # compiles six models (about a minute here)
+def test_bench_compile_part_times_eager_and_compiled_steps(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--only",
+            "compile",
+            "--repeats",
+            "1",
+            "--results",
+            tmp_path,
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rows = json.loads((tmp_path / "bench" / "bench-compile.json").read_text())["compile"]
+    norms = ("batch", "batch_instance", "switchable")
+    assert {r["case"] for r in rows} == {f"cnn {n} bs{b}" for n in norms for b in (2, 32)}
+    assert all(r["eager_ms"] > 0 and r["compiled_ms"] > 0 and r["compile_s"] > 0 for r in rows)
