@@ -162,6 +162,15 @@ Tensor = torch.Tensor
 BATCHES = torch.zeros((), dtype=torch.int64)  # where the op's BIN kernel counts batches (its caller counts its own)
 
 
+def updated_copies(running_mean: Tensor, running_var: Tensor, batch_stats: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """For an op's kernel: with `batch_stats` a copy (2, C) of the running (mean; var) and its rows, which the
+    kernel updates and the op returns; else an empty tensor and the running ones themselves (only read)."""
+    if not batch_stats:
+        return running_mean.new_empty(0), running_mean, running_var
+    running = torch.stack([running_mean, running_var])
+    return running, running[0], running[1]
+
+
 def _bin_kernel(x, gate, weight, bias, means, variances, tracked, eps, batch_stats, momentum):
     """y, the statistics (2, 2, N, C) and the scale (N, C) its backward reads; with `batch_stats` `means` and
     `variances` are updated and `tracked` counts one more batch."""
@@ -186,8 +195,7 @@ def _bin_forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batch-Instance Norm of x (N, C, M), contiguous or channels_last: y, the statistics and scale its backward
     reads, and with `batch_stats` the running (mean; var) (2, C) after this batch (else empty: only read)."""
-    running = torch.stack([running_mean, running_var]) if batch_stats else x.new_empty(0)  # the kernel updates it
-    means, variances = (running[0], running[1]) if batch_stats else (running_mean, running_var)
+    running, means, variances = updated_copies(running_mean, running_var, batch_stats)
     return *_bin_kernel(x, gate, weight, bias, means, variances, BATCHES, eps, batch_stats, momentum), running
 
 
@@ -313,8 +321,7 @@ def _sn_forward(
     """Switchable Norm of x (N, C, M), contiguous or channels_last, over its K statistics (K = mean_logits'
     length; IN first where `has_in`, then LN, BN): y, the statistics and mixed ones its backward reads, and with
     `batch_stats` the running (mean; var) (2, C) after this batch (else empty)."""
-    running = torch.stack([running_mean, running_var]) if batch_stats else x.new_empty(0)  # the kernel updates it
-    means, variances = (running[0], running[1]) if batch_stats else (running_mean, running_var)
+    running, means, variances = updated_copies(running_mean, running_var, batch_stats)
     outputs = _sn_kernel(x, mean_logits, var_logits, weight, bias, means, variances, eps, batch_stats, momentum, has_in)
     return *outputs, running
 
