@@ -4,10 +4,12 @@ sizes, `models.check_config` for models and norms); and `run_hint`, what to chan
 
 from typing import Any
 
-from normlab.config import Config, config_from_dict
+from normlab.config import Config, ConfigError, config_from_dict
 from normlab.data import check_config as check_data
 from normlab.datasets import DatasetSpec, dataset_spec
+from normlab.models import MODELS
 from normlab.models import check_config as check_model
+from normlab.norms import NORMS
 
 
 def check(cfg: Config, data=None, model=None) -> DatasetSpec:
@@ -22,9 +24,6 @@ def check(cfg: Config, data=None, model=None) -> DatasetSpec:
 def check_model_keys(values: dict[str, Any]) -> None:
     """Every model.* key given is one the chosen model reads (its registry entry's `options`): a key added for
     another model (`+model.width=64` on the MLP) would be accepted and silently ignored."""
-    from normlab.config import ConfigError
-    from normlab.models import MODELS
-
     model = values.get("model")
     if not isinstance(model, dict) or model.get("name") not in MODELS:
         return  # a wrong type or name: config_from_dict and the model checks say so
@@ -39,10 +38,6 @@ def resolve_channels_last(values: dict[str, Any]) -> dict[str, Any]:
     """channels_last=auto made true or false, so that a run's saved config says which layout it used: NHWC where
     results/bench measured it faster here, for models whose norms see (N, C, H, W) activations, unless the norm
     declared itself slower in NHWC (`register_norm(channels_last=False)`)."""
-    from normlab.config import ConfigError
-    from normlab.models import MODELS
-    from normlab.norms import NORMS
-
     layout = values.get("channels_last")
     if layout == "auto":
         model, norm = (group if isinstance(group := values.get(name), dict) else {} for name in ("model", "norm"))

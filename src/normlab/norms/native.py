@@ -224,8 +224,9 @@ def _bin_backward(
     n, c, m = x.shape
     dx = torch.empty_like(x) if input_grad else x.new_empty(0)
     d_gate, d_weight, d_bias = x.new_empty(c), x.new_empty(c), x.new_empty(c)
-    call("bin_backward", x.dtype, laid_out(grad, nhwc(x)), x, gate, weight, stats, scale, n, c, m, nhwc(x), eps,
-         batch_stats, dx if input_grad else None, d_gate, d_weight, d_bias)  # fmt: skip
+    channels_last = nhwc(x)
+    call("bin_backward", x.dtype, laid_out(grad, channels_last), x, gate, weight, stats, scale, n, c, m,
+         channels_last, eps, batch_stats, dx if input_grad else None, d_gate, d_weight, d_bias)  # fmt: skip
     return dx, d_gate, d_weight, d_bias
 
 
@@ -354,8 +355,9 @@ def _sn_backward(
     dx = torch.empty_like(x) if input_grad else x.new_empty(0)
     d_mean_logits, d_var_logits = torch.empty_like(mean_logits), torch.empty_like(var_logits)
     d_weight, d_bias = x.new_empty(c), x.new_empty(c)
-    call("sn_backward", x.dtype, laid_out(grad, nhwc(x)), x, mean_logits, var_logits, weight, stats, mixed, n, c, m,
-         nhwc(x), batch_stats, has_in, dx if input_grad else None, d_mean_logits, d_var_logits, d_weight,
+    channels_last = nhwc(x)
+    call("sn_backward", x.dtype, laid_out(grad, channels_last), x, mean_logits, var_logits, weight, stats, mixed, n,
+         c, m, channels_last, batch_stats, has_in, dx if input_grad else None, d_mean_logits, d_var_logits, d_weight,
          d_bias)  # fmt: skip
     return dx, d_mean_logits, d_var_logits, d_weight, d_bias
 
