@@ -1,5 +1,6 @@
-"""Shared fixtures: the data root, composing conf/ into a typed Config, running the real command line, and
-comparing a module's compiled kernels with its Python code."""
+"""Shared fixtures: the data root, composing conf/ into a typed Config, running the real command line (as a
+process, or called in this one where only what it says is under test), and comparing a module's compiled kernels
+with its Python code."""
 
 import os
 import subprocess
@@ -79,6 +80,64 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def call_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` called in this process (no interpreter start, no second torch import, ~3 s less a
+    call): for the tests where the process itself is not under test (refusals, --help, what a run or a sweep
+    writes). Signals, locks held by another process and exit codes of a real interpreter use `run_cli`. The working
+    dir, environment, sys.path, sys.argv and SIGTERM handler are restored; warnings are off, as in `run_cli`."""
+    from normlab.cli import train_command
+
+    return _in_process(lambda: train_command(last_wins(args)), cwd, env)
+
+
+def call_script(script: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python scripts/SCRIPT ARGS` called in this process (each script runs its command's `main`), as `call_cli`."""
+    import runpy
+
+    path = str(ROOT / "scripts" / script)
+
+    def call():
+        sys.argv = [path, *args]
+        runpy.run_path(path, run_name="__main__")
+
+    return _in_process(call, cwd, env)
+
+
+def _in_process(call, cwd: Path, env: dict | None) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+    import signal
+    import traceback
+    import warnings
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.getcwd(), dict(os.environ), list(sys.argv), signal.getsignal(signal.SIGTERM), list(sys.path)
+    os.environ.update({"NORMLAB_DATA": DATA_ROOT, **(env or {})})
+    sys.path[:0] = [p for p in (env or {}).get("PYTHONPATH", "").split(os.pathsep) if p]  # as the interpreter would
+    os.chdir(cwd)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                call()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - what the interpreter would print, and its exit code
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved[0])
+        os.environ.clear()
+        os.environ.update(saved[1])
+        sys.argv[:] = saved[2]
+        signal.signal(signal.SIGTERM, saved[3])
+        sys.path[:] = saved[4]
+    return subprocess.CompletedProcess(["in-process"], code, out.getvalue(), err.getvalue())
 
 
 def scalar_points(run_dir: Path) -> list[tuple[str, int, float]]:

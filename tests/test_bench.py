@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("part", ["norms", "lstm"])
+@pytest.mark.parametrize("part", [pytest.param("norms", marks=pytest.mark.slow), "lstm"])  # norms: 3 sizes x 13
 def test_bench_part_writes_its_ratios(part, tmp_path):
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", part, "--repeats", "1", "--results", tmp_path],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA_ROOT, ROOT, TINY, run_cli, scalar_points
+from conftest import DATA_ROOT, ROOT, TINY, call_cli, call_script, run_cli, scalar_points
 
 
 def run_dirs(cwd):
@@ -20,7 +20,7 @@ def run_dirs(cwd):
 
 
 def test_single_run_prints_a_summary_line(tmp_path):
-    result = run_cli(*TINY, "max_steps=20", "eval_every=10", cwd=tmp_path)
+    result = call_cli(*TINY, "max_steps=20", "eval_every=10", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("normlab: completed · val_acc ") and " · test_acc " in line and "20 steps" in line
@@ -33,8 +33,8 @@ def test_single_run_prints_a_summary_line(tmp_path):
 def test_a_run_is_named_by_the_learning_rate_it_trains_at(tmp_path):
     """lr=0.1 lr_batch_size=60 at batch 30 trains at 0.05: the name says lr0.05 (and keeps lr_batch_size, so that
     it is never the run given lr=0.05 directly)."""
-    result = run_cli(*TINY, "batch_size=30", "lr=0.1", "lr_batch_size=60", "max_steps=4", "eval_every=4",
-                     cwd=tmp_path)  # fmt: skip
+    result = call_cli(*TINY, "batch_size=30", "lr=0.1", "lr_batch_size=60", "max_steps=4", "eval_every=4",
+                      cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert run_dir.name.startswith("mnist-mlp-batch-bs30-lr0.05-s0,") and "lr_batch_size=60" in run_dir.name
@@ -49,15 +49,15 @@ def test_the_name_of_a_scaled_lr_has_no_float_noise():
 
 
 def test_two_job_multirun_gives_two_run_dirs_in_a_folder_named_by_the_sweep(tmp_path):
-    result = run_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)
+    result = call_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     dirs = run_dirs(tmp_path)
     assert [d.name.split("-")[2] for d in dirs] == ["batch", "none"]
     assert all(json.loads((d / "summary.json").read_text())["status"] == "completed" for d in dirs)
     assert {d.parent for d in dirs} == {tmp_path / "runs" / "default" / "norm=none,batch"}
-    again = run_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)  # the same sweep finds its runs
+    again = call_cli("-m", *TINY, "norm=none,batch", "max_steps=10", cwd=tmp_path)  # the same sweep finds its runs
     assert again.returncode == 0 and again.stdout.count("skipped") == 2, again.stderr
-    other = run_cli("-m", *TINY, "norm=none", "seed=1,2", "max_steps=10", cwd=tmp_path)  # another sweep: apart
+    other = call_cli("-m", *TINY, "norm=none", "seed=1,2", "max_steps=10", cwd=tmp_path)  # another sweep: apart
     assert other.returncode == 0, other.stderr
     assert len(list((tmp_path / "runs" / "default" / "seed=1,2").iterdir())) == 2
 
@@ -72,39 +72,31 @@ def test_sweep_goes_on_past_a_diverging_job(tmp_path):
         "max_steps=20",
         "eval_every=10",
     )
-    result = run_cli(*args, cwd=tmp_path)
+    result = call_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     statuses = {
         d.name.split("-")[4]: json.loads((d / "summary.json").read_text())["status"] for d in run_dirs(tmp_path)
     }
     assert statuses == {"lr0.05": "completed", "lr10000000000.0": "diverged"}
 
-    table = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "runs"), "--csv"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    table = call_script("summarize.py", str(tmp_path / "runs"), "--csv", cwd=tmp_path).stdout.splitlines()
     assert table[0] == "run,lr,status,best_val_acc,val_acc,test_acc,steps,wall_s"  # a column per swept key
     rows = list(csv.DictReader(table))
     assert sorted((r["lr"], r["status"]) for r in rows) == [("0.05", "completed"), ("10000000000.0", "diverged")]
 
 
-def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path):
-    code = f"""
-import runpy, sys
-import normlab.trainer as trainer
-real = trainer.train
-def crash_for_none(cfg, run_dir, data=None, **options):
-    if cfg.norm.name == "none":
-        raise RuntimeError("simulated crash")
-    return real(cfg, run_dir, data, **options)
-trainer.train = crash_for_none
-sys.argv = ["run.py", "-m", *{[*TINY, "norm=none,batch", "max_steps=5"]!r}]
-runpy.run_path({str(ROOT / "run.py")!r}, run_name="__main__")
-"""
-    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path, monkeypatch):
+    import normlab.trainer as trainer
+
+    real = trainer.train
+
+    def crash_for_none(cfg, run_dir, data=None, **options):
+        if cfg.norm.name == "none":
+            raise RuntimeError("simulated crash")
+        return real(cfg, run_dir, data, **options)
+
+    monkeypatch.setattr(trainer, "train", crash_for_none)
+    result = call_cli("-m", *TINY, "norm=none,batch", "max_steps=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     statuses = {d.name.split("-")[2]: json.loads((d / "summary.json").read_text()) for d in run_dirs(tmp_path)}
     assert statuses["none"]["status"] == "failed" and "simulated crash" in statuses["none"]["error"]
@@ -156,7 +148,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, message):
     base = [a for a in [*TINY, "max_steps=3"] if not any(a.startswith(b.split("=")[0] + "=") for b in args)]
-    result = run_cli(*base, *args, cwd=tmp_path)
+    result = call_cli(*base, *args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
@@ -165,6 +157,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, args, mess
 
 
 def test_unwritable_output_dir_exits_2(tmp_path):
+    """In a process of its own (the refusals above are called in the test's): exit code 2 and one line from the
+    real interpreter."""
     (tmp_path / "blocker").write_text("a file where a directory should be")
     result = run_cli(*TINY, "max_steps=2", "hydra.run.dir=blocker/run", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -176,7 +170,7 @@ def test_missing_data_is_refused_before_anything_is_made(tmp_path):
     line naming the files, exit 2, and neither a run dir nor the folders a failed download makes are left."""
     (tmp_path / "blocked").write_text("")  # a download into blocked/... fails at once
     args = ["-m", f"data.root={tmp_path / 'blocked' / 'data'}", "seed=0,1", "max_steps=2"]
-    result = run_cli(*args, cwd=tmp_path)
+    result = call_cli(*args, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: mnist not found: missing train-images-idx3-ubyte")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
@@ -189,7 +183,7 @@ def test_corrupt_mnist_file_is_a_clear_error(tmp_path, damage):
     for name in os.listdir(os.path.join(DATA_ROOT, "MNIST", "raw")):
         original = Path(DATA_ROOT, "MNIST", "raw", name).read_bytes()
         (raw / name).write_bytes(b"\x00\x00\x08\x03garbage" if damage == "garbage" else original[:1000])
-    result = run_cli(f"data.root={tmp_path / 'data'}", "data.download=false", "max_steps=2", cwd=tmp_path)
+    result = call_cli(f"data.root={tmp_path / 'data'}", "data.download=false", "max_steps=2", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "train-images-idx3-ubyte" in result.stderr and "corrupt" in result.stderr
 
@@ -206,16 +200,17 @@ def test_corrupt_cifar_batch_is_a_clear_error(tmp_path):
         "data.download=false",
         "max_steps=2",
     )
-    result = run_cli(*args, cwd=tmp_path)
+    result = call_cli(*args, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "data_batch_1 is not a CIFAR-10 python batch" in result.stderr
 
 
+@pytest.mark.slow  # 3 x 1500 steps in real processes; the fast suite kills and resumes in process (test_reliability)
 def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
     args = [*TINY, "max_steps=1500", "eval_every=250", "checkpoint_every=100"]
     whole = tmp_path / "whole"
     whole.mkdir()
-    assert run_cli(*args, cwd=whole).returncode == 0
+    assert call_cli(*args, cwd=whole).returncode == 0
 
     killed = tmp_path / "killed"
     killed.mkdir()
@@ -254,7 +249,7 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
 
 
 def test_help_is_normlabs_own(tmp_path):
-    result = run_cli("--help", cwd=tmp_path)
+    result = call_cli("--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("normlab: train, sweep and compare")
     for words in ("norm: batch, batch_instance, group", "data.val_size", "python run.py -m norm=batch,group"):
         assert words in result.stdout

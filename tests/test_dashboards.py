@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from conftest import CONF, ROOT, TINY, run_cli
+from conftest import CONF, TINY, call_cli, call_script, run_cli
 
 SWEEP = ["-m", *TINY, "norm=none,batch", "max_steps=10", "eval_every=5"]
 
@@ -19,7 +20,7 @@ SWEEP = ["-m", *TINY, "norm=none,batch", "max_steps=10", "eval_every=5"]
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sweep")
-    result = run_cli(*SWEEP, cwd=cwd)
+    result = call_cli(*SWEEP, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return cwd / "runs"
 
@@ -107,9 +108,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
 
 
 def script(name, *args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+    return call_script(name, *map(str, args), cwd=Path.cwd())
 
 
 def test_summarize_lists_sorts_and_exports(sweep):
@@ -187,7 +186,7 @@ def test_slurm_launcher_config_composes():
 
 def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path):
     args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY, "max_steps=10", "eval_every=5"]
-    result = run_cli(*args, cwd=tmp_path)
+    result = call_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     import yaml
 

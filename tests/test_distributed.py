@@ -12,7 +12,7 @@ import torch
 from normlab.config import ConfigError
 from normlab.distributed import setup
 
-from conftest import DATA_ROOT, ROOT, TINY, run_cli
+from conftest import DATA_ROOT, ROOT, TINY, call_script, run_cli
 
 # the CPU path (gloo, all-reduced moments): on a GPU machine device=auto would start NCCL, one GPU per process
 COMMON = [
@@ -109,8 +109,7 @@ def test_more_processes_than_gpus_is_refused_before_nccl_starts(monkeypatch):
 
 
 def test_the_study_refuses_bad_seeds_in_one_line_before_any_run(tmp_path):
-    study = [sys.executable, str(ROOT / "scripts" / "distributed_study.py"), "--workdir", str(tmp_path)]
-    result = subprocess.run([*study, "--seeds", "0,x"], capture_output=True, text=True, timeout=120)
+    result = call_script("distributed_study.py", "--workdir", str(tmp_path), "--seeds", "0,x", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: --seeds '0,x' is not a comma-separated list of integers, e.g. 0,1,2"
     assert not (tmp_path / "runs").exists()

@@ -9,6 +9,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from conftest import DATA_ROOT, ROOT
 
 TINY = ["max_steps=2", "data.train_subset=600", "data.val_size=100", "data.test_subset=100"]
@@ -18,6 +20,7 @@ def run(*args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, **kwargs)
 
 
+@pytest.mark.slow  # builds and installs a wheel into a new venv
 def test_the_built_wheel_installs_and_trains_from_another_folder(tmp_path):
     source = tmp_path / "checkout"  # built from a copy: the build leaves build/ beside its sources
     source.mkdir()

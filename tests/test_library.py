@@ -18,7 +18,7 @@ from normlab.models import build_model, compatible_norms
 from normlab.norms import NORMS, build_norm, register_norm, swap_norms
 from normlab.norms.swap import slot
 
-from conftest import CONF, ROOT, TINY, compose_config, run_cli
+from conftest import CONF, ROOT, TINY, call_cli, compose_config
 
 TESTS = str(Path(__file__).resolve().parent)
 TORCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.SyncBatchNorm)
@@ -130,7 +130,7 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
 
 
 def test_resnet56_with_group_norm_trains_from_the_command_line(tmp_path):
-    result = run_cli(*TINY, "dataset=cifar10", "model=resnet", "model.depth=56", "norm=group", "max_steps=2",
+    result = call_cli(*TINY, "dataset=cifar10", "model=resnet", "model.depth=56", "norm=group", "max_steps=2",
                      "batch_size=8", "eval_every=2", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = tmp_path.glob("runs/default/cifar10-resnet-group-*/summary.json")
@@ -143,7 +143,7 @@ def test_own_model_and_data_from_the_command_line(tmp_path):
     args = ["model=custom", "model._target_=factories.small_net", "dataset=custom", "dataset._target_=factories.images",
             "norm=group", "norm.group_size=4", "data.val_size=50", "batch_size=16", "max_steps=60", "eval_every=30",
             "lr=0.05", "progress=false"]  # fmt: skip
-    result = run_cli(*args, cwd=tmp_path, env={"PYTHONPATH": TESTS})
+    result = call_cli(*args, cwd=tmp_path, env={"PYTHONPATH": TESTS})
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = tmp_path.glob("runs/default/custom-custom-group-*/summary.json")
     s = json.loads(summary.read_text())
@@ -168,7 +168,7 @@ def test_own_model_and_data_from_the_command_line(tmp_path):
     ],
 )  # fmt: skip
 def test_bad_custom_targets_exit_2_before_any_run(tmp_path, args, message):
-    result = run_cli(*args, "max_steps=2", "progress=false", cwd=tmp_path, env={"PYTHONPATH": TESTS})
+    result = call_cli(*args, "max_steps=2", "progress=false", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith(message) and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
@@ -264,7 +264,7 @@ def test_a_norm_your_model_cannot_run_with_is_refused_before_the_run(tmp_path):
     example = "examples.resnet18_group_norm"
     args = ["model=custom", f"model._target_={example}.make_net", "dataset=custom",
             f"dataset._target_={example}.make_data", "norm=instance", "data.val_size=100"]  # fmt: skip
-    result = run_cli(*args, "max_steps=2", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    result = call_cli(*args, "max_steps=2", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: the model fails on a batch of shape (2, 3, 32, 32): ValueError: Expected")
     assert not (tmp_path / "runs").exists()

@@ -15,7 +15,7 @@ from normlab.models.lstm import NormLSTM, as_sequence
 from normlab.norms import NORMS, recompute_batch_average_
 from normlab.norms.recurrent import SequenceIdentity, StepwiseBatchNorm, build_sequence_norm
 
-from conftest import TINY, assert_native_matches_python, run_cli
+from conftest import TINY, assert_native_matches_python, call_cli
 
 SMALL = {
     "mlp": {},
@@ -63,7 +63,7 @@ INCOMPATIBLE = [(m, n) for m in MODELS for n in NORMS if n not in compatible_nor
 
 @pytest.mark.parametrize(("model", "norm"), INCOMPATIBLE, ids=["-".join(c) for c in INCOMPATIBLE])
 def test_every_incompatible_combination_exits_2(tmp_path, model, norm):
-    result = run_cli(*TINY, f"model={model}", f"norm={norm}", "max_steps=2", cwd=tmp_path)
+    result = call_cli(*TINY, f"model={model}", f"norm={norm}", "max_steps=2", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: norm={norm} is not defined for model={model}; norms allowed for {model}: {compatible_norms(model)}"
@@ -325,7 +325,7 @@ def test_the_docs_name_every_model_and_dataset():
 def test_the_bn_papers_small_gaussian_init_of_the_mlp(tmp_path):
     """model.init_std: every linear layer's weights ~ N(0, std²) (sample std within 5%), biases 0; refused for
     models it does not apply to."""
-    from conftest import compose_config, run_cli
+    from conftest import call_cli, compose_config
 
     cfg = ModelConfig(name="mlp", hidden=(100, 100, 100), activation="sigmoid", init_std=0.01)
     model = build_model(cfg, NormConfig(name="none"), (1, 28, 28), 10, seed=0)
@@ -337,7 +337,7 @@ def test_the_bn_papers_small_gaussian_init_of_the_mlp(tmp_path):
     default = build_model(ModelConfig(name="mlp"), NormConfig(name="none"), (1, 28, 28), 10, seed=0)
     assert default.features[1].weight.std() > 0.015  # torch's default: U(±1/sqrt(784)), std 0.0206
     assert compose_config("model=mlp", "model.init_std=0.01").model.init_std == 0.01
-    result = run_cli("model=cnn", "dataset=cifar10", "+model.init_std=0.01", cwd=tmp_path)  # cnn.yaml lacks the key
+    result = call_cli("model=cnn", "dataset=cifar10", "+model.init_std=0.01", cwd=tmp_path)  # cnn.yaml lacks the key
     assert result.returncode == 2 and "model.init_std=0.01 is not allowed for model=cnn" in result.stderr
 
 
@@ -345,7 +345,7 @@ def test_the_ln_papers_bn_baseline_normalizes_the_logits_too(tmp_path):
     """model.norm_logits: BN on the classifier's outputs as well (each logit standardized over the batch in
     training, then γ, β), the LN paper's baseline; the ln_small_batch cpu profile turns it on for BN only;
     refused for models it does not apply to."""
-    from conftest import compose_config, run_cli
+    from conftest import call_cli, compose_config
 
     cfg = ModelConfig(name="mlp", hidden=(32,), norm_logits=True)
     model = build_model(cfg, NormConfig(name="batch"), (1, 28, 28), 10, seed=0).train()
@@ -360,7 +360,7 @@ def test_the_ln_papers_bn_baseline_normalizes_the_logits_too(tmp_path):
     for norm, expected in (("batch", True), ("layer", False)):
         composed = compose_config("experiment=ln_small_batch_cpu", f"norm={norm}")
         assert composed.model.norm_logits is expected
-    result = run_cli("model=cnn", "dataset=cifar10", "+model.norm_logits=true", cwd=tmp_path)
+    result = call_cli("model=cnn", "dataset=cifar10", "+model.norm_logits=true", cwd=tmp_path)
     assert result.returncode == 2 and "model.norm_logits=True is not allowed for model=cnn" in result.stderr
 
 
@@ -412,7 +412,7 @@ def test_recurrent_init_orthogonal_and_identity(tmp_path, norm):
     _, w_h = weights("uniform")
     assert w_h.abs().max() <= 1 / math.sqrt(8) and w_h.std() > 0.1
     assert compose_config("model=lstm", "model.recurrent_init=identity").model.recurrent_init == "identity"
-    result = run_cli(*TINY, "model=mlp", "+model.recurrent_init=identity", cwd=tmp_path)
+    result = call_cli(*TINY, "model=mlp", "+model.recurrent_init=identity", cwd=tmp_path)
     assert result.returncode == 2 and "model.recurrent_init=identity is not allowed for model=mlp" in result.stderr
-    result = run_cli(*TINY, "model=lstm", "model.recurrent_init=eye", cwd=tmp_path)
+    result = call_cli(*TINY, "model=lstm", "model.recurrent_init=eye", cwd=tmp_path)
     assert result.returncode == 2 and "model.recurrent_init='eye' is not allowed; choose from" in result.stderr

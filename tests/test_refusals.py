@@ -162,13 +162,8 @@ SCRIPT_FLAGS = [
 
 @pytest.mark.parametrize(("args", "message"), SCRIPT_FLAGS, ids=[" ".join(a) for a, _ in SCRIPT_FLAGS])
 def test_the_scripts_refuse_bad_flags_before_any_work(tmp_path, args, message):
-    import subprocess
-    import sys
+    from conftest import call_script
 
-    from conftest import ROOT
-
-    script, *rest = args
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *rest], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300)  # fmt: skip
+    result = call_script(*args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].count("error:") == 1 and not list(tmp_path.iterdir())

@@ -13,7 +13,7 @@ import pytest
 
 from normlab.runlog import DiskFull, atomic_write_bytes, save_checkpoint
 
-from conftest import DATA_ROOT, ROOT, TINY, last_wins, run_cli, scalar_points
+from conftest import DATA_ROOT, ROOT, TINY, call_cli, call_script, last_wins, run_cli, scalar_points
 
 RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
 
@@ -61,16 +61,16 @@ def test_a_second_process_on_a_locked_run_dir_is_refused_and_a_killed_owner_neve
 
 @pytest.mark.parametrize("refusal", ["another config", "finished, identical"])
 def test_a_refused_or_skipped_run_leaves_a_finished_run_byte_for_byte_unchanged(tmp_path, refusal):
-    done = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+    done = call_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_dir = run_dir_of(tmp_path)
     assert (run_dir / ".hydra" / "config.yaml").exists()  # the record of the accepted run
     before = snapshot(run_dir)
     if refusal == "another config":  # the same dir named by hand, another run
-        out = run_cli(*TINY, *RUN, "max_steps=10", "eval_every=7", f"hydra.run.dir='{run_dir}'", cwd=tmp_path)
+        out = call_cli(*TINY, *RUN, "max_steps=10", "eval_every=7", f"hydra.run.dir='{run_dir}'", cwd=tmp_path)
         assert out.returncode == 2 and "holds a run with another config (eval_every=5 there, 7 now)" in out.stderr
     else:
-        out = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+        out = call_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
         assert out.returncode == 0 and "skipped" in out.stdout
     assert snapshot(run_dir) == before
 
@@ -137,6 +137,7 @@ def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoi
     assert list(tmp_path.rglob("last.pt"))  # the work so far is kept for the resume
 
 
+@pytest.mark.slow  # two compiles in fresh processes; test_norms checks one build and the fallback
 def test_an_empty_or_damaged_cached_kernel_library_is_rebuilt(tmp_path):
     """Each case in a new process, as a user meets it (a process's dlopen keeps the library it loaded)."""
     code = "from normlab.norms import native; print(native.library() is not None)"
@@ -185,7 +186,7 @@ def test_a_damaged_checkpoint_is_found_out_and_the_previous_one_resumed(tmp_path
 
 
 def test_no_intact_checkpoint_is_one_error_line_naming_the_file(tmp_path):
-    result = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+    result = call_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run_dir = run_dir_of(tmp_path)
     (run_dir / "summary.json").unlink()
@@ -193,7 +194,7 @@ def test_no_intact_checkpoint_is_one_error_line_naming_the_file(tmp_path):
         if (run_dir / name).exists():
             truncate(run_dir / name)
     before = snapshot(run_dir)
-    again = run_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
+    again = call_cli(*TINY, *RUN, "max_steps=10", cwd=tmp_path)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.startswith(f"error: {run_dir / 'last.pt'} is damaged (its bytes do not match the checksum")
     assert "use overwrite=true to start the run over" in again.stderr and len(again.stderr.splitlines()) == 1
@@ -234,7 +235,7 @@ def test_a_run_never_continues_or_skips_under_another_world_size(tmp_path, confi
 
 
 def test_eval_every_is_part_of_the_run_dir_so_a_sweep_over_it_never_collides(tmp_path):
-    result = run_cli("-m", *TINY, "eval_every=5,10", "seed=0,1", "max_steps=10", "model.hidden=[16]", cwd=tmp_path)
+    result = call_cli("-m", *TINY, "eval_every=5,10", "seed=0,1", "max_steps=10", "model.hidden=[16]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     dirs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("summary.json"))
     assert len(dirs) == 4 and len({d.split(",eval_every=")[1] for d in dirs}) == 2
@@ -294,8 +295,7 @@ def test_a_damaged_run_dir_is_resumed_or_refused_in_one_line_and_overwrite_clear
     elif damage == "summary's config is empty":
         summary.write_text(json.dumps({**json.loads(summary.read_text()), "config": {}}))
     if damage.startswith("summary"):  # a read-only tool over the damaged dir: a row, not a traceback
-        summarized = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path)],
-                                    capture_output=True, text=True, timeout=120)  # fmt: skip
+        summarized = call_script("summarize.py", str(tmp_path), cwd=tmp_path)
         assert summarized.returncode == 0 and "Traceback" not in summarized.stderr, summarized.stderr
         assert "incomplete" in summarized.stdout or damage == "summary's config is empty"
     else:
