@@ -696,3 +696,19 @@ def test_torch_compile_traces_the_lstm_step_as_one_node(norm):
         torch.testing.assert_close(b.grad, a.grad, msg=name)
     for (name, a), b in zip(eager.named_buffers(), compiled.buffers(), strict=True):
         torch.testing.assert_close(b, a, msg=name)
+
+
+def test_the_layers_that_sync_are_those_that_declare_it():
+    """distributed.sync_norms turns on `sync` in every layer that declares it (BIN, SN, mean-only BN), none other;
+    BN itself is replaced by its synced twin."""
+    from normlab.config import ModelConfig, NormConfig
+    from normlab.models import build_model
+    from normlab.norms import synced_layers
+
+    def layers(norm: str, model: str = "cnn") -> set[str]:
+        net = build_model(ModelConfig(name=model), NormConfig(name=norm), (3, 32, 32), 10, seed=0)
+        return {type(m).__name__ for m in synced_layers(net)}
+
+    assert layers("batch_instance") == {"BatchInstanceNorm"} and layers("switchable") == {"SwitchableNorm"}
+    assert layers("weight_meanbn") == {"MeanOnlyBatchNorm"}
+    assert layers("group") == layers("batch") == layers("layer") == set()

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from normlab.config import ConfigError
+from normlab.norms import synced_layers
 from normlab.norms.batch import SyncedBatchNorm
 
 
@@ -86,7 +87,6 @@ def sync_norms(model: nn.Module, device: torch.device) -> nn.Module:
     batch moments (`collectives.batch_moments`)."""
     convert = nn.SyncBatchNorm.convert_sync_batchnorm if device.type == "cuda" else SyncedBatchNorm.convert
     model = convert(model)
-    for m in model.modules():
-        if hasattr(m, "sync"):
-            m.sync = True
+    for layer in synced_layers(model):
+        layer.sync = True  # type: ignore[assignment]  # (declared: synced_layers)
     return model

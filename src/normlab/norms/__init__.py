@@ -51,6 +51,7 @@ __all__ = [
     "recompute_batch_average_",
     "register_norm",
     "swap_norms",
+    "synced_layers",
 ]
 
 BATCH_STAT_NORMS = tuple(name for name, spec in NORMS.items() if spec.batch_stats)
@@ -77,6 +78,11 @@ def norm_lr_groups(model: nn.Module) -> dict[int, float]:
     """id(parameter) -> its lr multiple, for the parameters layers declare to train at their own lr without weight
     decay (BIN's gates: `gate_lr_mult`)."""
     return {id(p): mult for m in model.modules() if hasattr(m, "lr_groups") for p, mult in m.lr_groups()}
+
+
+def synced_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers that can take their batch statistics over every process (`sync`; norm.sync=true under torchrun)."""
+    return [m for m in model.modules() if hasattr(m, "sync")]
 
 
 def constrained_layers(model: nn.Module) -> list[nn.Module]:
