@@ -1,6 +1,7 @@
 """Keep a sweep's finished runs as small records in the repo, and put them back: each run's summary.json and
-metrics.jsonl (a few KB; no checkpoint, no TensorBoard events), so that a reference report can be rebuilt
-(`report.py --runs <archive>`) and a long sweep resumed in another checkout, its finished runs skipped.
+metrics.jsonl, and in_contrast's contrast.json (a few KB; no checkpoint, no TensorBoard events), so that a
+reference report can be rebuilt (`report.py --runs <archive>`) and a long sweep resumed in another checkout, its
+finished runs skipped.
 
     python scripts/archive_runs.py save runs/bn_small_batch_cpu results/bn_small_batch/cpu/runs
     python scripts/archive_runs.py restore results/bn_small_batch/cpu/runs runs   # then re-run the sweep
@@ -16,7 +17,7 @@ from pathlib import Path
 from normlab.argtypes import command_parser, existing_dir
 from normlab.runlog import read_json
 
-RECORDS = ("summary.json", "metrics.jsonl")  # what a report reads (normlab.runs.load_runs)
+RECORDS = ("summary.json", "metrics.jsonl", "contrast.json")  # what reports read (load_runs; in_contrast its cache)
 
 
 def finished(run_dir: Path) -> bool:

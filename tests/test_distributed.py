@@ -59,8 +59,8 @@ def single_and_ddp(tmp_path, *args):
     [
         ["norm=group"],
         ["norm=batch", "norm.sync=true"],
-        ["norm=switchable", "norm.sync=true"],
-        ["norm=batch_instance", "norm.sync=true"],
+        pytest.param(["norm=switchable", "norm.sync=true"], marks=pytest.mark.slow),  # one synced path in the fast
+        pytest.param(["norm=batch_instance", "norm.sync=true"], marks=pytest.mark.slow),  # suite: BN's (batch-sync)
     ],
     ids=["group", "batch-sync", "switchable-sync", "batch_instance-sync"],
 )
@@ -71,6 +71,7 @@ def test_ddp_matches_single_process_on_the_same_global_batch(tmp_path, args):
     assert "deprecated" not in result.stderr  # the synced norms' all-reduce is on the supported API
 
 
+@pytest.mark.slow  # the control of the test above: 2 x 2 processes
 def test_local_batch_norm_differs_from_the_global_batch(tmp_path):
     single, ddp, _ = single_and_ddp(tmp_path, "norm=batch")
     assert not close(single, ddp)

@@ -9,7 +9,7 @@ from normlab.claims import registry, write_index, write_report
 from normlab.cli import precheck
 from normlab.protocol import VERDICTS
 
-from conftest import CONF, TINY, run_cli
+from conftest import CONF, TINY, call_cli, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -37,7 +37,7 @@ def test_every_claim_has_its_profiles():
 
 def test_tiny_bn_convergence_sweep_through_the_report(tmp_path):
     args = ["-m", "experiment=bn_convergence", *TINY, "max_steps=300", "eval_every=100", "seed=0,1"]
-    result = run_cli(*args, cwd=tmp_path)
+    result = call_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = write_report(registry()["bn_convergence"], "quick", tmp_path / "runs", tmp_path / "results")
     out = tmp_path / "results" / "bn_convergence"
@@ -88,16 +88,12 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     every reported seed, and the tuned report sits beside the fixed-lr one; the index lists both, and says that
     bn_convergence's reference (full, tuned) is not made. Overridden runs never touch results/: both reports go
     beside the runs."""
-    import subprocess
-    import sys
-
-    from conftest import DATA_ROOT, ROOT, call_script
+    from conftest import call_script
 
     overrides = [*TINY, "max_steps=40", "eval_every=20", "seed=0,1", "lr=0.0001"]
-    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "bn_convergence", "--tune", "--grid",
-               "1/100,1", "--extend", "1", "--jobs", "1", "--workdir", str(tmp_path), *overrides]  # fmt: skip
-    env = {**__import__("os").environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    command = ["bn_convergence", "--tune", "--grid", "1/100,1", "--extend", "1", "--jobs", "1", "--workdir",
+               str(tmp_path), *overrides]  # fmt: skip
+    result = call_script("reproduce.py", *command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = tmp_path / "runs" / "bn_convergence" / "report" / "bn_convergence"
     fixed, tuned = (json.loads((report / d / "summary.json").read_text()) for d in (".", "tuned"))
@@ -154,7 +150,7 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     tuned_json = tmp_path / "runs" / "bn_convergence" / "tuned.json"
     before = json.loads(tuned_json.read_text())
     report_only = ["--report-only", "--results", str(tmp_path / "elsewhere")]
-    result = call_script("reproduce.py", *command[2:], *report_only, cwd=tmp_path)
+    result = call_script("reproduce.py", *command, *report_only, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(tuned_json.read_text()) == before
     elsewhere = json.loads((tmp_path / "elsewhere" / "bn_convergence" / "tuned" / "summary.json").read_text())
@@ -189,11 +185,15 @@ def test_finished_runs_are_archived_restored_skipped_and_reported(tmp_path):
     def script(*argv):
         return call_script("archive_runs.py", *argv, cwd=tmp_path)
 
+    first = next(p.parent for p in sweep.glob("*/summary.json"))
+    (first / "contrast.json").write_text("{}")  # in_contrast's cached evaluations: its report reads them
     saved = script("save", str(sweep), "archive")
     assert saved.returncode == 0 and "saved 4 finished runs" in saved.stdout, saved.stderr
     kept = sorted(p.name for p in (tmp_path / "archive" / "bn_small_batch").iterdir())
     assert len(kept) == 4 and "killed-run" not in kept
-    assert {p.name for p in (tmp_path / "archive" / "bn_small_batch").glob("*/*")} == {"summary.json", "metrics.jsonl"}
+    files = {p.relative_to(tmp_path / "archive" / "bn_small_batch") for p in (tmp_path / "archive").glob("*/*/*")}
+    assert {f.name for f in files} == {"summary.json", "metrics.jsonl", "contrast.json"}
+    assert [f.parent.name for f in files if f.name == "contrast.json"] == [first.name]  # no checkpoint, no events
     fresh = tmp_path / "elsewhere"
     fresh.mkdir()
     restored = script("restore", "archive", str(fresh / "runs"))

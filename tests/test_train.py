@@ -183,7 +183,7 @@ def test_batch_average_statistics_change_the_evaluations_not_the_training(tmp_pa
     from normlab.runlog import read_checkpoint
 
     base = ["model=lstm", "model.sequence=pixel", "model.downsample=4", "model.h0_noise=0.1", "norm=batch",
-            "max_steps=6", "eval_every=2"]  # fmt: skip
+            "max_steps=6", "eval_every=2", "data.val_size=100", "data.test_subset=100"]  # fmt: skip
     runs = {}
     for bn_stats in ("moving", "batch_average"):
         train(compose_config(*base, f"norm.bn_stats={bn_stats}"), tmp_path / bn_stats)

@@ -281,7 +281,10 @@ def write_report(
     wall_s = timing.get("wall_s", sum(r.summary.get("wall_s") or 0 for r in runs))
     # reproduce.json times the last `reproduce.py` call; runs made otherwise (e.g. by run.py -m) are timed by the
     # sum of their own wall times
-    time_of = f"wall time on {timing['machine']}" if timing else "training time, summed over the runs"
+    trained = sum(r.summary.get("wall_s") or 0 for r in runs) / 60
+    time_of = (f"wall time on {timing['machine']} (the `reproduce.py` call that finished the sweep, which may have "
+               f"resumed earlier calls' runs; the runs trained {trained:.1f} min, summed)" if timing
+               else "training time, summed over the runs")  # fmt: skip
     statuses: dict[str, int] = {}
     for r in runs:
         statuses[r.status] = statuses.get(r.status, 0) + 1
