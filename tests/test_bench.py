@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import call_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("part", [pytest.param("norms", marks=pytest.mark.slow), "lstm"])  # norms: 3 sizes x 13
 def test_bench_part_writes_its_ratios(part, tmp_path):
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", part, "--repeats", "1", "--results", tmp_path],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    result = call_script("bench.py", "--only", part, "--repeats", "1", "--results", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "bench" / f"bench-{part}.json").read_text())[part]
     if part == "norms":
         assert {r["batch_size"] for r in rows} == {2, 32, 128}
@@ -42,11 +40,8 @@ def test_the_tradeoff_quotes_the_accuracies_of_bn_small_batchs_reference(tmp_pat
         directory.mkdir(parents=True, exist_ok=True)
         numbers = {"batch": {"err_bs32": err, "err_bs2": err + 5}}
         (directory / "summary.json").write_text(json.dumps({"profile": profile or "quick", "numbers": numbers}))
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "tradeoff", "--repeats", "1", "--results",
-         tmp_path],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    result = call_script("bench.py", "--only", "tradeoff", "--repeats", "1", "--results", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     rows = {r["norm"]: r for r in json.loads((tmp_path / "bench" / "bench-tradeoff.json").read_text())["tradeoff"]}
     assert rows["batch"]["test_acc_bs32"] == pytest.approx(0.70) and rows["batch"]["test_acc_bs2"] == pytest.approx(
         0.65

@@ -81,6 +81,7 @@ def test_a_tuning_grid_without_1_or_with_a_bad_multiple_is_one_line_and_exit_2(g
     assert result.returncode == 2 and f"'{grid}'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # 14 tiny runs through reproduce.py (~90 s); the fast suite's sweep-to-report test is below
 def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_beside_the_fixed_one(tmp_path):
     """reproduce.py --tune --grid 1/100,1 --extend 1 on tiny data: each arm runs its lr × 1/100 and 1 at a seed that
     is not reported (2, as seeds 0 and 1 are); at lr=1e-4 the larger lr wins after 40 steps in both arms (an edge),
