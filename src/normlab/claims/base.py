@@ -278,12 +278,12 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     analysis = claim.analyze(runs, out)
     timing = json.loads((run_dir / "reproduce.json").read_text()) if (run_dir / "reproduce.json").exists() else {}
-    wall_s = timing.get("wall_s", sum(r.summary.get("wall_s") or 0 for r in runs))
+    trained_s = sum(r.summary.get("wall_s") or 0 for r in runs)
+    wall_s = timing.get("wall_s", trained_s)
     # reproduce.json times the last `reproduce.py` call; runs made otherwise (e.g. by run.py -m) are timed by the
     # sum of their own wall times
-    trained = sum(r.summary.get("wall_s") or 0 for r in runs) / 60
     time_of = (f"wall time on {timing['machine']} (the `reproduce.py` call that finished the sweep, which may have "
-               f"resumed earlier calls' runs; the runs trained {trained:.1f} min, summed)" if timing
+               f"resumed earlier calls' runs; the runs trained {trained_s / 60:.1f} min, summed)" if timing
                else "training time, summed over the runs")  # fmt: skip
     statuses: dict[str, int] = {}
     for r in runs:
