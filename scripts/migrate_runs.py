@@ -8,6 +8,8 @@ The steps, in the order normlab changed:
 - keys added since runs were first saved get the value that describes a run saved before them (KEYS_ADDED: a run
   saved before the validation split trained on every training image, so its data.val_size is 0, not 5000);
 - dataset.augment, a copy of data.augment's default, is gone (the dataset's conf file sets data.augment);
+- every run saved every model's keys (model.hidden of the MLP in an LSTM's run); a run now saves the keys its
+  model reads (its registry entry's config), so the others are dropped;
 - bn_small_batch and sn_switches gave their lr already scaled to the batch (lr = 0.1 · batch_size / 32, the
   `${normlab.scale}` resolver); they now give lr 0.1 for batch 32 (`lr_batch_size: 32`), as every other config
   does. The lr a run trains at is the same float either way.
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from normlab.argtypes import command_parser, existing_dir
 from normlab.cli import lr_used
+from normlab.models import MODELS
 from normlab.runlog import DamagedCheckpoint, read_checkpoint, read_json, save_checkpoint, write_json
 
 KEYS_ADDED = {
@@ -58,6 +61,15 @@ def drop_keys(config: dict) -> dict:
             isinstance(v, dict) else v for k, v in config.items()}  # fmt: skip
 
 
+def drop_unread_model_keys(config: dict) -> dict:
+    """`config` with only the model.* keys its model reads (a model normlab does not know is left as it is)."""
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("name") not in MODELS:
+        return config
+    kept = ("name", *MODELS[model["name"]].options)
+    return {**config, "model": {k: v for k, v in model.items() if k in kept}}
+
+
 def lr_for_batch_32(config: dict, experiment: str) -> dict:
     """A run of bn_small_batch or sn_switches (any profile) whose lr was saved scaled to its batch, as the same run
     given lr for batch 32: lr · 32 / batch_size with lr_batch_size 32."""
@@ -68,7 +80,7 @@ def lr_for_batch_32(config: dict, experiment: str) -> dict:
 
 
 def migrate(config: dict, experiment: str) -> dict:
-    return lr_for_batch_32(drop_keys(add_keys(config)), experiment)
+    return lr_for_batch_32(drop_unread_model_keys(drop_keys(add_keys(config))), experiment)
 
 
 def migrate_tree(root: Path) -> tuple[int, int]:

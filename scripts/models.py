@@ -11,20 +11,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from normlab.argtypes import command_parser, positive_int
-from normlab.config import ModelConfig, NormConfig
+from normlab.config import NormConfig
 from normlab.datasets import DATASETS
 from normlab.models import MODELS, build_model, compatibility_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "norms-and-models.md"  # where the generated tables live
-
-
-def default_model_config(name: str) -> ModelConfig:
-    values = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def images_per_s(model: torch.nn.Module, shape, batch_size: int, steps: int, warmup: int = 3) -> float:
@@ -50,7 +44,7 @@ def model_table(batch_size: int, steps: int) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name in [m for m, spec in MODELS.items() if spec.own_norms]:  # not model=custom: it is yours
-        cfg = default_model_config(name)
+        cfg = MODELS[name].config()  # conf/model/<name>.yaml's defaults (a test keeps them equal)
         norm = NormConfig(name="batch")
         cells = []
         for dataset in ("mnist", "cifar10"):

@@ -1,5 +1,6 @@
 """conf/ composes for every group option, and the typed config rejects what it must."""
 
+import json
 import re
 
 import pytest
@@ -118,16 +119,24 @@ def test_channels_last_auto_is_nhwc_for_conv_nets_with_every_norm_but_instance()
     assert compose_config("model=cnn", "norm=instance", "channels_last=true").channels_last is True
 
 
-def test_each_models_options_are_the_keys_its_conf_file_lists():
-    """The registry's `options` (what the model reads; any other model.* key is refused) and conf/model/<name>.yaml
-    name the same keys."""
+def test_each_models_config_is_its_conf_file():
+    """A model's config class (its registry entry's: what the model reads; any other model.* key is refused) and
+    conf/model/<name>.yaml name the same keys with the same defaults, and the composed `model=<name>` is built as
+    that class."""
+    import dataclasses
+
     import yaml
 
     from normlab.models import MODELS
 
     for name, spec in MODELS.items():
-        listed = set(yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())) - {"name"}
-        assert listed == {"_target_" if k == "target" else k for k in spec.options}, name
+        listed = yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())
+        listed = {("target" if k == "_target_" else k): v for k, v in listed.items()}
+        defaults = json.loads(json.dumps(dataclasses.asdict(spec.config())))  # tuples as YAML lists
+        assert listed == defaults, name
+        assert set(listed) - {"name"} == set(spec.options), name
+        if name != "custom":  # (model=custom needs a _target_)
+            assert type(compose_config(f"model={name}").model) is spec.config, name
 
 
 @pytest.mark.parametrize(

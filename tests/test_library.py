@@ -13,8 +13,10 @@ import torchvision
 from torch import nn
 
 import normlab
-from normlab.config import ConfigError, ModelConfig, NormConfig
+from normlab.config import ConfigError, NormConfig
 from normlab.models import build_model, compatible_norms
+from normlab.models.lstm import LSTMConfig
+from normlab.models.resnet import ResNetConfig
 from normlab.norms import NORMS, build_norm, register_norm, swap_norms
 from normlab.norms.swap import slot
 
@@ -94,9 +96,7 @@ def test_swap_norms_keeps_device_and_dtype_and_refuses_what_is_not_over_channels
 
 def test_resnet_has_he_et_al_layers_and_parameters():
     def params(depth):
-        model = build_model(
-            ModelConfig(name="resnet", depth=depth, width=16), NormConfig(name="batch"), (3, 32, 32), 10
-        )
+        model = build_model(ResNetConfig(depth=depth, width=16), NormConfig(name="batch"), (3, 32, 32), 10)
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         return len(convs) + 1, sum(p.numel() for p in model.parameters())  # + the classifier
 
@@ -112,7 +112,7 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
     """Goyal et al. 2017: γ = 0 in each block's last norm, so a block computes act(shortcut(x)) at init."""
     from normlab.models.resnet import BasicBlock
 
-    model = build_model(ModelConfig(name="resnet", depth=8, width=16, zero_init_residual=True), NormConfig(name=norm),
+    model = build_model(ResNetConfig(depth=8, width=16, zero_init_residual=True), NormConfig(name=norm),
                         (3, 32, 32), 10)  # fmt: skip
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 3
@@ -122,10 +122,10 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
         assert torch.equal(out, torch.relu(block.shortcut(x)))
         assert block.second[1].weight.abs().sum() == 0 and block.first[1].weight.abs().sum() > 0
         x = out
-    plain = build_model(ModelConfig(name="resnet", depth=8, width=16), NormConfig(name=norm), (3, 32, 32), 10)
+    plain = build_model(ResNetConfig(depth=8, width=16), NormConfig(name=norm), (3, 32, 32), 10)
     assert all(b.second[1].weight.abs().sum() > 0 for b in plain.modules() if isinstance(b, BasicBlock))
     with pytest.raises(ConfigError, match="zero_init_residual=true needs a norm with a per-channel scale"):
-        build_model(ModelConfig(name="resnet", depth=8, width=16, zero_init_residual=True), NormConfig(name="none"),
+        build_model(ResNetConfig(depth=8, width=16, zero_init_residual=True), NormConfig(name="none"),
                     (3, 32, 32), 10)  # fmt: skip
 
 
@@ -251,13 +251,58 @@ def test_a_norm_registered_outside_normlab_is_everywhere():
 
         assert "rms_test" in compatible_norms("lstm")
         assert isinstance(build_sequence_norm("rms_test", 6, steps=3, eps=1e-3), StepRMSNorm)
-        lstm = build_model(ModelConfig(name="lstm", hidden_size=8), NormConfig(name="rms_test"), (1, 28, 28), 10)
+        lstm = build_model(LSTMConfig(hidden_size=8), NormConfig(name="rms_test"), (1, 28, 28), 10)
         assert sum(isinstance(m, StepRMSNorm) for m in lstm.modules()) == 3  # W_x·x, W_h·h and the cell
         assert lstm(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     finally:
         NORMS.pop("rms_test")
     with pytest.raises(ValueError, match=r"not defined for recurrent cells; choose from \['none', 'batch'"):
         build_sequence_norm("instance", 6, steps=3)
+
+
+def test_a_model_registered_outside_normlab_brings_its_own_keys():
+    """A model's keys, their defaults and checks live in its config class, beside its builder: registering it is
+    all `model=<name> model.<key>=...` needs (no field in config.py, no conf/model/<name>.yaml); its keys are
+    typed and range-checked, another model's are refused, and a run saves exactly its keys."""
+    import dataclasses
+    import math
+
+    from normlab.cli import register_groups
+    from normlab.config import MODEL_CONFIGS, ModelConfig
+    from normlab.models import MODELS, register_model
+    from normlab.models.registry import check_at_least, layer_bias, norm_layer
+
+    @dataclasses.dataclass(frozen=True)
+    class TinyConfig(ModelConfig):
+        name: str = "tiny_test"
+        units: int = 6
+
+        def validate(self) -> None:
+            check_at_least("units", self.units, 2)
+
+    @register_model("tiny_test", TinyConfig, features="1d")
+    def build(cfg, norm, in_shape, num_classes, seed):
+        layer = nn.Linear(math.prod(in_shape), cfg.units, bias=layer_bias(norm))
+        return nn.Sequential(nn.Flatten(), layer, norm_layer(norm)(cfg.units, kind="1d"), nn.Linear(cfg.units, 10))
+
+    try:
+        register_groups(CONF)
+        cfg = compose_config("model=tiny_test")
+        assert cfg.model == TinyConfig() and cfg.to_dict()["model"] == {"name": "tiny_test", "units": 6}
+        cfg = compose_config("model=tiny_test", "model.units=12", "norm=group")
+        assert cfg.model == TinyConfig(units=12)
+        assert build_model(cfg.model, cfg.norm, (1, 28, 28), 10)(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+        with pytest.raises(ConfigError, match=r"^model.units=1 is not allowed; it must be >= 2$"):
+            compose_config("model=tiny_test", "model.units=1")
+        with pytest.raises(ConfigError, match=r"^model.units='many' is not allowed; expected an integer$"):
+            compose_config("model=tiny_test", "model.units=many")
+        with pytest.raises(ConfigError, match=r"^model.width=8 is not allowed for model=tiny_test: it does not read"):
+            compose_config("model=tiny_test", "+model.width=8")
+        with pytest.raises(ValueError, match="its config must subclass ModelConfig with name = 'other'"):
+            register_model("other", TinyConfig, features="1d")(build)
+    finally:
+        MODELS.pop("tiny_test")
+        MODEL_CONFIGS.pop("tiny_test")
 
 
 def test_a_norm_your_model_cannot_run_with_is_refused_before_the_run(tmp_path):

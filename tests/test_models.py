@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab.config import DataConfig, ModelConfig, NormConfig
+from normlab.config import DataConfig, NormConfig
 from normlab.data import build_data
 from normlab.models import MODELS, build_model, compatible_norms
-from normlab.models.lstm import NormLSTM, as_sequence
+from normlab.models.convpool import ConvPoolConfig
+from normlab.models.lstm import LSTMConfig, NormLSTM, as_sequence
+from normlab.models.mlp import MLPConfig
 from normlab.norms import NORMS, recompute_batch_average_
 from normlab.norms.recurrent import SequenceIdentity, StepwiseBatchNorm, build_sequence_norm
 
@@ -43,7 +45,7 @@ COMBOS = [(m, n, d) for m in MODELS for n in compatible_norms(m) for d in ("mnis
 def test_every_compatible_combination_trains_five_steps(datasets, model, norm, dataset):
     data = datasets[dataset]
     torch.manual_seed(0)
-    net = build_model(ModelConfig(name=model, **SMALL[model]), NormConfig(name=norm), data.shape, data.num_classes)
+    net = build_model(MODELS[model].config(**SMALL[model]), NormConfig(name=norm), data.shape, data.num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     order = data.epoch_order(0)
     for step in range(5):
@@ -82,14 +84,14 @@ def test_sequences_of_images():
 
 @pytest.mark.parametrize("norm", ["none", "layer", "batch"])
 def test_a_downsampled_pixel_lstm_reads_196_steps_of_mnist(norm):
-    cfg = ModelConfig(name="lstm", hidden_size=8, sequence="pixel", permute=True, downsample=2)
+    cfg = LSTMConfig(hidden_size=8, sequence="pixel", permute=True, downsample=2)
     model = build_model(cfg, NormConfig(name=norm), (1, 28, 28), 10, seed=0)
     assert sorted(model.order.tolist()) == list(range(196))
     assert model(torch.rand(4, 1, 28, 28)).shape == (4, 10)
 
 
 def test_permuted_sequence_is_fixed_by_the_seed():
-    cfg = ModelConfig(name="lstm", hidden_size=8, sequence="pixel", permute=True)
+    cfg = LSTMConfig(hidden_size=8, sequence="pixel", permute=True)
     a, b, c = (build_model(cfg, NormConfig(name="none"), (1, 28, 28), 10, seed=s) for s in (0, 0, 1))
     assert sorted(a.order.tolist()) == list(range(784))
     assert torch.equal(a.order, b.order) and not torch.equal(a.order, c.order)
@@ -115,7 +117,7 @@ def test_initial_state_noise_is_for_training_only(norm):
     """model.h0_noise primes h_0 with Gaussian noise in training (Cooijmans et al. 2016); eval starts from zeros,
     so it is deterministic and the same as a model built without noise."""
     noisy, plain = (
-        build_model(ModelConfig(name="lstm", hidden_size=8, h0_noise=s), NormConfig(name=norm), (1, 28, 28), 10, 0)
+        build_model(LSTMConfig(hidden_size=8, h0_noise=s), NormConfig(name=norm), (1, 28, 28), 10, 0)
         for s in (0.5, 0.0)
     )
     plain.load_state_dict(noisy.state_dict())
@@ -253,7 +255,7 @@ def test_recurrent_bn_batch_average_is_the_plain_average_per_step_on_every_path(
     moving.bn.bn_stats = "moving"
     assert recompute_batch_average_(moving, batches) == 0
 
-    cfg = ModelConfig(name="lstm", hidden_size=8, sequence="pixel", downsample=4, h0_noise=0.1)
+    cfg = LSTMConfig(hidden_size=8, sequence="pixel", downsample=4, h0_noise=0.1)
     images = [torch.randn(5, 1, 28, 28) for _ in range(3)]
     states = []
     for use_native in (True, False):
@@ -289,7 +291,7 @@ def test_recurrent_bn_running_average_forgets_a_rare_input_that_the_batch_averag
 
 
 def test_weight_norm_lstm_reparameterizes_both_matrices():
-    net = build_model(ModelConfig(name="lstm", hidden_size=8), NormConfig(name="weight"), (1, 28, 28), 10)
+    net = build_model(LSTMConfig(hidden_size=8), NormConfig(name="weight"), (1, 28, 28), 10)
     names = {n for n, _ in net.named_parameters()}
     for matrix in ("weight_ih_l0", "weight_hh_l0"):
         assert f"core.lstm.parametrizations.{matrix}.original0" in names
@@ -327,14 +329,14 @@ def test_the_bn_papers_small_gaussian_init_of_the_mlp(tmp_path):
     models it does not apply to."""
     from conftest import call_cli, compose_config
 
-    cfg = ModelConfig(name="mlp", hidden=(100, 100, 100), activation="sigmoid", init_std=0.01)
+    cfg = MLPConfig(hidden=(100, 100, 100), activation="sigmoid", init_std=0.01)
     model = build_model(cfg, NormConfig(name="none"), (1, 28, 28), 10, seed=0)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 4
     for layer in linears:
         assert abs(layer.weight.std().item() - 0.01) < 5e-4 and abs(layer.weight.mean().item()) < 1e-3
         assert torch.count_nonzero(layer.bias) == 0
-    default = build_model(ModelConfig(name="mlp"), NormConfig(name="none"), (1, 28, 28), 10, seed=0)
+    default = build_model(MLPConfig(), NormConfig(name="none"), (1, 28, 28), 10, seed=0)
     assert default.features[1].weight.std() > 0.015  # torch's default: U(±1/sqrt(784)), std 0.0206
     assert compose_config("model=mlp", "model.init_std=0.01").model.init_std == 0.01
     result = call_cli("model=cnn", "dataset=cifar10", "+model.init_std=0.01", cwd=tmp_path)  # cnn.yaml lacks the key
@@ -347,14 +349,14 @@ def test_the_ln_papers_bn_baseline_normalizes_the_logits_too(tmp_path):
     refused for models it does not apply to."""
     from conftest import call_cli, compose_config
 
-    cfg = ModelConfig(name="mlp", hidden=(32,), norm_logits=True)
+    cfg = MLPConfig(hidden=(32,), activation="relu", norm_logits=True)
     model = build_model(cfg, NormConfig(name="batch"), (1, 28, 28), 10, seed=0).train()
     assert model.classifier.bias is None  # BN's shift replaces it
     x = torch.randn(16, 1, 28, 28) * 3 + 5
     logits = model(x)
     assert torch.allclose(logits.mean(0), torch.zeros(10), atol=1e-5)
     assert torch.allclose(logits.var(0, unbiased=False), torch.ones(10), atol=1e-3)
-    plain = build_model(ModelConfig(name="mlp", hidden=(32,)), NormConfig(name="batch"), (1, 28, 28), 10, seed=0)
+    plain = build_model(MLPConfig(hidden=(32,), activation="relu"), NormConfig(name="batch"), (1, 28, 28), 10, seed=0)
     assert isinstance(plain.logits_norm, nn.Identity) and plain.classifier.bias is not None
     assert not any(key.startswith("logits_norm") for key in plain.state_dict())  # older checkpoints still load
     for norm, expected in (("batch", True), ("layer", False)):
@@ -369,7 +371,7 @@ def test_the_wn_papers_convpool_net():
     after both pools, Gaussian input noise in training only; 1.4 M parameters at the paper's width 96."""
     from normlab.models.convpool import ConvPool
 
-    cfg = ModelConfig(name="convpool", width=8, activation="leaky_relu")
+    cfg = ConvPoolConfig(width=8, activation="leaky_relu")
     net = build_model(cfg, NormConfig(name="batch"), (3, 32, 32), 10)
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert [c.kernel_size[0] for c in convs] == [3] * 7 + [1, 1] and convs[6].padding == (0, 0)
@@ -394,7 +396,7 @@ def test_recurrent_init_orthogonal_and_identity(tmp_path, norm):
     from conftest import compose_config
 
     def weights(scheme):
-        cfg = ModelConfig(name="lstm", hidden_size=8, sequence="rows", recurrent_init=scheme)
+        cfg = LSTMConfig(hidden_size=8, sequence="rows", recurrent_init=scheme)
         core = build_model(cfg, NormConfig(name=norm), (1, 28, 28), 10).core
         if norm == "none":
             return core.lstm.weight_ih_l0, core.lstm.weight_hh_l0

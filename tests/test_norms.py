@@ -701,12 +701,12 @@ def test_torch_compile_traces_the_lstm_step_as_one_node(norm):
 def test_the_layers_that_sync_are_those_that_declare_it():
     """distributed.sync_norms turns on `sync` in every layer that declares it (BIN, SN, mean-only BN), none other;
     BN itself is replaced by its synced twin."""
-    from normlab.config import ModelConfig, NormConfig
-    from normlab.models import build_model
+    from normlab.config import NormConfig
+    from normlab.models import MODELS, build_model
     from normlab.norms import synced_layers
 
     def layers(norm: str, model: str = "cnn") -> set[str]:
-        net = build_model(ModelConfig(name=model), NormConfig(name=norm), (3, 32, 32), 10, seed=0)
+        net = build_model(MODELS[model].config(), NormConfig(name=norm), (3, 32, 32), 10, seed=0)
         return {type(m).__name__ for m in synced_layers(net)}
 
     assert layers("batch_instance") == {"BatchInstanceNorm"} and layers("switchable") == {"SwitchableNorm"}

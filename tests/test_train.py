@@ -335,7 +335,8 @@ def load_script(name: str):
 def test_a_run_saved_before_a_key_existed_is_another_run_until_migrated(tmp_path):
     """A saved config that lacks a key of today's is refused, naming the key: normlab cannot tell what the run
     meant by it. scripts/migrate_runs.py says it (lr_batch_size null; before the validation split every image
-    trained, so data.val_size 0, not today's 5000), drops dataset.augment (data.augment's copy), and gives
+    trained, so data.val_size 0, not today's 5000), drops dataset.augment (data.augment's copy) and the model keys
+    the run's model does not read (runs saved every model's), and gives
     bn_small_batch's lr, saved scaled to the batch, as lr 0.1 for batch 32: the migrated record, summary or
     checkpoint, is today's run. A second pass changes nothing."""
     from normlab.config import ConfigError
@@ -348,6 +349,7 @@ def test_a_run_saved_before_a_key_existed_is_another_run_until_migrated(tmp_path
     assert (current["lr"], current["lr_batch_size"], cfg.scaled_lr) == (0.1, 32, 0.00625)
     old = {**{k: v for k, v in current.items() if k != "lr_batch_size"}, "lr": 0.00625}  # ${normlab.scale}'s lr
     old["dataset"] = {**current["dataset"], "augment": True}  # a copy of data.augment's default, since removed
+    old["model"] = {**current["model"], "hidden_size": 100, "depth": 20}  # every model's keys, as runs saved them
     sweep = tmp_path / "runs" / "bn_small_batch_cpu"
     for name in ("done", "killed", "before-split"):
         (sweep / name).mkdir(parents=True)

@@ -9,6 +9,7 @@ from normlab.data import check_config as check_data
 from normlab.datasets import DatasetSpec, dataset_spec
 from normlab.models import MODELS
 from normlab.models import check_config as check_model
+from normlab.models.lstm import LSTMConfig
 from normlab.norms import NORMS
 
 
@@ -70,7 +71,7 @@ def run_hint(cfg: Config, status: str, val_acc: float | None, num_classes: int) 
     near_chance = val_acc is not None and val_acc < 1.5 / num_classes
     if status != "diverged" and not near_chance:
         return None
-    if cfg.model.name == "lstm" and cfg.norm.name == "batch" and cfg.model.h0_noise == 0:
+    if isinstance(cfg.model, LSTMConfig) and cfg.norm.name == "batch" and cfg.model.h0_noise == 0:
         return (
             "BN-LSTM with h_0 = 0: while the leading inputs are blank the recurrent term is the same for every "
             "sample, its batch variance is 0 and the backward multiplies by 1/sqrt(eps) per step; prime h_0 with "

@@ -7,6 +7,7 @@ so a typo fails in a second instead of after the first jobs of a sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -83,14 +84,18 @@ def registered() -> dict[str, list[str]]:
 
 def register_groups(conf_dir: Path) -> None:
     """A dataset, model or norm registered in code without a conf/<group>/<name>.yaml gets a config {name: <name>}
-    in Hydra's ConfigStore, so that `norm=<name>` works with nothing but the registration."""
+    in Hydra's ConfigStore (a model's with its config's keys and defaults), so that `norm=<name>` or `model=<name>
+    model.<key>=...` works with nothing but the registration."""
     from hydra.core.config_store import ConfigStore
+
+    from normlab.models import MODELS
 
     store = ConfigStore.instance()
     for group, names in registered().items():
         for name in names:
             if not (conf_dir / group / f"{name}.yaml").exists():
-                store.store(group=group, name=name, node={"name": name})
+                node = dataclasses.asdict(MODELS[name].config()) if group == "model" else {"name": name}
+                store.store(group=group, name=name, node=node)
 
 
 def config_groups(conf_dir: Path) -> dict[str, list[str]]:

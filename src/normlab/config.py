@@ -10,6 +10,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -41,21 +42,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """`model.name`; the model.* keys a model reads, with their types, defaults and range checks, are a subclass in
+    the model's own file, given to `register_model(config=...)`: a new model key never touches this file."""
+
     name: str = "mlp"
-    activation: str = "relu"
-    hidden: tuple[int, ...] = (100, 100, 100)  # mlp
-    width: int = 32  # cnn, inception_lite, convpool, resnet (conf/model/resnet.yaml: 16, He et al.'s)
-    hidden_size: int = 100  # lstm
-    sequence: str = "rows"  # lstm: rows | pixel
-    permute: bool = False  # lstm: fixed random permutation of the sequence
-    downsample: int = 1  # lstm: average-pool the image by this factor first (2: MNIST as 196 pixels)
-    init_std: float | None = None  # mlp: weights ~ N(0, init_std²), biases 0; None: torch's default init
-    norm_logits: bool = False  # mlp: the norm on the logits too (the LN paper's BN baseline, "applied to all layers")
-    h0_noise: float = 0.0  # lstm: std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
-    recurrent_init: str = "uniform"  # lstm: uniform (nn.LSTM's) | orthogonal | identity (W_h = I, Cooijmans)
-    depth: int = 20  # resnet: 6n + 2 layers (20, 32, 44, 56, 110)
-    zero_init_residual: bool = False  # resnet: γ = 0 in each block's last norm (Goyal et al. 2017; the GN paper)
-    target: str | None = None  # model=custom: `_target_`, the dotted path of a factory make_net(num_classes=...)
+
+    def validate(self) -> None:
+        """Range checks that the keys' types alone cannot express (each model's config says its own)."""
+
+
+MODEL_CONFIGS: dict[str, type[ModelConfig]] = {}  # model name -> its config class (models.registry.register_model)
 
 
 @dataclass(frozen=True)
@@ -95,7 +91,7 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # in a run: its model's own subclass (MODEL_CONFIGS)
     norm: NormConfig = field(default_factory=NormConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -203,7 +199,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise TypeError(f"unsupported config annotation {annotation!r}")  # a bug in this file, not user input
 
 
-def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+def _from_dict(cls: type, values: dict[str, Any], prefix: str = "", groups: Mapping[str, type] | None = None) -> Any:
+    """`cls` from `values`, each checked against its field's type; `groups`: a config group's class where it is
+    not the field's own (the chosen model's config for `model`)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
@@ -216,7 +214,8 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}={value!r} is not allowed; expected a config group")
-            kwargs[name] = _from_dict(typing.cast(type, annotation), value, prefix=f"{prefix}{name}.")
+            group = (groups or {}).get(name, typing.cast(type, annotation))
+            kwargs[name] = _from_dict(group, value, prefix=f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, annotation, prefix + name)
     return cls(**kwargs)
@@ -227,23 +226,27 @@ TARGET_GROUPS = ("dataset", "model")  # groups whose `_target_` (Hydra's key for
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from a plain (resolved) dict, as Hydra composes it; raise ConfigError on bad input. Checks
-    the values themselves; what needs a registry (names, sizes, buildability) is `normlab.checks`."""
+    the values themselves (`model` read as its model's config class, MODEL_CONFIGS); what needs a registry (names,
+    sizes, buildability) is `normlab.checks`."""
     values = dict(values)
+    model = values.get("model")
+    name = model.get("name", ModelConfig.name) if isinstance(model, dict) else None
+    if name is not None and (not isinstance(name, str) or name not in MODEL_CONFIGS):
+        raise ConfigError(f"model={name!r} is not allowed; choose from {list(MODEL_CONFIGS)}")
     for group in TARGET_GROUPS:
         if isinstance(values.get(group), dict) and "_target_" in values[group]:
             values[group] = {("target" if k == "_target_" else k): v for k, v in values[group].items()}
-    cfg = _from_dict(Config, values)
+    cfg = _from_dict(Config, values, groups=None if name is None else {"model": MODEL_CONFIGS[name]})
     validate(cfg)
     return cfg
 
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
-RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _check(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """A ConfigError with `message` unless `ok`."""
     if not ok:
         raise ConfigError(message)
 
@@ -252,122 +255,100 @@ def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express (each value on its own, no registry)."""
     import torch
 
-    _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is not allowed; it must be >= 1")
-    _check(cfg.lr > 0, f"lr={cfg.lr} is not allowed; it must be > 0")
-    _check(
+    require(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is not allowed; it must be >= 1")
+    require(cfg.lr > 0, f"lr={cfg.lr} is not allowed; it must be > 0")
+    require(
         math.isfinite(cfg.scaled_lr) and cfg.scaled_lr > 0,
         f"lr={cfg.lr} with batch_size={cfg.batch_size} and lr_batch_size={cfg.lr_batch_size} is not allowed: the "
         f"learning rate used, lr * batch_size / lr_batch_size = {cfg.scaled_lr:g}, must be finite and > 0",
     )
-    _check(
+    require(
         not cfg.amp or (cfg.device != "cpu" and torch.cuda.is_available()),
         "amp=true is not allowed here: bfloat16 autocast runs on CUDA only and this run is on the CPU; drop amp",
     )
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    _check(
+    require(
         not cfg.norm.sync or world > 1,
         "norm.sync=true is not allowed in one process: it syncs BN statistics across the processes of torchrun "
         "(torchrun --nproc_per_node=N run.py ...); drop it, or launch with torchrun",
     )
-    _check(
+    require(
         cfg.lr_batch_size is None or cfg.lr_batch_size >= 1,
         f"lr_batch_size={cfg.lr_batch_size} is not allowed; it must be >= 1 or null (null = lr as given)",
     )
-    _check(cfg.epochs >= 1, f"epochs={cfg.epochs} is not allowed; it must be >= 1")
-    _check(
+    require(cfg.epochs >= 1, f"epochs={cfg.epochs} is not allowed; it must be >= 1")
+    require(
         cfg.max_steps is None or cfg.max_steps >= 1,
         f"max_steps={cfg.max_steps} is not allowed; it must be >= 1 or null (null = `epochs` full passes)",
     )
-    _check(0 <= cfg.seed < 2**32, f"seed={cfg.seed} is not allowed; it must be in [0, 2**32)")
-    _check(
+    require(0 <= cfg.seed < 2**32, f"seed={cfg.seed} is not allowed; it must be in [0, 2**32)")
+    require(
         cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip={cfg.grad_clip} is not allowed; it must be > 0 or null"
     )
     for key in ("eval_every", "log_every"):
         n = getattr(cfg, key)
-        _check(
+        require(
             n is None or n >= 1,
             f"{key}={n} is not allowed; it must be >= 1 or null (null: chosen from the run's length)",
         )
-    _check(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")
-    _check(cfg.device in DEVICES, f"device={cfg.device!r} is not allowed; choose from {DEVICES}")
-    _check(
+    require(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")
+    require(cfg.device in DEVICES, f"device={cfg.device!r} is not allowed; choose from {DEVICES}")
+    require(
         cfg.device != "cuda" or torch.cuda.is_available(),
         "device=cuda is not allowed here: no CUDA device is available; use device=auto or cpu",
     )
     for key in ("train_subset", "test_subset"):
         n = getattr(cfg.data, key)
-        _check(n is None or n >= 1, f"data.{key}={n} is not allowed; it must be >= 1 or null")
-    _check(cfg.data.val_size >= 0, f"data.val_size={cfg.data.val_size} is not allowed; it must be >= 0")
+        require(n is None or n >= 1, f"data.{key}={n} is not allowed; it must be >= 1 or null")
+    require(cfg.data.val_size >= 0, f"data.val_size={cfg.data.val_size} is not allowed; it must be >= 0")
 
-    m = cfg.model
-    _check(
-        m.activation in ACTIVATIONS,
-        f"model.activation={m.activation!r} is not allowed; choose from {ACTIVATIONS}",
-    )
-    _check(
-        all(h >= 1 for h in m.hidden) and len(m.hidden) >= 1,
-        f"model.hidden={list(m.hidden)} must be >= 1 each",
-    )
-    _check(m.width >= 1, f"model.width={m.width} is not allowed; it must be >= 1")
-    _check(m.hidden_size >= 1, f"model.hidden_size={m.hidden_size} is not allowed; it must be >= 1")
-    _check(m.depth >= 1, f"model.depth={m.depth} is not allowed; it must be >= 1")
-    _check(m.h0_noise >= 0, f"model.h0_noise={m.h0_noise} is not allowed; it must be >= 0")
-    _check(m.init_std is None or m.init_std > 0, f"model.init_std={m.init_std} is not allowed; it must be > 0 or null")
-    _check(
-        m.recurrent_init in RECURRENT_INITS,
-        f"model.recurrent_init={m.recurrent_init!r} is not allowed; choose from {', '.join(RECURRENT_INITS)}",
-    )
-    _check(m.downsample >= 1, f"model.downsample={m.downsample} is not allowed; it must be >= 1")
-    _check(
-        m.sequence in ("rows", "pixel"),
-        f"model.sequence={m.sequence!r} is not allowed; choose from rows, pixel",
-    )
+    cfg.model.validate()
 
     n = cfg.norm
-    _check(0 < n.eps <= 1, f"norm.eps={n.eps} is not allowed; it must be in (0, 1] (a small constant beside the "
+    require(0 < n.eps <= 1, f"norm.eps={n.eps} is not allowed; it must be in (0, 1] (a small constant beside the "
                              "variance: 1e-5 in the papers)")  # fmt: skip
-    _check(0 < n.momentum <= 1, f"norm.momentum={n.momentum} is not allowed; it must be in (0, 1]")
-    _check(
+    require(0 < n.momentum <= 1, f"norm.momentum={n.momentum} is not allowed; it must be in (0, 1]")
+    require(
         n.num_groups is None or n.num_groups >= 2,
         f"norm.num_groups={n.num_groups} is not allowed; it must be >= 2 or null (1 group is norm=layer)",
     )
-    _check(n.group_size >= 2, f"norm.group_size={n.group_size} is not allowed; it must be >= 2 (1 is norm=instance)")
-    _check(n.gate_lr_mult >= 0, f"norm.gate_lr_mult={n.gate_lr_mult} is not allowed; it must be >= 0")
-    _check(
+    require(n.group_size >= 2, f"norm.group_size={n.group_size} is not allowed; it must be >= 2 (1 is norm=instance)")
+    require(n.gate_lr_mult >= 0, f"norm.gate_lr_mult={n.gate_lr_mult} is not allowed; it must be >= 0")
+    require(
         n.bn_stats in ("moving", "batch_average"),
         f"norm.bn_stats={n.bn_stats!r} is not allowed; choose from moving, batch_average",
     )
-    _check(
+    require(
         n.variant in ("paper", "official"),
         f"norm.variant={n.variant!r} is not allowed; choose from paper, official",
     )
-    _check(n.init in ("default", "data"), f"norm.init={n.init!r} is not allowed; choose from default, data")
+    require(n.init in ("default", "data"), f"norm.init={n.init!r} is not allowed; choose from default, data")
 
     o = cfg.optimizer
-    _check(o.name in OPTIMIZERS, f"optimizer={o.name!r} is not allowed; choose from {', '.join(OPTIMIZERS)}")
-    _check(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed; it must be >= 0")
-    _check(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed; it must be in [0, 1)")
-    _check(
+    require(o.name in OPTIMIZERS, f"optimizer={o.name!r} is not allowed; choose from {', '.join(OPTIMIZERS)}")
+    require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed; it must be >= 0")
+    require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed; it must be in [0, 1)")
+    require(
         all(0 <= b < 1 for b in o.betas),
         f"optimizer.betas={list(o.betas)} is not allowed; each must be in [0, 1)",
     )
-    _check(
+    require(
         not (o.name == "sgd" and o.nesterov and o.momentum == 0),
         "optimizer.nesterov=true is not allowed with optimizer.momentum=0 (Nesterov needs momentum); "
         "set a momentum > 0 or nesterov=false",
     )
     s = cfg.scheduler
-    _check(
+    require(
         s.name in ("constant", "step", "cosine"),
         f"scheduler={s.name!r} is not allowed; choose from constant, step, cosine",
     )
-    _check(s.warmup_steps >= 0, f"scheduler.warmup_steps={s.warmup_steps} is not allowed; it must be >= 0")
-    _check(s.gamma > 0, f"scheduler.gamma={s.gamma} is not allowed; it must be > 0")
-    _check(
+    require(s.warmup_steps >= 0, f"scheduler.warmup_steps={s.warmup_steps} is not allowed; it must be >= 0")
+    require(s.gamma > 0, f"scheduler.gamma={s.gamma} is not allowed; it must be > 0")
+    require(
         0 <= s.final_fraction <= 1,
         f"scheduler.final_fraction={s.final_fraction} is not allowed; it must be in [0, 1]",
     )
-    _check(
+    require(
         all(0 < f < 1 for f in s.milestones),
         f"scheduler.milestones={list(s.milestones)} is not allowed; each must be a fraction of training in (0, 1)",
     )

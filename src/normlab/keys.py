@@ -154,7 +154,8 @@ KEYS = (
 )
 
 
-# model.* keys: each model reads those its conf/model/<name>.yaml sets (defaults there, shown per model)
+# model.* keys: each model reads those of its config class (models/<name>.py), which its conf/model/<name>.yaml lists
+# with the same defaults (shown per model)
 MODEL_KEYS = (
     Key(("model.activation",), "relu \\| sigmoid \\| tanh \\| leaky_relu (slope 0.1)"),
     Key(("model.hidden",), "the hidden layers' widths (the BN paper: 3 layers of 100 sigmoid units)"),

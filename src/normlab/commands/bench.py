@@ -36,7 +36,10 @@ from normlab.commands import normlab_command
 from normlab.config import Config, DataConfig, DatasetConfig, ModelConfig, NormConfig, cadences
 from normlab.data import build_data
 from normlab.models import build_model, compatible_norms
-from normlab.models.lstm import NormLSTM
+from normlab.models.cnn import CNNConfig
+from normlab.models.inception_lite import InceptionLiteConfig
+from normlab.models.lstm import LSTMConfig, NormLSTM
+from normlab.models.mlp import MLPConfig
 from normlab.norms import build_norm
 from normlab.norms.group import groups_for
 from normlab.norms.recurrent import build_sequence_norm
@@ -68,10 +71,10 @@ def alternate(fns: dict, repeats: int, device, warmup: int = 1) -> dict[str, flo
 # ---------------------------------------------------------------- 1. runner overhead
 
 RUNNER_CASES = [  # steps on CPU, on CUDA: each case trains for a few seconds, so a run's fixed costs stay small
-    ("mlp/MNIST bs60", "mnist", ModelConfig(name="mlp", activation="sigmoid"), 60, (1000, 1000)),
-    ("cnn/CIFAR-10 bs2", "cifar10", ModelConfig(name="cnn"), 2, (600, 600)),
-    ("cnn/CIFAR-10 bs128", "cifar10", ModelConfig(name="cnn"), 128, (60, 600)),
-    ("lstm/MNIST bs64", "mnist", ModelConfig(name="lstm"), 64, (200, 200)),
+    ("mlp/MNIST bs60", "mnist", MLPConfig(activation="sigmoid"), 60, (1000, 1000)),
+    ("cnn/CIFAR-10 bs2", "cifar10", CNNConfig(), 2, (600, 600)),
+    ("cnn/CIFAR-10 bs128", "cifar10", CNNConfig(), 128, (60, 600)),
+    ("lstm/MNIST bs64", "mnist", LSTMConfig(), 64, (200, 200)),
 ]
 
 
@@ -313,7 +316,8 @@ def training_steps(
 def bench_channels_last(device, repeats: int) -> list[dict]:
     """A CIFAR-10 training step of the conv nets in NCHW vs channels_last (`channels_last=true`): with BN at
     batch 32 and 128, and for the CNN with every norm at batch 32."""
-    cases = [(m, "batch", bs) for m in ("cnn", "inception_lite") for bs in (32, 128)]
+    models = {"cnn": CNNConfig(), "inception_lite": InceptionLiteConfig(width=32)}  # both 32 wide, as measured
+    cases = [(m, "batch", bs) for m in models for bs in (32, 128)]
     cases += [("cnn", norm, 32) for norm in compatible_norms("cnn") if norm != "batch"]
     rows = []
     for model_name, norm, bs in cases:
@@ -322,7 +326,7 @@ def bench_channels_last(device, repeats: int) -> list[dict]:
         fns = {}
         for layout in ("NCHW", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            fns[layout] = training_steps(ModelConfig(name=model_name), norm, x, y, 3, device, fmt)
+            fns[layout] = training_steps(models[model_name], norm, x, y, 3, device, fmt)
         t = alternate(fns, repeats, device, warmup=1)
         rows.append(
             {
@@ -345,8 +349,8 @@ def bench_compile(device, repeats: int) -> list[dict]:
         for bs in (2, 32):
             x = torch.randn(bs, 3, 32, 32, device=device)
             y = torch.randint(0, 10, (bs,), device=device)
-            eager = training_steps(ModelConfig(name="cnn", width=16), norm, x, y, 5, device)
-            compiled = training_steps(ModelConfig(name="cnn", width=16), norm, x, y, 5, device, compile=True)
+            eager = training_steps(CNNConfig(width=16), norm, x, y, 5, device)
+            compiled = training_steps(CNNConfig(width=16), norm, x, y, 5, device, compile=True)
             start = time.perf_counter()
             compiled()  # compiles forward and backward
             compile_s = time.perf_counter() - start
@@ -372,7 +376,7 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
     y = torch.randint(0, 10, (32,), device=device)
     fns = {}
     for name in compatible_norms("cnn"):
-        fns[name] = training_steps(ModelConfig(name="cnn", width=16), name, x, y, 5, device)
+        fns[name] = training_steps(CNNConfig(width=16), name, x, y, 5, device)
     t = alternate(fns, repeats, device, warmup=1)
     rows = []
     for name, seconds in t.items():

@@ -21,7 +21,14 @@ from normlab.norms import NORMS, apply_weight_norm, norm_options, swap_norms
 from normlab.norms.registry import sequence_norms
 from normlab.norms.swap import slot
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "check_compatible", "compatible_norms", "register_model"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "check_compatible",
+    "compatible_norms",
+    "register_model",
+]
 
 # model -> the kind of features its norms see: "1d" (N, C), "2d" (N, C, H, W), "seq" (recurrent cell terms)
 FEATURE_KINDS = {name: spec.features for name, spec in MODELS.items()}
@@ -54,6 +61,8 @@ def build_model(
     (model=custom only): your model, or a factory called with num_classes=, instead of model._target_."""
     check_compatible(model.name, norm.name)
     spec = MODELS[model.name]
+    if not isinstance(model, spec.config):
+        raise TypeError(f"model={model.name} is built from a {spec.config.__name__}, not a {type(model).__name__}")
     if module is not None and spec.own_norms:
         raise ConfigError(f"a model object is only taken with model=custom, not model={model.name}")
     if module is None:

@@ -1,8 +1,13 @@
-"""Pieces the architectures share: activations by name and the conv -> norm -> activation block."""
+"""Pieces the architectures share: activations by name, the conv -> norm -> activation block and the conv nets'
+model.* keys."""
 
+from dataclasses import dataclass
 from functools import partial
 
 from torch import nn
+
+from normlab.config import ModelConfig
+from normlab.models.registry import check_at_least, check_choice
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -10,6 +15,18 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
     "leaky_relu": partial(nn.LeakyReLU, 0.1),  # the WN paper's nets (slope 0.1)
 }
+
+
+@dataclass(frozen=True)
+class ConvNetConfig(ModelConfig):
+    """The model.* keys of a conv net: its first stage's channels and its nonlinearity."""
+
+    width: int = 32
+    activation: str = "relu"
+
+    def validate(self) -> None:
+        check_at_least("width", self.width, 1)
+        check_choice("activation", self.activation, ACTIVATIONS)
 
 
 def conv_norm_act(c_in, c_out, norm, activation, bias, kernel_size=3, stride=1, padding=None):

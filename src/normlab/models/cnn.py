@@ -1,9 +1,11 @@
 """A small VGG-style CNN: three stages of conv-norm-act blocks (width, 2x, 4x channels) with max pooling,
 global average pooling and a linear classifier; about 0.24 M parameters at the default width 32."""
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from normlab.models.blocks import conv_norm_act
+from normlab.models.blocks import ConvNetConfig, conv_norm_act
 from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
@@ -31,6 +33,13 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn", features="2d", options=("width", "activation"))
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class CNNConfig(ConvNetConfig):
+    """model=cnn's keys: a conv net's (width 32: about 0.24 M parameters)."""
+
+    name: str = "cnn"
+
+
+@register_model("cnn", CNNConfig, features="2d")
+def build(cfg: CNNConfig, norm, in_shape, num_classes, seed):
     return CNN(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

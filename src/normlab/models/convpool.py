@@ -4,10 +4,12 @@ pool, dropout 0.5; 3 conv3x3 of 2·width, max pool, dropout 0.5; an unpadded con
 2·width; global average pool; a linear classifier; leaky ReLU (0.1) by default, a norm after every convolution.
 The paper's width is 96 (1.4 M parameters); `model.width` scales it down for a CPU."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from normlab.models.blocks import conv_norm_act
+from normlab.models.blocks import ConvNetConfig, conv_norm_act
 from normlab.models.registry import layer_bias, norm_layer, register_model
 
 INPUT_NOISE = 0.15  # std of the Gaussian noise added to the (whitened) images in training
@@ -53,6 +55,15 @@ class ConvPool(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("convpool", features="2d", options=("width", "activation"))
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class ConvPoolConfig(ConvNetConfig):
+    """model=convpool's keys: the paper's width and nonlinearity (leaky ReLU, slope 0.1)."""
+
+    name: str = "convpool"
+    width: int = 96
+    activation: str = "leaky_relu"
+
+
+@register_model("convpool", ConvPoolConfig, features="2d")
+def build(cfg: ConvPoolConfig, norm, in_shape, num_classes, seed):
     return ConvPool(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

@@ -4,11 +4,12 @@ its norms as it likes: normlab then replaces every normalization layer in it by 
 (`swap_norms`), so `norm=` sweeps work on it too."""
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from normlab.config import ConfigError
+from normlab.config import ConfigError, ModelConfig
 from normlab.models.registry import register_model
 from normlab.targets import import_target
 
@@ -44,6 +45,14 @@ def check_forward(net: nn.Module, in_shape: tuple[int, ...], num_classes: int) -
                           "the data; build its head with num_classes (the factory's argument)")  # fmt: skip
 
 
-@register_model("custom", features="any", own_norms=False, options=("target",))
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class CustomConfig(ModelConfig):
+    """model=custom's one key: `_target_`, the dotted path of your factory make_net(num_classes=...)."""
+
+    name: str = "custom"
+    target: str | None = None
+
+
+@register_model("custom", CustomConfig, features="any", own_norms=False)
+def build(cfg: CustomConfig, norm, in_shape, num_classes, seed):
     return call_factory(import_target(cfg.target, "model._target_"), in_shape, num_classes)

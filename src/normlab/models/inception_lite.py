@@ -2,10 +2,12 @@
 Inception modules with four branches (1x1; 1x1->3x3; 1x1->3x3->3x3, the BN paper's 5x5 replacement;
 3x3 avg-pool->1x1) concatenated, a norm after every convolution, global average pooling, linear."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from normlab.models.blocks import conv_norm_act
+from normlab.models.blocks import ConvNetConfig, conv_norm_act
 from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
@@ -48,6 +50,14 @@ class InceptionLite(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("inception_lite", features="2d", options=("width", "activation"))
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class InceptionLiteConfig(ConvNetConfig):
+    """model=inception_lite's keys: a conv net's; its modules are 4 x width channels wide in the first stage."""
+
+    name: str = "inception_lite"
+    width: int = 16
+
+
+@register_model("inception_lite", InceptionLiteConfig, features="2d")
+def build(cfg: InceptionLiteConfig, norm, in_shape, num_classes, seed):
     return InceptionLite(in_shape, num_classes, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm))

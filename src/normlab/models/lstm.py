@@ -8,12 +8,14 @@ steps at once, and the recurrent term and the cell state are normalized step by 
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab.models.registry import register_model
+from normlab.config import ModelConfig
+from normlab.models.registry import check_at_least, check_choice, register_model
 from normlab.norms import NORMS, native, norm_options
 from normlab.norms.recurrent import build_sequence_norm
 
@@ -24,6 +26,9 @@ def initial_state(x: torch.Tensor, hidden_size: int, noise: float, training: boo
     early steps have near-zero variance, and population statistics at eval then blow up rare inputs."""
     h = x.new_zeros(x.shape[0], hidden_size)
     return h.normal_(0.0, noise) if training and noise > 0 else h
+
+
+RECURRENT_INITS = ("uniform", "orthogonal", "identity")  # init_recurrent_'s schemes
 
 
 @torch.no_grad()
@@ -154,10 +159,28 @@ class LSTMClassifier(nn.Module):
         return self.classifier(self.core(seq))
 
 
-@register_model(
-    "lstm", features="seq", options=("hidden_size", "sequence", "downsample", "permute", "h0_noise", "recurrent_init")
-)
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class LSTMConfig(ModelConfig):
+    """model=lstm's keys (conf/model/lstm.yaml says each)."""
+
+    name: str = "lstm"
+    hidden_size: int = 100
+    sequence: str = "rows"  # rows | pixel
+    downsample: int = 1  # average-pool the image by this factor first (2: MNIST as 196 pixels)
+    permute: bool = False  # a fixed random permutation of the sequence
+    h0_noise: float = 0.0  # std of Gaussian noise on the initial hidden state in training (Cooijmans: 0.1)
+    recurrent_init: str = "uniform"  # uniform (nn.LSTM's) | orthogonal | identity (W_h = I, Cooijmans)
+
+    def validate(self) -> None:
+        check_at_least("hidden_size", self.hidden_size, 1)
+        check_choice("sequence", self.sequence, ("rows", "pixel"))
+        check_at_least("downsample", self.downsample, 1)
+        check_at_least("h0_noise", self.h0_noise, 0)
+        check_choice("recurrent_init", self.recurrent_init, RECURRENT_INITS)
+
+
+@register_model("lstm", LSTMConfig, features="seq")
+def build(cfg: LSTMConfig, norm, in_shape, num_classes, seed):
     return LSTMClassifier(
         in_shape,
         num_classes,

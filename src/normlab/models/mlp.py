@@ -3,12 +3,14 @@ classifier. The norm sits before each nonlinearity, as in the paper; `norm_logit
 classifier's outputs (the LN paper's BN baseline, Sec. 6.6: BN "applied to all layers")."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from normlab.config import ModelConfig, require
 from normlab.models.blocks import ACTIVATIONS
-from normlab.models.registry import layer_bias, norm_layer, register_model
+from normlab.models.registry import check_choice, layer_bias, norm_layer, register_model
 
 PERCENTILES = (0.15, 0.50, 0.85)
 PROBE_UNITS = 3
@@ -52,8 +54,26 @@ def gaussian_init_(model: nn.Module, std: float) -> None:
                 nn.init.zeros_(module.bias)
 
 
-@register_model("mlp", features="1d", options=("hidden", "activation", "init_std", "norm_logits"))
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
+    """model=mlp's keys (conf/model/mlp.yaml: the BN paper's 3 x 100 sigmoid units)."""
+
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (100, 100, 100)
+    activation: str = "sigmoid"
+    init_std: float | None = None  # weights ~ N(0, init_std²), biases 0; None: torch's default init
+    norm_logits: bool = False  # the norm on the logits too (the LN paper's BN baseline, "applied to all layers")
+
+    def validate(self) -> None:
+        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+                f"model.hidden={list(self.hidden)} is not allowed; it must be one or more widths >= 1")  # fmt: skip
+        check_choice("activation", self.activation, ACTIVATIONS)
+        require(self.init_std is None or self.init_std > 0,
+                f"model.init_std={self.init_std} is not allowed; it must be > 0 or null")  # fmt: skip
+
+
+@register_model("mlp", MLPConfig, features="1d")
+def build(cfg: MLPConfig, norm, in_shape, num_classes, seed):
     model = MLP(in_shape, num_classes, cfg.hidden, cfg.activation, norm_layer(norm), layer_bias(norm), cfg.norm_logits)
     if cfg.init_std is not None:
         gaussian_init_(model, cfg.init_std)

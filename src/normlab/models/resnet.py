@@ -5,11 +5,13 @@ stride-2 subsampling and zero-padded channels where the shape changes (the paper
 norm follows every convolution, as BN does in the paper; the BIN paper trains ResNet-110 so. `width` scales the
 16/32/64 channels (16: He et al.'s; k x 16: Zagoruyko & Komodakis' wide ResNets)."""
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import nn
 
 from normlab.config import ConfigError
-from normlab.models.blocks import ACTIVATIONS, conv_norm_act
+from normlab.models.blocks import ACTIVATIONS, ConvNetConfig, conv_norm_act
 from normlab.models.registry import layer_bias, norm_layer, register_model
 
 
@@ -66,7 +68,18 @@ class ResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("resnet", features="2d", options=("depth", "width", "activation", "zero_init_residual"))
-def build(cfg, norm, in_shape, num_classes, seed):
+@dataclass(frozen=True)
+class ResNetConfig(ConvNetConfig):
+    """model=resnet's keys: a conv net's, its depth (6n + 2) and γ = 0 in each block's last norm (Goyal et al. 2017;
+    the GN paper)."""
+
+    name: str = "resnet"
+    depth: int = 20
+    width: int = 16  # He et al.'s
+    zero_init_residual: bool = False
+
+
+@register_model("resnet", ResNetConfig, features="2d")
+def build(cfg: ResNetConfig, norm, in_shape, num_classes, seed):
     return ResNet(in_shape, num_classes, cfg.depth, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm),
                   cfg.zero_init_residual)  # fmt: skip
