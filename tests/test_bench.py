@@ -49,7 +49,7 @@ def test_the_tradeoff_quotes_the_accuracies_of_bn_small_batchs_reference(tmp_pat
     assert f"({reference} profile" in (tmp_path / "tradeoff" / "README.md").read_text()
 
 
-@pytest.mark.slow  # compiles six models (about a minute here)
+@pytest.mark.slow  # compiles twelve models (about two minutes here)
 def test_bench_compile_part_times_eager_and_compiled_steps(tmp_path):
     subprocess.run(
         [
@@ -68,5 +68,8 @@ def test_bench_compile_part_times_eager_and_compiled_steps(tmp_path):
     )
     rows = json.loads((tmp_path / "bench" / "bench-compile.json").read_text())["compile"]
     norms = ("batch", "batch_instance", "switchable")
-    assert {r["case"] for r in rows} == {f"cnn {n} bs{b}" for n in norms for b in (2, 32)}
+    layouts = ("NCHW", "channels_last")
+    assert sorted((r["case"], r["layout"]) for r in rows) == sorted(
+        (f"cnn {n} bs{b}", layout) for n in norms for b in (2, 32) for layout in layouts
+    )
     assert all(r["eager_ms"] > 0 and r["compiled_ms"] > 0 and r["compile_s"] > 0 for r in rows)
