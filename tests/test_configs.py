@@ -96,6 +96,35 @@ def test_bad_values_raise_config_errors(override, message):
         compose_config(*override.split())
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=mlp model.hidden=[100,0]", "model.hidden=[100, 0] is not allowed; it must be one or more widths >= 1"),
+        ("model=mlp model.hidden=[]", "model.hidden=[] is not allowed; it must be one or more widths >= 1"),
+        ("model=mlp model.activation=gelu", "model.activation='gelu' is not allowed; choose from relu, sigmoid, tanh, "
+         "leaky_relu"),
+        ("model=mlp model.init_std=0", "model.init_std=0.0 is not allowed; it must be > 0 or null"),
+        ("model=cnn model.width=0", "model.width=0 is not allowed; it must be >= 1"),
+        ("model=convpool model.activation=elu", "model.activation='elu' is not allowed; choose from relu"),
+        ("model=inception_lite model.width=-4", "model.width=-4 is not allowed; it must be >= 1"),
+        ("model=resnet model.width=0", "model.width=0 is not allowed; it must be >= 1"),
+        ("model=lstm model.hidden_size=0", "model.hidden_size=0 is not allowed; it must be >= 1"),
+        ("model=lstm model.sequence=columns", "model.sequence='columns' is not allowed; choose from rows, pixel"),
+        ("model=lstm model.downsample=0", "model.downsample=0 is not allowed; it must be >= 1"),
+        ("model=lstm model.h0_noise=-0.1", "model.h0_noise=-0.1 is not allowed; it must be >= 0"),
+        ("model=lstm model.recurrent_init=eye", "model.recurrent_init='eye' is not allowed; choose from uniform, "
+         "orthogonal, identity"),
+        ("model=lstm model.hidden_size=big", "model.hidden_size='big' is not allowed; expected an integer"),
+    ],
+)  # fmt: skip
+def test_each_models_own_checks_refuse_its_bad_values(override, message):
+    """Each model's config class checks its keys' ranges (`validate`, beside the model): one line naming the value
+    and what is allowed."""
+    with pytest.raises(ConfigError) as error:
+        compose_config(*override.split())
+    assert str(error.value) == message or str(error.value).startswith(message), str(error.value)
+
+
 def test_num_groups_and_batch_size_one():
     with pytest.raises(ConfigError, match="norm.num_groups=0 is not allowed"):
         compose_config("norm=group", "norm.num_groups=0")
