@@ -7,14 +7,14 @@ import pytest
 
 from normlab.cli import config_groups
 from normlab.config import OPTIMIZERS, ConfigError
-from normlab.models import FEATURE_KINDS, check_compatible, compatible_norms
+from normlab.models import MODELS, check_compatible, compatible_norms
 from normlab.norms import NORMS
 
 from conftest import CONF, compose_config
 
 GROUPS = config_groups(CONF)
 # a model that accepts each norm, so that every norm option composes
-MODEL_FOR = {norm: next(m for m in FEATURE_KINDS if norm in compatible_norms(m)) for norm in NORMS}
+MODEL_FOR = {norm: next(m for m in MODELS if norm in compatible_norms(m)) for norm in NORMS}
 CUSTOM_TARGETS = {
     "model": "factories.small_net",
     "dataset": "examples.resnet18_group_norm.make_data",
@@ -38,7 +38,7 @@ def test_every_group_option_composes(group, option):
 
 def test_groups_cover_the_registries():
     assert set(GROUPS["norm"]) == set(NORMS)
-    assert set(GROUPS["model"]) == set(FEATURE_KINDS)
+    assert set(GROUPS["model"]) == set(MODELS)
     assert set(GROUPS["dataset"]) == {"mnist", "cifar10", "custom"}
     assert set(GROUPS["optimizer"]) == set(OPTIMIZERS)
     assert set(GROUPS["scheduler"]) == {"constant", "step", "cosine"}
@@ -62,7 +62,7 @@ def test_augment_is_one_key_whose_default_the_dataset_sets():
     assert set(compose_config("dataset=cifar10").to_dict()["dataset"]) == {"name", "target"}
 
 
-@pytest.mark.parametrize("model", sorted(FEATURE_KINDS))
+@pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("norm", sorted(NORMS))
 def test_model_norm_matrix(model, norm):
     target = [f"model._target_={CUSTOM_TARGETS['model']}"] if model == "custom" else []
@@ -137,7 +137,7 @@ def test_channels_last_auto_is_nhwc_for_conv_nets_with_every_norm_but_instance()
     """The default, auto, resolves when the config is built (a run's saved config says which layout it used): on
     for the registry's conv nets ("2d" models) except with instance norm (it declares itself slower in NHWC), off
     otherwise."""
-    conv_nets = [m for m, kind in FEATURE_KINDS.items() if kind == "2d"]
+    conv_nets = [m for m, spec in MODELS.items() if spec.features == "2d"]
     assert {"cnn", "resnet", "inception_lite", "convpool"} <= set(conv_nets)
     assert [name for name, spec in NORMS.items() if not spec.channels_last] == ["instance"]
     for model in conv_nets:
@@ -155,8 +155,6 @@ def test_each_models_config_is_its_conf_file():
     import dataclasses
 
     import yaml
-
-    from normlab.models import MODELS
 
     for name, spec in MODELS.items():
         listed = yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())

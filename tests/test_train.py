@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from normlab.models import FEATURE_KINDS, compatible_norms
+from normlab.models import MODELS, compatible_norms
 from normlab.norms import NORMS
 from normlab.runlog import SCALAR_TAGS
 from normlab.trainer import train
@@ -171,7 +171,7 @@ def test_internals_reach_the_summary(tmp_path):
     assert all(set(v) == {f"{p}_{s}" for p in ("mean", "var") for s in ("in", "ln", "bn")} for v in layers.values())
     cfg = compose_config("norm=group", "max_steps=2")
     assert {v["num_groups"] for v in train(cfg, tmp_path / "gn")["norm_layers"].values()} == {25}
-    assert FEATURE_KINDS["mlp"] == "1d"
+    assert MODELS["mlp"].features == "1d"
 
 
 def test_batch_average_statistics_change_the_evaluations_not_the_training(tmp_path):

@@ -30,9 +30,6 @@ __all__ = [
     "register_model",
 ]
 
-# model -> the kind of features its norms see: "1d" (N, C), "2d" (N, C, H, W), "seq" (recurrent cell terms)
-FEATURE_KINDS = {name: spec.features for name, spec in MODELS.items()}
-
 
 def compatible_norms(model: str) -> list[str]:
     kind = MODELS[model].features
