@@ -31,7 +31,6 @@ from normlab.norms.swap import swap_norms
 
 __all__ = [
     "NORMS",
-    "BATCH_STAT_NORMS",
     "BatchInstanceNorm",
     "GroupNorm",
     "InstanceNorm",
@@ -53,8 +52,6 @@ __all__ = [
     "swap_norms",
     "synced_layers",
 ]
-
-BATCH_STAT_NORMS = tuple(name for name, spec in NORMS.items() if spec.batch_stats)
 
 
 def norm_options(cfg) -> dict:
