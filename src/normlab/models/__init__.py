@@ -21,14 +21,7 @@ from normlab.norms import NORMS, apply_weight_norm, norm_options, swap_norms
 from normlab.norms.registry import sequence_norms
 from normlab.norms.swap import slot
 
-__all__ = [
-    "MODELS",
-    "ModelSpec",
-    "build_model",
-    "check_compatible",
-    "compatible_norms",
-    "register_model",
-]
+__all__ = ["MODELS", "ModelSpec", "build_model", "check_compatible", "compatible_norms", "register_model"]
 
 
 def compatible_norms(model: str) -> list[str]:
