@@ -22,18 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     parser = command_parser(__doc__)
-    parser.add_argument("claim", choices=sorted(PILOTS))
+    parser.add_argument("claim", choices=sorted(PILOTS), help="a set of pilots (most are named by their claim)")
     parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="runs at once")
     args = parser.parse_args(argv)
-    pilots, experiment = PILOTS[args.claim], f"{args.claim}_pilot"
+    pilots = PILOTS[args.claim]
+    claim, experiment = pilots.claim_of(args.claim), pilots.experiment_of(args.claim)
     # one sweep per pilot, launched as reproduce.py launches a profile's sweeps (no timing record)
-    run_sweep(args.claim, "pilot", [], args.jobs, Path(".").resolve(), record=False,
+    run_sweep(claim, experiment.removeprefix(f"{claim}_"), [], args.jobs, Path(".").resolve(), record=False,
               sweeps=[line.split() for line in pilots.lines])  # fmt: skip
     table = subprocess.run([*normlab_command("summarize"), f"runs/{experiment}", "--markdown"], capture_output=True,
                            text=True, check=True).stdout  # fmt: skip
     summaries = (read_json(p) or {} for p in Path("runs", experiment).glob("*/summary.json"))
     commits = sorted({(s.get("git_commit") or "unknown")[:7] for s in summaries})
-    out = ROOT / "results" / args.claim / "pilots.md"
+    out = ROOT / "results" / claim / pilots.table
     out.write_text(
         f"# {args.claim}: pilots\n\n{pilots.why}\n\nMade by `python scripts/pilots.py {args.claim}` (runs made at "
         f"commit {', '.join(commits)}): `run.py -m experiment={experiment}` with each pilot's overrides (the "

@@ -9,6 +9,15 @@ from dataclasses import dataclass
 class Pilots:
     why: str  # what the pilots look for
     lines: tuple[str, ...]  # each a pilot: overrides on the claim's pilot experiment
+    claim: str = ""  # the claim whose report shows them ("": the set's own name)
+    experiment: str = ""  # conf/experiment/<experiment>.yaml ("": <claim>_pilot)
+    table: str = "pilots.md"  # results/<claim>/<table>
+
+    def claim_of(self, name: str) -> str:
+        return self.claim or name
+
+    def experiment_of(self, name: str) -> str:
+        return self.experiment or f"{self.claim_of(name)}_pilot"
 
 
 PILOTS = {
@@ -24,6 +33,22 @@ PILOTS = {
             "model=resnet model.zero_init_residual=true",
             "model.width=16 epochs=10",
         ),
+    ),
+    "bn_small_batch_batch2": Pilots(
+        why='BN and GN at batch 32 and 2 on MNIST (no augmentation), looking for a CPU regime in which "GN beats BN '
+        "at batch 2\" can speak: GN competing at batch 32 (error at most 1.25x BN's; the GN paper: 1.02x), BN failing "
+        "at batch 2, GN not budget-limited. The cpu reference's recipe (SGD momentum 0.9, lr 0.1·N/32, weight decay "
+        "1e-4, cosine) with: width 16 for 1 epoch, width 32 with 8 channels per group for 1 epoch, width 16 for 3 "
+        "epochs, and 10 epochs of a 5k-image subset.",
+        lines=(
+            "model.width=16 epochs=1",
+            "model.width=32 ++norm.group_size=8 epochs=1",
+            "model.width=16 epochs=3",
+            "model.width=16 data.train_subset=5000 epochs=10",
+        ),
+        claim="bn_small_batch",
+        experiment="bn_small_batch_pilot_batch2",
+        table="pilots_batch2.md",
     ),
     "bn_convergence": Pilots(
         why="The `paper` profile's plain net (no norm) stays near chance, where the paper's Fig. 1(a) baseline "

@@ -37,6 +37,12 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset` and container limits included), where os.cpu_count() counts
+    the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_sweep(
     claim: str, profile: str, extra: list[str], jobs: int, work: Path, record: bool = True, sweeps=([],)
 ) -> float:
@@ -44,7 +50,7 @@ def run_sweep(
     the claim's further sweeps, `sweep_lines`); with `record`, their summed wall time goes into
     runs/<experiment>/reproduce.json."""
     experiment = experiment_name(claim, profile)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, usable_cores() // jobs)
     parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     wall, commands = 0.0, []
     for sweep in sweeps:
