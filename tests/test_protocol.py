@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from normlab.protocol import compare, compare_steps, endpoint, steps_to_target, verdict
+from normlab.protocol import (
+    Statement,
+    claim_verdict,
+    compare,
+    compare_steps,
+    decide,
+    endpoint,
+    precondition,
+    steps_to_target,
+    verdict,
+)
 
 SEEDS = 5
 
@@ -153,3 +163,29 @@ def test_a_precondition_scoped_to_one_test_leaves_the_others_deciding():
     assert verdict([held, gated.as_secondary()], [failed]) == "reproduced"
     with pytest.raises(ValueError, match="scoped to 'outcome', not 'mechanism'"):
         gate(held, failed)
+
+
+STATEMENT = Statement("a_key", "the paper's sentence", "Fig. 1", "a − b > 0")
+
+
+def test_a_statement_is_decided_by_its_own_tests_and_the_claim_by_its_statements():
+    """decide(): the protocol's rule over one statement's tests (a failed precondition of the statement: not
+    testable); claim_verdict(): not reproduced if any statement is, not testable if any is, reproduced if all are."""
+    win = compare("win", [5.0, 5.2, 4.9, 5.1, 5.3], [0.0, 0.1, -0.1, 0.2, 0.0])
+    loss = compare("loss", [0.0, 0.1, -0.1, 0.2, 0.0], [5.0, 5.2, 4.9, 5.1, 5.3])
+    tie = compare("tie", [0.0, 1.0, -1.0, 0.5, -0.5], [0.1, -0.9, 1.0, -0.4, 0.3])
+    assert decide(STATEMENT, [win]).verdict == "reproduced"
+    assert decide(STATEMENT, [win, loss]).verdict == "not_reproduced"
+    assert decide(STATEMENT, [win, tie]).verdict == "inconclusive"
+    failed = precondition("GN competes", 1.44, at_most=1.25, scope="a_key")
+    assert decide(STATEMENT, [win], [failed]).verdict == "not_testable"
+    assert decide(STATEMENT, [win.as_secondary()]).tests[0].statement == "primary"
+    with pytest.raises(ValueError, match="no test"):
+        decide(STATEMENT, [])
+    yes, no = decide(STATEMENT, [win]), decide(STATEMENT, [loss])
+    untestable, unclear = decide(STATEMENT, [win], [failed]), decide(STATEMENT, [tie])
+    assert claim_verdict([yes, yes]) == "reproduced"
+    assert claim_verdict([yes, untestable, no]) == "not_reproduced"
+    assert claim_verdict([yes, untestable, unclear]) == "not_testable"
+    assert claim_verdict([yes, unclear]) == "inconclusive"
+    assert claim_verdict([yes], [precondition("the baseline learns", 10, at_least=20)]) == "not_testable"

@@ -16,6 +16,12 @@ here**, whatever the tests say; one scoped to a single test (`gate`) makes that 
 others still decide (a contradicted one still gives "not reproduced"). Tests are primary (they decide) or
 secondary (shown with their own outcome, never deciding).
 
+A claim is the paper's **statements** (`Statement`: its sentence, quoted, with the figure or table it comes from),
+each decided by its own primary tests and preconditions (`decide`: the rule above, per statement). The claim's one
+word follows from its statements' verdicts by the same rule (`claim_verdict`): not reproduced if any statement is
+not reproduced, not testable here if any is not testable, reproduced if all are reproduced, inconclusive otherwise;
+a failed precondition of the whole claim makes it not testable here. Reports show the statements first.
+
 Endpoints are read off whole curves, not one evaluation: the mean of the last k evaluations (`endpoint`), and
 steps-to-target interpolated between evaluations (`steps_to_target`), with runs that never reach the target
 censored explicitly (`compare_steps`).
@@ -99,8 +105,69 @@ def gate(test: TestResult, condition: Precondition) -> TestResult:
         raise ValueError(f"the precondition {condition.name!r} is scoped to {condition.scope!r}, not {test.name!r}")
     if condition.holds:
         return test
-    return replace(test, outcome=NOT_TESTABLE, note=f"not testable here: {condition.name} is {condition.value:.2f}, "
-                   f"needs {condition.required}")  # fmt: skip
+    return replace(
+        test,
+        outcome=NOT_TESTABLE,
+        note=f"not testable here: {condition.name} is {condition.value:.2f}, needs {condition.required}",
+    )
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a paper, in its own words, with where it says it; `key` is its stable id (reports, the
+    index and the answers cite it), `test` says in one line how normlab decides it (direction, margin, bound)."""
+
+    key: str
+    quote: str
+    source: str  # e.g. "GN paper, abstract; Table 2"
+    test: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A statement decided: its primary tests, the preconditions under which they speak, and its verdict."""
+
+    statement: Statement
+    tests: tuple[TestResult, ...]
+    preconditions: tuple[Precondition, ...]
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self.statement),
+            "verdict": self.verdict,
+            "tests": [t.name for t in self.tests],
+            "preconditions": [p.to_dict() for p in self.preconditions],
+        }
+
+
+def decide(statement: Statement, tests: Sequence[TestResult], preconditions: Sequence[Precondition] = ()) -> Finding:
+    """`statement`'s verdict from its primary tests (`verdict`'s rule); a failed precondition of the statement makes
+    it not testable here. Its tests are marked primary: the claim's verdict reads them through its statements."""
+    tests = tuple(replace(t, statement="primary") for t in tests)
+    if not tests:
+        raise ValueError(f"the statement {statement.key!r} has no test")
+    whole = [replace(p, scope="") for p in preconditions]
+    return Finding(statement, tests, tuple(preconditions), verdict(tests, whole))
+
+
+def claim_verdict(findings: Sequence[Finding], preconditions: Sequence[Precondition] = ()) -> str:
+    """The claim's one word from its statements' verdicts: not_testable if a precondition of the whole claim
+    fails; else not_reproduced if any statement is, not_testable if any is, reproduced if all are, inconclusive
+    otherwise."""
+    if any(not p.holds for p in preconditions if not p.scope):
+        return "not_testable"
+    verdicts = [f.verdict for f in findings]
+    for word in ("not_reproduced", "not_testable"):
+        if word in verdicts:
+            return word
+    return "reproduced" if verdicts and all(v == "reproduced" for v in verdicts) else "inconclusive"
+
+
+def log_ratio(a: float, b: float) -> float:
+    """log(a / b) of two errors (or any positive quantities): a margin on it means the same at 1% and at 40%
+    error (log 1.10: a tenth higher)."""
+    return math.log(max(a, 1e-9) / max(b, 1e-9))
 
 
 def detectable_effect(se: float, df: float, alpha: float = 1 - CONFIDENCE, power: float = POWER) -> float:
@@ -146,13 +213,14 @@ def compare(
     estimate = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
     if min(len(a), len(b)) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
         why = "fewer than 2 runs in an arm" if min(len(a), len(b)) < 2 else "a non-finite value"
-        return TestResult(name, estimate, (-math.inf, math.inf), margin, "unclear", f"no interval: {why}",
-                          a.tolist(), b.tolist())  # fmt: skip
+        return TestResult(
+            name, estimate, (-math.inf, math.inf), margin, "unclear", f"no interval: {why}", a.tolist(), b.tolist()
+        )
     if paired:
         diff = a - b
         if np.ptp(diff) <= 1e-9 * max(1.0, float(np.abs(diff).max())):  # the same difference at every seed (up
             # to rounding): the interval is that point (scipy's t interval would divide by a zero spread)
-            low = high = float(diff[0])
+            low = high = estimate
         else:
             low, high = stats.ttest_rel(a, b).confidence_interval(CONFIDENCE)
         method = "paired t"
@@ -161,8 +229,17 @@ def compare(
         method = "Welch t"
     low, high = float(low), float(high)
     detectable = detectable_effect(*(paired_se(a - b) if paired else welch_se(a, b)))
-    return TestResult(name, estimate, (low, high), margin, outcome(low, high, margin), method, a.tolist(), b.tolist(),
-                      detectable=detectable)  # fmt: skip
+    return TestResult(
+        name,
+        estimate,
+        (low, high),
+        margin,
+        outcome(low, high, margin),
+        method,
+        a.tolist(),
+        b.tolist(),
+        detectable=detectable,
+    )
 
 
 def equivalent(name: str, first: Sequence[float], second: Sequence[float], delta: float) -> TestResult:
@@ -177,10 +254,18 @@ def equivalent(name: str, first: Sequence[float], second: Sequence[float], delta
     estimate = float(diff.mean()) if len(diff) else math.nan
     method = "paired TOST (90% interval within ±δ)"
     if len(diff) < 2 or not np.isfinite(diff).all():
-        return TestResult(name, estimate, (-math.inf, math.inf), delta, "unclear", "no interval: fewer than 2 runs",
-                          a.tolist(), b.tolist())  # fmt: skip
+        return TestResult(
+            name,
+            estimate,
+            (-math.inf, math.inf),
+            delta,
+            "unclear",
+            "no interval: fewer than 2 runs",
+            a.tolist(),
+            b.tolist(),
+        )
     if np.ptp(diff) <= 1e-9 * max(1.0, float(np.abs(diff).max())):
-        low = high = float(diff[0])
+        low = high = estimate
     else:
         low, high = (float(v) for v in stats.ttest_rel(a, b).confidence_interval(1 - 2 * (1 - CONFIDENCE)))
     if -delta < low and high < delta:
@@ -190,8 +275,7 @@ def equivalent(name: str, first: Sequence[float], second: Sequence[float], delta
     else:
         result = "unclear"
     detectable = detectable_effect(*paired_se(diff), alpha=2 * (1 - CONFIDENCE))
-    return TestResult(name, estimate, (low, high), delta, result, method, a.tolist(), b.tolist(),
-                      detectable=detectable)  # fmt: skip
+    return TestResult(name, estimate, (low, high), delta, result, method, a.tolist(), b.tolist(), detectable=detectable)
 
 
 def compare_steps(
@@ -212,8 +296,13 @@ def compare_steps(
         result = TestResult(**{**asdict(result), "outcome": "unclear"})
     if censored_f or censored_b:
         arms = [arm for arm, c in (("the paper's arm", censored_f), ("the baseline", censored_b)) if c]
-        result = TestResult(**{**asdict(result), "note": f"{' and '.join(arms)}: runs that never reached the target, "
-                               f"counted as {budget:g} steps (a lower bound)"})  # fmt: skip
+        result = TestResult(
+            **{
+                **asdict(result),
+                "note": f"{' and '.join(arms)}: runs that never reached the target, "
+                f"counted as {budget:g} steps (a lower bound)",
+            }
+        )
     return result
 
 

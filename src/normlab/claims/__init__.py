@@ -28,6 +28,7 @@ from normlab.claims.base import (
     arms,
     experiment_name,
     fmt_interval,
+    fmt_statements,
     fmt_test,
     label,
     matching,
@@ -92,12 +93,16 @@ def write_index(results: Path) -> None:
             s = json.loads(path.read_text())
             link = path.parent.relative_to(results).as_posix() + "/README.md"
             tests = "<br>".join(fmt_test(t) for t in s.get("tests", [])) or "(made before the protocol)"
+            statements = fmt_statements(s) or "(made before statements: its tests decide)"
             profile = f"**{label(s)}** (reference)" if path.parent == reference else label(s)
             # a report whose criterion is no longer the claim's: its runs judged by tests the code no longer states
             earlier = s.get("criterion", claim.criterion) != claim.criterion
             stale = " (made under an earlier criterion)" if earlier else ""
+            if s.get("criteria_after_runs"):
+                stale += " (re-analysed: criteria written after its runs were seen)"
+            words = verdict_words(claim, s["verdict"])
             rows[claim.kind].append(
-                f"| [{claim.name}]({link}) | {profile} | **{verdict_words(claim, s['verdict'])}**{stale} | {tests} | "
+                f"| [{claim.name}]({link}) | {profile} | **{words}**{stale} | {statements} | {tests} | "
                 f"{s.get('seeds', '?')} | {s['wall_s'] / 60:.1f} |"
             )
     total = sum(
@@ -122,7 +127,8 @@ claim, and why:
 
 Written once in `src/normlab/protocol.py`, used by every claim:
 
-- Every arm of a reference profile runs the same seeds (0-4), so arms are compared **paired by seed**.
+- Every arm of a reference profile runs the same seeds (its experiment config names them; a seed used to tune or
+  pilot is never reported), so arms are compared **paired by seed**.
 - A run's result (its **endpoint**) is the value after a decaying schedule ends, else the mean of its last 5
   evaluations; a diverged run counts as chance (10%). Curves are compared by their mean over the evaluations (the
   normalized area under the validation curve). Steps-to-target are interpolated between evaluations; a run that
@@ -142,22 +148,25 @@ Written once in `src/normlab/protocol.py`, used by every claim:
   is **not testable here**, naming what failed, by how much, and what would be needed, never "not reproduced". A
   precondition scoped to one test (e.g. "GN beats BN at batch 2" needs GN near BN at batch 32) makes only that
   test *not testable*; the other statements are still decided.
-- A claim is **not reproduced** if any primary test is contradicted, **not testable here** if any is not
-  testable, **reproduced** if all hold, **inconclusive** otherwise. Secondary tests (finer points of the paper)
-  and intervals marked *reported* are shown with their own outcomes without deciding it. A report whose criterion
-  the claim's code no longer states says "made under an earlier criterion". Reports made before this round carry
-  no preconditions and no detectable effects; they say so by omission, and are re-made as their references are
-  re-run.
+- A claim is the paper's **statements**, each quoted with its figure or table and decided on its own by its
+  primary tests: a statement is **not reproduced** if any of its tests is contradicted, **not testable here** if
+  any is not testable (or its precondition fails), **reproduced** if all hold, **inconclusive** otherwise. The
+  claim's word follows from its statements by the same rule (`protocol.claim_verdict`). Secondary tests (finer
+  points of the paper) and intervals marked *reported* are shown with their own outcomes without deciding it. A
+  report whose criterion the claim's code no longer states says "made under an earlier criterion"; one whose
+  criteria were written after its runs were seen says "re-analysed", and decides nothing until fresh seeds are
+  run. Reports made before this round carry no preconditions and no detectable effects; they say so by
+  omission, and are re-made as their references are re-run.
 
-| claim | profile | verdict | tests: estimate [95% interval] (outcome) | seeds | wall min |
-|---|---|---|---|---|---|
+| claim | profile | verdict | the paper's statements | tests: estimate [95% interval] (outcome) | seeds | wall min |
+|---|---|---|---|---|---|---|
 {chr(10).join(rows["reproduction"])}
 
 **Mechanism checks**: a property a norm has by construction, measured on our nets (not a paper's claimed result,
 which is why they are not counted as reproductions): confirmed, not confirmed or inconclusive by the same tests.
 
-| check | profile | outcome | tests: estimate [95% interval] (outcome) | seeds | wall min |
-|---|---|---|---|---|---|
+| check | profile | outcome | statements | tests: estimate [95% interval] (outcome) | seeds | wall min |
+|---|---|---|---|---|---|---|
 {chr(10).join(rows["mechanism check"])}
 
 The quick profiles in this table together took {total / 60:.1f} min here (2 CPU cores): the wall time of

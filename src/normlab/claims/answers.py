@@ -50,6 +50,39 @@ def _tests(summary: dict | None, *words: str, reported: bool = True) -> str:
     return "; ".join(fmt_test(t) for t in found if all(w in t["name"] for w in words))
 
 
+def _statements(summary: dict | None) -> str:
+    """The summary's statements with their verdicts and tests: `key (verdict): test; test`."""
+    if summary is None or not summary.get("statements"):
+        return ""
+    tests = {t["name"]: t for t in summary.get("tests", [])}
+    return "; ".join(
+        f"*{st['key']}* **{st['verdict'].replace('_', ' ')}** ({', '.join(fmt_test(tests[n]) for n in st['tests'])})"
+        for st in summary["statements"]
+    )
+
+
+def _small_batch_answer(small: dict | None) -> str:
+    """At which batch size BN breaks, and which norm to use at batch 2, from bn_small_batch's reference."""
+    if not small or "batch" not in small.get("numbers", {}):
+        return ""
+    numbers = small["numbers"]
+    errors = " / ".join(f"{v:.1f}" for k, v in numbers["batch"].items() if k.startswith("err_bs"))
+    batches = " / ".join(k.removeprefix("err_bs") for k in numbers["batch"] if k.startswith("err_bs"))
+    where = numbers.get("bn_breaks_at")
+    found = [t for t in small.get("tests", []) if t["name"].startswith("at batch 2: GN − BN")]
+    others = [t for t in small.get("reported", []) if t["name"].startswith("at batch 2:") and "− BN" in t["name"]]
+    at_two = "; ".join(fmt_test(t) for t in [*found, *others])
+    high = found[0]["ci95"][1] if found else None
+    use = "use BN" if high is not None and high < 0 else "no norm is separable from BN"
+    breaks = f"; it breaks at batch {where} (its error there above 1.1x its batch-32 error)" if where else ""
+    return (
+        f" BN's test error here at batch {batches}: {errors}%{breaks}. **At batch 2 on our CNN, {use}** (in points "
+        f"of accuracy: {at_two}); the GN paper's win for GN at batch 2 needs a regime where GN competes at batch "
+        "32, which ours does not (see the pilots). On your own net: `python run.py -m norm=batch,group,layer "
+        "batch_size=2,32 seed=1,2,3 epochs=1 model=...`, then `normlab compare <its sweep folder> --by batch_size`."
+    )
+
+
 def _disagrees(results: Path, claim: Claim, summary: dict | None) -> str:
     """A note where another profile (or the fixed-lr / tuned variant) of the claim reached another verdict, saying
     whether it was judged by today's tests or by an earlier criterion (which no longer decides anything)."""
@@ -59,10 +92,17 @@ def _disagrees(results: Path, claim: Claim, summary: dict | None) -> str:
     for path in report_summaries(results, claim.name):
         other = _load(path)
         if label(other) != label(summary) and other["verdict"] != summary["verdict"]:
-            made = ("under the current tests" if other.get("criterion", claim.criterion) == claim.criterion else
-                    "under an earlier criterion" if "tests" in other else "before the protocol")  # fmt: skip
-            others.append(f"the {label(other)} profile ({other.get('seeds', 'fewer')} seeds, made {made}) said "
-                          f"{other['verdict'].replace('_', ' ')}")  # fmt: skip
+            made = (
+                "under the current tests"
+                if other.get("criterion", claim.criterion) == claim.criterion
+                else "under an earlier criterion"
+                if "tests" in other
+                else "before the protocol"
+            )
+            others.append(
+                f"the {label(other)} profile ({other.get('seeds', 'fewer')} seeds, made {made}) said "
+                f"{other['verdict'].replace('_', ' ')}"
+            )
     return f" Profiles of {claim.name} disagree: {'; '.join(others)}." if others else ""
 
 
@@ -72,9 +112,11 @@ def _equal_steps(results: Path) -> str:
     ln = _load(results_dir(results, "ln_small_batch", "steps") / "summary.json")
     if not small or not ln:
         return " The equal-steps control was not run."
-    return (f" At equal steps (the `steps` profiles: every batch size as many updates as the largest): "
-            f"[bn_small_batch](bn_small_batch/steps/README.md) {_small_tests(small)}, "
-            f"[ln_small_batch](ln_small_batch/steps/README.md) {_ln_tests(ln)}.")  # fmt: skip
+    return (
+        f" At equal steps (the `steps` profiles: every batch size as many updates as the largest): "
+        f"[bn_small_batch](bn_small_batch/steps/README.md) {_small_tests(small)}, "
+        f"[ln_small_batch](ln_small_batch/steps/README.md) {_ln_tests(ln)}."
+    )
 
 
 def _small_tests(summary: dict | None) -> str:
@@ -108,7 +150,8 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         "",
     ]
     lines.append(
-        f"- **Does BN train faster?** {convergence_ref}: {_tests(convergence, '', reported=False)}."
+        f"- **Does BN train faster?** {convergence_ref}: "
+        f"{_statements(convergence) or _tests(convergence, '', reported=False)}."
         + _figure(results, "bn_convergence", claims, "fig1a_test_accuracy.png", "test accuracy over steps (Fig. 1(a))")
         + _figure(
             results,
@@ -116,12 +159,17 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
             claims,
             "fig1bc_sigmoid_input_percentiles.png",
             "a sigmoid's input percentiles (Fig. 1(b, c))",
-        )  # fmt: skip
+        )
     )
     lines.append(
-        f"- **Does BN allow higher learning rates?** {rates_ref}: {_tests(rates, 'BN x', reported=False)}. BN is "
-        "compared with itself at the base lr, as the paper's Fig. 3 does; what the same rates do without BN, and "
-        f"with sigmoids, is shown as secondary: {_tests(rates, 'no norm x1 −', reported=False)}."
+        f"- **Does BN allow higher learning rates?** {rates_ref}: "
+        + (
+            _statements(rates)
+            or f"{_tests(rates, 'BN x', reported=False)}. BN is compared with itself at the base lr, as the paper's "
+            "Fig. 3 does; what the same rates do without BN (secondary in this report, made before its statements): "
+            f"{_tests(rates, 'no norm x1 −', reported=False)}"
+        )
+        + "."
         + _figure(results, "bn_learning_rate", claims, "steps_to_target.png", "steps to the target per lr (Fig. 3)")
     )
     lines.append(
@@ -131,7 +179,11 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         + _disagrees(results, claims["bn_small_batch"], small)
     )
     lines.append(
-        f"- **At which batch size does BN break?** {small_ref}: {_small_tests(small)}; "
+        f"- **At which batch size does BN break, and what then?** {small_ref}, statement by statement: "
+        f"{_statements(small)}.{_small_batch_answer(small)}"
+    )
+    lines.append(
+        f"- **Every batch-size test** {small_ref}: {_small_tests(small)}; "
         f"{ln_batch_ref}: "
         f"{_ln_tests(ln_batch)}; {sn_ref}: {_tests(sn, 'importance')}. These compare batch sizes at equal "
         "epochs (batch 2 takes 16x the steps of batch 32)."

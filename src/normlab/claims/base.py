@@ -13,7 +13,7 @@ from pathlib import Path
 
 from normlab import protocol
 from normlab.config import Config
-from normlab.protocol import Precondition, TestResult
+from normlab.protocol import Finding, Precondition, TestResult
 from normlab.runlog import write_json
 from normlab.runs import Run, load_runs
 
@@ -28,26 +28,62 @@ class Analysis:
     notes: str = ""
     reported: list[TestResult] = field(default_factory=list)  # intervals shown beside, not part of the verdict
     preconditions: list[Precondition] = field(default_factory=list)  # a failed one: "not testable here"
+    findings: list[Finding] = field(default_factory=list)  # the paper's statements, each decided by its tests
+
+    def __post_init__(self) -> None:
+        primary = sorted(t.name for t in self.tests if t.statement == "primary")
+        decided = sorted(t.name for f in self.findings for t in f.tests)
+        if self.findings and primary != decided:
+            raise ValueError(f"the primary tests {primary} are not those of the statements {decided}")
 
     @property
     def verdict(self) -> str:
+        if self.findings:
+            return protocol.claim_verdict(self.findings, self.preconditions)
         return protocol.verdict(self.tests, self.preconditions)
 
 
-def fmt_interval(ci95) -> str:
+def statements_table(findings: list[Finding]) -> str:
+    """The paper's statements, each with its own verdict and the tests that decide it (estimate [95% interval])."""
+    rows = []
+    for f in findings:
+        evidence = "<br>".join(
+            f"{t.name}: {t.estimate:+.2f} {fmt_interval(t.ci95, t.method)} ({t.outcome})" for t in f.tests
+        )
+        failed = [p for p in f.preconditions if not p.holds]
+        evidence += "".join(f"<br>precondition {p.name}: {p.value:.2f}, needs {p.required}" for p in failed)
+        verdict = f.verdict.replace("_", " ")
+        rows.append(
+            f"| {f.statement.key} | “{f.statement.quote}” | {f.statement.source} | {f.statement.test} | "
+            f"**{verdict}** | {evidence} |"
+        )
+    header = "| statement | the paper says | where | how we test it | verdict | tests: estimate [95% interval] |"
+    return "\n".join([header, "|---|---|---|---|---|---|", *rows])
+
+
+def fmt_interval(ci95, method: str = "") -> str:
+    """`[low, high]`; an equivalence test's interval is its 90% one (two one-sided tests), and says so."""
     low, high = ci95  # an infinite bound is read back from summary.json as null
     if low is None or high is None or not abs(low) < float("inf"):
         return "none"
-    return f"[{low:+.2f}, {high:+.2f}]"
+    return f"[{low:+.2f}, {high:+.2f}]" + (" (90%)" if "TOST" in method else "")
 
 
 def fmt_test(t: dict) -> str:
     """A test of a summary.json: `name: estimate [low, high] (outcome)`, in the test's own units; with the
     smallest effect its seeds detect, and whether it is secondary, where the summary says (newer reports)."""
-    extra = f"; detectable {t['detectable']:.2f}" if isinstance(t.get("detectable"), (int, float)) and math.isfinite(
-        t["detectable"]) else ""  # fmt: skip
+    extra = (
+        f"; detectable {t['detectable']:.2f}"
+        if isinstance(t.get("detectable"), (int, float)) and math.isfinite(t["detectable"])
+        else ""
+    )
     extra += "; secondary" if t.get("statement") == "secondary" else ""
-    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'])} ({t['outcome']}{extra})"
+    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'], t.get('method', ''))} ({t['outcome']}{extra})"
+
+
+def fmt_statements(summary: dict) -> str:
+    """A summary.json's statements as `key: verdict`, one a line (markdown <br>); "" where it has none."""
+    return "<br>".join(f"{s['key']}: **{s['verdict'].replace('_', ' ')}**" for s in summary.get("statements", []))
 
 
 def label(summary: dict) -> str:
@@ -64,8 +100,8 @@ def tests_table(tests: list[TestResult], reported: list[TestResult]) -> str:
         return "reported" if t not in tests else t.statement
 
     rows = [
-        f"| {t.name} | {role(t)} | {t.estimate:+.2f} | {fmt_interval(t.ci95)} | {t.margin:+g} | {t.outcome} | "
-        f"{t.detectable:.2f} | {t.method} | {len(t.favoured)} / {len(t.baseline)} |"
+        f"| {t.name} | {role(t)} | {t.estimate:+.2f} | {fmt_interval(t.ci95, t.method)} | {t.margin:+.3g} | "
+        f"{t.outcome} | {t.detectable:.2f} | {t.method} | {len(t.favoured)} / {len(t.baseline)} |"
         for t in [*tests, *reported]
     ]
     header = (
@@ -133,8 +169,11 @@ def profile_jobs(claim: Claim, profile: str, overrides: list[str], conf: Path) -
     from normlab.cli import precheck
 
     experiment = experiment_name(claim.name, profile)
-    return [job for sweep in sweep_lines(claim, profile)
-            for job in precheck(["-m", f"experiment={experiment}", *sweep, *overrides], conf)]  # fmt: skip
+    return [
+        job
+        for sweep in sweep_lines(claim, profile)
+        for job in precheck(["-m", f"experiment={experiment}", *sweep, *overrides], conf)
+    ]
 
 
 def sweep_lines(claim: Claim, profile: str) -> list[list[str]]:
@@ -205,9 +244,10 @@ def criteria_source(source: str) -> str:
     return ast.dump(tree)
 
 
-def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> tuple[str, str]:
+def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> tuple[str, str, bool]:
     """The commit at which the claim's criteria (its module's `criteria_source` and the protocol's) last changed,
-    and a sentence saying whether the runs were made under them (each runs' commit holds today's criteria)."""
+    a sentence saying whether the runs were made under them (each runs' commit holds today's criteria), and
+    whether the criteria were written after the runs (a re-analysis: it decides only on fresh seeds)."""
     import functools
     import subprocess
 
@@ -236,13 +276,19 @@ def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> t
         before = bool(runs) and all(criteria(c) == now for c in runs)
         commit = since(runs[0] if before else "HEAD")
     except (OSError, SyntaxError, subprocess.SubprocessError):
-        return "unknown", "The commit of the criteria is unknown (no git)."
+        return "unknown", "The commit of the criteria is unknown (no git).", False
     if not commit:
-        return "unknown", "The commit of the criteria is unknown (not committed, or not in a git checkout)."
+        return "unknown", "The commit of the criteria is unknown (not committed, or not in a git checkout).", False
     if before:
-        return commit, f"Criteria (tests, margins, preconditions) last changed at {commit}, before the runs."
-    return commit, (f"Criteria last changed at {commit}; the runs were made under other criteria, which they "
-                    "no longer judge.")  # fmt: skip
+        return commit, f"Criteria (tests, margins, preconditions) last changed at {commit}, before the runs.", False
+    return (
+        commit,
+        (
+            f"Criteria last changed at {commit}, after the runs were made: a re-analysis under statements "
+            "and tests written after these runs were seen, whose verdicts decide only on fresh seeds."
+        ),
+        True,
+    )
 
 
 def pilots_section(path: Path) -> str:
@@ -282,9 +328,12 @@ def write_report(
     wall_s = timing.get("wall_s", trained_s)
     # reproduce.json times the last `reproduce.py` call; runs made otherwise (e.g. by run.py -m) are timed by the
     # sum of their own wall times
-    time_of = (f"wall time on {timing['machine']} (the `reproduce.py` call that finished the sweep, which may have "
-               f"resumed earlier calls' runs; the runs trained {trained_s / 60:.1f} min, summed)" if timing
-               else "training time, summed over the runs")  # fmt: skip
+    time_of = (
+        f"wall time on {timing['machine']} (the `reproduce.py` call that finished the sweep, which may have "
+        f"resumed earlier calls' runs; the runs trained {trained_s / 60:.1f} min, summed)"
+        if timing
+        else "training time, summed over the runs"
+    )
     statuses: dict[str, int] = {}
     for r in runs:
         statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -295,6 +344,7 @@ def write_report(
         "variant": variant or "fixed lr",
         "overrides": list(overrides),  # anything but the profile as configured
         "verdict": analysis.verdict,
+        "statements": [f.to_dict() for f in analysis.findings],
         "reason": analysis.reason,
         "criterion": claim.criterion,
         "numbers": analysis.numbers,
@@ -310,17 +360,27 @@ def write_report(
         "commit": ",".join(sorted({(r.summary.get("git_commit") or "unknown")[:7] for r in runs})) or "unknown",
         "date": datetime.date.today().isoformat(),
     }
-    summary["criteria_commit"], criteria_note = criteria_commit(claim.name, summary["commit"])
+    summary["criteria_commit"], criteria_note, summary["criteria_after_runs"] = criteria_commit(
+        claim.name, summary["commit"]
+    )
     write_json(out / "summary.json", summary)
     extra = "".join(f" {o}" for o in overrides) + flags  # flags: reproduce.py's own (--tune --grid ...)
     command = f"python scripts/reproduce.py {claim.name} --profile {profile}{extra}"
     plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
+    statements = (
+        "\n## The paper's statements\n\nEach decided on its own (the claim's word follows from them: "
+        "normlab.protocol.claim_verdict):\n\n" + statements_table(analysis.findings) + "\n"
+        if analysis.findings
+        else ""
+    )
     index = "../" * (len(out.relative_to(results).parts)) + "README.md"
     others = f" {len(left_out)} runs of other configs under runs/{experiment}/ were left out." if left_out else ""
     text = f"""# {claim.title}
 
-**Verdict: {verdict_words(claim, analysis.verdict)}** ({profile} profile, {summary["variant"]}). {analysis.reason}
-
+**Verdict: {verdict_words(claim, analysis.verdict)}** ({profile} profile, {summary["variant"]}{
+        ", re-analysed under statements written after its runs were seen" if summary["criteria_after_runs"] else ""
+    }). {analysis.reason}
+{statements}
 ## The paper
 
 {claim.paper}

@@ -3,7 +3,15 @@
 from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import new_figure, save
+from normlab.protocol import Statement
 from normlab.runs import arm_test, group, mean, mean_std
+
+BIN_BEATS_BN = Statement(
+    "a_bin_beats_bn",
+    "CIFAR-10 (ResNet-110) top-1 accuracy: BN 93.72 ± 0.18, BIN 94.29 ± 0.09",
+    "Nam & Kim 2018, Table 1 (the authors' repository)",
+    "BIN − BN, final test accuracy > 0",
+)
 
 PAPER = {"batch": "93.72 ± 0.18", "instance": "—", "batch_instance": "94.29 ± 0.09"}
 MARGIN = 0.0  # points: the paper claims BIN beats BN (+0.57 on CIFAR-10)
@@ -27,10 +35,23 @@ def analyze(runs, out):
         else {}
     )
     numbers["final_gate_mean_per_layer"] = final_gates
-    tests = [arm_test("BIN − BN, final test accuracy (points)", bin_runs, groups.get("batch", []),
-                      lambda r: r.endpoint("test_acc"), MARGIN)]  # fmt: skip
-    reported = [arm_test("BIN − IN, final test accuracy (points)", bin_runs, groups.get("instance", []),
-                         lambda r: r.endpoint("test_acc"))]  # fmt: skip
+    tests = [
+        arm_test(
+            "BIN − BN, final test accuracy (points)",
+            bin_runs,
+            groups.get("batch", []),
+            lambda r: r.endpoint("test_acc"),
+            MARGIN,
+        )
+    ]
+    reported = [
+        arm_test(
+            "BIN − IN, final test accuracy (points)",
+            bin_runs,
+            groups.get("instance", []),
+            lambda r: r.endpoint("test_acc"),
+        )
+    ]
     table = (
         "| norm | test acc % (ours) | paper, ResNet-110 CIFAR-10 top-1 % | seeds |\n|---|---|---|---|\n"
         + "\n".join(rows)
@@ -42,13 +63,17 @@ def analyze(runs, out):
     preconditions = [
         protocol.precondition(
             "BN learns: its best validation accuracy, mean over seeds (%)",
-            100 * mean(max(r.curve("val_acc")[1], default=0.0) for r in groups.get("batch", [])), at_least=LEARNS,
+            100 * mean(max(r.curve("val_acc")[1], default=0.0) for r in groups.get("batch", [])),
+            at_least=LEARNS,
             need="an lr or a length at which the BN net learns CIFAR-10: against a baseline near chance any norm wins",
         ),
-    ]  # fmt: skip
+    ]
     t = tests[0]
-    reason = "".join(f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
-                     for p in preconditions if not p.holds)  # fmt: skip
+    reason = "".join(
+        f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
+        for p in preconditions
+        if not p.holds
+    )
     reason += (
         f"BIN {numbers['batch_instance']['acc']:.2f}% vs BN {numbers['batch']['acc']:.2f}%: {t.estimate:+.2f} points "
         f"[{t.ci95[0]:+.2f}, {t.ci95[1]:+.2f}] ({t.outcome})."
@@ -68,7 +93,10 @@ def analyze(runs, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     plots = [save(fig, out / "gates_over_training.png")]
-    return Analysis(table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions)
+    findings = [protocol.decide(BIN_BEATS_BN, [t for t in tests if t.statement == "primary"])]
+    return Analysis(
+        table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions, findings=findings
+    )
 
 
 CLAIM = Claim(

@@ -32,22 +32,32 @@ def analyze(runs: dict) -> dict:
         return run.endpoint("test_acc")
 
     def test(name, favoured, baseline, margin=MARGIN):
-        return arm_test(f"{name}, final test accuracy (points)", runs.get(favoured, []), runs.get(baseline, []),
-                        measure, margin)  # fmt: skip
+        return arm_test(
+            f"{name}, final test accuracy (points)", runs.get(favoured, []), runs.get(baseline, []), measure, margin
+        )
 
     def same(name, first, second):
-        return arm_equivalence(f"{name}, final test accuracy (points; within ±{DELTA:g})", runs.get(first, []),
-                               runs.get(second, []), measure, DELTA)  # fmt: skip
+        return arm_equivalence(
+            f"{name}, final test accuracy (points; within ±{DELTA:g})",
+            runs.get(first, []),
+            runs.get(second, []),
+            measure,
+            DELTA,
+        )
 
     tests = [test("4x4: synced BN − local BN", "4x4 BN synced", "4x4 BN local")]
     reported = [
         same("synced BN at 4x4 − single-process BN at batch 16 (the same function)", "4x4 BN synced", "1x16 BN"),
         same("GN at 4x4 − GN at 1x16 (the same function)", "4x4 GN", "1x16 GN"),
-        test("local BN at 4x4 − single-process BN at batch 4 (the same BN statistics; not the same function: "
-             "4x4 averages gradients over 16 images, batch 4 takes 4x the steps at lr / 4)", "4x4 BN local", "1x4 BN"),
+        test(
+            "local BN at 4x4 − single-process BN at batch 4 (the same BN statistics; not the same function: "
+            "4x4 averages gradients over 16 images, batch 4 takes 4x the steps at lr / 4)",
+            "4x4 BN local",
+            "1x4 BN",
+        ),
         test("4x4: GN − local BN", "4x4 GN", "4x4 BN local"),
         test("single process: BN at batch 16 − at batch 4", "1x16 BN", "1x4 BN"),
-    ]  # fmt: skip
+    ]
     rows = [
         f"| {label} | {nproc} | {mean_std([r.endpoint('test_acc') for r in runs[label]])} | "
         f"{sum(r.status == 'completed' for r in runs[label])}/{len(runs[label])} |"

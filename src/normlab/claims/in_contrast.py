@@ -6,13 +6,23 @@ from pathlib import Path
 
 import torch
 
+from normlab import protocol
 from normlab.claims.base import Analysis, Claim, fmt_interval, tests_table
 from normlab.claims.plots import lines
 from normlab.config import config_from_dict
 from normlab.data import EVAL_BATCH, build_data
 from normlab.models import build_model
+from normlab.protocol import Statement
 from normlab.runlog import read_checkpoint, read_json, write_json
 from normlab.runs import CHANCE, arm_test, group, mean, mean_std
+
+INVARIANT = Statement(
+    "a_in_discards_contrast",
+    "the result of stylization should not, in general, depend on the contrast of the content image [...] instance "
+    "normalization [...] also known as contrast normalization",
+    "Ulyanov, Vedaldi & Lempitsky 2016, Sec. 2",
+    "the spread of accuracy across input contrasts: BN's − IN's > 0 (IN's accuracy depends less on contrast)",
+)
 
 FACTORS = (0.25, 0.5, 1.0, 1.5, 2.0)
 NORMS = ("batch", "instance", "layer", "batch_instance")
@@ -79,14 +89,29 @@ def analyze(runs, out):
         accs = per_run[run.path]
         return 100.0 if unlearned(run) else 100 * (max(accs) - min(accs))
 
-    tests = [arm_test("mechanism: accuracy spread across contrast, BN − IN (points)", groups.get("instance", []),
-                      groups.get("batch", []), lambda r: -spread(r), MARGIN)]  # fmt: skip
+    tests = [
+        arm_test(
+            "mechanism: accuracy spread across contrast, BN − IN (points)",
+            groups.get("instance", []),
+            groups.get("batch", []),
+            lambda r: -spread(r),
+            MARGIN,
+        )
+    ]
     reported = [
-        arm_test("accuracy cost of IN at the original contrast: IN − BN (points)", groups.get("instance", []),
-                 groups.get("batch", []), at_original),
-        arm_test("accuracy spread across contrast: LN − IN (points)", groups.get("instance", []),
-                 groups.get("layer", []), lambda r: -spread(r)),
-    ]  # fmt: skip
+        arm_test(
+            "accuracy cost of IN at the original contrast: IN − BN (points)",
+            groups.get("instance", []),
+            groups.get("batch", []),
+            at_original,
+        ),
+        arm_test(
+            "accuracy spread across contrast: LN − IN (points)",
+            groups.get("instance", []),
+            groups.get("layer", []),
+            lambda r: -spread(r),
+        ),
+    ]
     for norm in NORMS:
         accs = [per_run[r.path] for r in groups.get(norm, [])]
         by_factor = list(zip(*accs))
@@ -125,7 +150,8 @@ def analyze(runs, out):
         "contrast factor",
         "test accuracy",
     )
-    return Analysis(table, numbers, tests, reason, [plot], reported=reported)
+    findings = [protocol.decide(INVARIANT, [t for t in tests if t.statement == "primary"])]
+    return Analysis(table, numbers, tests, reason, [plot], reported=reported, findings=findings)
 
 
 CLAIM = Claim(

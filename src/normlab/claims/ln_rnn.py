@@ -4,7 +4,16 @@ read as 28 rows of 28 pixels: a vector per step, which LN's input term needs (on
 from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.lstm import TARGET, table, validation_plot
+from normlab.protocol import Statement
 from normlab.runs import arm_test, common_steps, group, mean, steps_test
+
+FASTER = Statement(
+    "a_ln_trains_faster",
+    "Empirically, we show that layer normalization can substantially reduce the training time compared with "
+    "previously published techniques.",
+    "Ba, Kiros & Hinton 2016, abstract; Sec. 6",
+    "LN-LSTM − LSTM, the validation curve's mean over evaluations > 0",
+)
 
 MARGIN = 0.0  # points: "trains faster" = a higher validation curve over the run
 LEARNS = 50.0  # % validation accuracy at best, mean over seeds: the LSTM learns (chance: 10%)
@@ -18,33 +27,50 @@ def analyze(runs, out):
     grid = common_steps(runs)
     budget = max(grid, default=0)
     tests = [
-        arm_test("LN-LSTM − LSTM, mean validation accuracy over the run (points)", ln, plain,
-                 lambda r: r.curve_mean("val_acc", grid), MARGIN),
-    ]  # fmt: skip
+        arm_test(
+            "LN-LSTM − LSTM, mean validation accuracy over the run (points)",
+            ln,
+            plain,
+            lambda r: r.curve_mean("val_acc", grid),
+            MARGIN,
+        ),
+    ]
     reported = [
         arm_test("final test accuracy: LN-LSTM − LSTM (points)", ln, plain, lambda r: r.endpoint("test_acc")),
         steps_test(f"steps to {TARGET:.0%} validation accuracy: LSTM − LN-LSTM", ln, plain, TARGET, budget),
-    ]  # fmt: skip
+    ]
     preconditions = [
         protocol.precondition(
             "the LSTM learns: its best validation accuracy, mean over seeds (%)",
             100 * mean(max(r.curve("val_acc")[1], default=0.0) for r in plain) if plain else float("nan"),
-            at_least=LEARNS, need="an lr or a length at which the plain LSTM learns the task",
+            at_least=LEARNS,
+            need="an lr or a length at which the plain LSTM learns the task",
         ),
         protocol.precondition(
             "the LSTM's validation accuracy at the first evaluation, mean over seeds (%)",
             100 * mean(r.curve("val_acc")[1][0] for r in plain if r.metrics) if plain else float("nan"),
-            at_most=ROOM, need="evaluations early enough (or a task hard enough) that there is a curve to speed up",
+            at_most=ROOM,
+            need="evaluations early enough (or a task hard enough) that there is a curve to speed up",
         ),
-    ]  # fmt: skip
+    ]
     numbers, text = table({n: groups[n] for n in NORMS if n in groups}, grid, {}, "paper")
     failed = [p for p in preconditions if not p.holds]
-    reason = "".join(f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
-                     for p in failed)  # fmt: skip
+    reason = "".join(
+        f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. " for p in failed
+    )
     reason += f"LN-LSTM − LSTM over the run: {tests[0].estimate:+.2f} points ({tests[0].outcome})."
     plots = [validation_plot({n: groups[n] for n in NORMS if n in groups}, out, runs)]
-    return Analysis(text + "\n\n" + tests_table(tests, reported), numbers, tests, reason, plots, reported=reported,
-                    preconditions=preconditions)  # fmt: skip
+    findings = [protocol.decide(FASTER, tests)]
+    return Analysis(
+        text + "\n\n" + tests_table(tests, reported),
+        numbers,
+        tests,
+        reason,
+        plots,
+        reported=reported,
+        findings=findings,
+        preconditions=preconditions,
+    )
 
 
 CLAIM = Claim(

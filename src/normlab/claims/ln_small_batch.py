@@ -1,8 +1,26 @@
 """LN paper Sec. 6.6, Fig. 6: LN is robust to the batch size; BN is not (permutation-invariant MNIST)."""
 
+from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
+from normlab.protocol import Statement
 from normlab.runs import arm_equivalence, arm_test, group, mean, mean_std, seed_differences
+
+SOURCE = "Ba, Kiros & Hinton 2016, Sec. 6.6"
+ROBUST = Statement(
+    "a_ln_robust",
+    "layer normalization is robust to the batch-sizes",
+    f"{SOURCE}, Fig. 6",
+    "LN's test accuracy at batch 4 − at batch 128 within ±DELTA points (equivalence, 90% interval)",
+)
+BEATS_BN = Statement(
+    "b_ln_beats_bn_at_small_batch",
+    "[layer normalization] exhibits a faster training convergence comparing to batch normalization that is applied "
+    "to all layers",
+    f"{SOURCE}, Fig. 6 (batch 4)",
+    "BN's test accuracy falls from batch 128 to 4 by more than DROP points, and LN − BN at batch 4 > 0 (final test "
+    "accuracy: where LN ends, not how fast it gets there)",
+)
 
 LARGE, SMALL = 128, 4  # the paper's Fig. 6, left and right
 DROP = 0.5  # points: BN's test accuracy must fall by more than this from batch 128 to 4 (MNIST errors are ~2%)
@@ -20,17 +38,29 @@ def analyze(runs, out):
         return groups.get((norm, batch), [])
 
     tests = [
-        arm_test(f"BN: test accuracy at batch {LARGE} − at batch {SMALL} (points; > {DROP:g})", arm("batch", LARGE),
-                 arm("batch", SMALL), acc, DROP),
-        arm_equivalence(f"LN: test accuracy at batch {SMALL} − at batch {LARGE} (points; within ±{DELTA:g})",
-                        arm("layer", SMALL), arm("layer", LARGE), acc, DELTA),
-        arm_test(f"at batch {SMALL}: LN − BN, final test accuracy (points)", arm("layer", SMALL), arm("batch", SMALL),
-                 acc),
-    ]  # fmt: skip
+        arm_test(
+            f"BN: test accuracy at batch {LARGE} − at batch {SMALL} (points; > {DROP:g})",
+            arm("batch", LARGE),
+            arm("batch", SMALL),
+            acc,
+            DROP,
+        ),
+        arm_equivalence(
+            f"LN: test accuracy at batch {SMALL} − at batch {LARGE} (points; within ±{DELTA:g})",
+            arm("layer", SMALL),
+            arm("layer", LARGE),
+            acc,
+            DELTA,
+        ),
+        arm_test(
+            f"at batch {SMALL}: LN − BN, final test accuracy (points)", arm("layer", SMALL), arm("batch", SMALL), acc
+        ),
+    ]
     reported = [
-        arm_test(f"at batch {LARGE}: LN − BN, final test accuracy (points)", arm("layer", LARGE), arm("batch", LARGE),
-                 acc),
-    ]  # fmt: skip
+        arm_test(
+            f"at batch {LARGE}: LN − BN, final test accuracy (points)", arm("layer", LARGE), arm("batch", LARGE), acc
+        ),
+    ]
     numbers, rows = {}, []
     for norm in ("batch", "layer"):
         accs = {bs: [acc(r) for r in arm(norm, bs)] for bs in (LARGE, SMALL)}
@@ -44,7 +74,8 @@ def analyze(runs, out):
     reason = "; ".join(f"{t.name.split(' (')[0]} {t.estimate:+.2f} ({t.outcome})" for t in tests) + "."
     labelled = {f"{n} bs{b}": v for (n, b), v in sorted(groups.items())}
     plots = [curves(labelled, out / "test_accuracy.png", "784-1000-1000-10 MLP, Adam: test accuracy")]
-    return Analysis(table, numbers, tests, reason, plots, reported=reported)
+    findings = [protocol.decide(ROBUST, [tests[1]]), protocol.decide(BEATS_BN, [tests[0], tests[2]])]
+    return Analysis(table, numbers, tests, reason, plots, reported=reported, findings=findings)
 
 
 CLAIM = Claim(

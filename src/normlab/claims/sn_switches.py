@@ -3,7 +3,16 @@
 from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import new_figure, save
+from normlab.protocol import Statement
 from normlab.runs import arm_test, group, mean, mean_std
+
+BN_SHRINKS = Statement(
+    "a_bn_weight_shrinks_with_batch",
+    "The smaller the minibatch, the smaller BN's weight and the larger IN's and LN's; the larger the minibatch, the "
+    "larger BN's weight.",
+    "Luo et al. 2019 (the authors' write-up, blog_cn.md)",
+    "BN's importance (its mean and variance weights) at batch 32 − at batch 2 > 0",
+)
 
 BATCHES = (32, 8, 2)
 MARGIN = 0.0  # points of softmax importance
@@ -33,23 +42,35 @@ def analyze(runs, out):
     weakest = min(accuracy, key=lambda bs: accuracy[bs])
     preconditions = [
         protocol.precondition(
-            f"the weakest arm's test accuracy (batch {weakest}, mean over seeds, %)", accuracy[weakest],
-            at_least=LEARNS, need="a longer run, or a larger net, in which SN learns at every batch size",
+            f"the weakest arm's test accuracy (batch {weakest}, mean over seeds, %)",
+            accuracy[weakest],
+            at_least=LEARNS,
+            need="a longer run, or a larger net, in which SN learns at every batch size",
         ),
         protocol.precondition(
             "the switches' departure from uniform at batch 32 (mean |importance − 1/3| over the six, points)",
-            mean(departure(r) for r in groups.get(32, [])), at_least=MOVED,
+            mean(departure(r) for r in groups.get(32, [])),
+            at_least=MOVED,
             need="more steps at the largest batch, so the switches settle where its statistics put them",
         ),
-    ]  # fmt: skip
+    ]
     tests = [
         arm_test("BN importance at batch 32 − at batch 2 (points)", groups.get(32, []), small, bn_importance, MARGIN),
-        protocol.compare("at batch 2, BN's mean weight − its variance weight (points)",
-                         [share(r, "mean_bn") for r in small], [share(r, "var_bn") for r in small],
-                         MARGIN).as_secondary(),  # a finer point of the paper's Sec. 5: shown, never a veto
-    ]  # fmt: skip
-    reported = [arm_test("test accuracy at batch 32 − at batch 2 (points)", groups.get(32, []), small,
-                         lambda r: r.endpoint("test_acc"))]  # fmt: skip
+        protocol.compare(
+            "at batch 2, BN's mean weight − its variance weight (points)",
+            [share(r, "mean_bn") for r in small],
+            [share(r, "var_bn") for r in small],
+            MARGIN,
+        ).as_secondary(),  # a finer point of the paper's Sec. 5: shown, never a veto
+    ]
+    reported = [
+        arm_test(
+            "test accuracy at batch 32 − at batch 2 (points)",
+            groups.get(32, []),
+            small,
+            lambda r: r.endpoint("test_acc"),
+        )
+    ]
     numbers, rows = {}, []
     keys = ("mean_in", "mean_ln", "mean_bn", "var_in", "var_ln", "var_bn")
     for bs in BATCHES:
@@ -60,8 +81,11 @@ def analyze(runs, out):
             **shares,
             "acc": mean(r.endpoint("test_acc") / 100 for r in rs),
         }
-        rows.append(f"| {bs} | " + " | ".join(f"{shares[k]:.3f}" for k in keys)
-                    + f" | {mean_std([r.endpoint('test_acc') for r in rs])} | {len(rs)} |")  # fmt: skip
+        rows.append(
+            f"| {bs} | "
+            + " | ".join(f"{shares[k]:.3f}" for k in keys)
+            + f" | {mean_std([r.endpoint('test_acc') for r in rs])} | {len(rs)} |"
+        )
     table = (
         "Importance weights (softmax), mean over layers and seeds:\n\n| batch | mean IN | mean LN | mean BN | var IN | "
         "var LN | var BN | test acc % | seeds |\n|---|---|---|---|---|---|---|---|---|\n"
@@ -72,8 +96,9 @@ def analyze(runs, out):
         + tests_table(tests, reported)
     )
     failed = [p for p in preconditions if not p.holds]
-    reason = "".join(f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
-                     for p in failed)  # fmt: skip
+    reason = "".join(
+        f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. " for p in failed
+    )
     reason += (
         f"BN importance {tests[0].estimate:+.2f} points higher at batch 32 than at 2 ({tests[0].outcome}); at batch "
         f"2 BN's mean weight exceeds its variance weight by {tests[1].estimate:+.2f} ({tests[1].outcome})."
@@ -92,7 +117,10 @@ def analyze(runs, out):
         ax.legend(fontsize=8)
     axes[0].set_ylabel("softmax importance of BN")
     plots = [save(fig, out / "bn_importance_per_layer.png")]
-    return Analysis(table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions)
+    findings = [protocol.decide(BN_SHRINKS, [t for t in tests if t.statement == "primary"])]
+    return Analysis(
+        table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions, findings=findings
+    )
 
 
 CLAIM = Claim(

@@ -3,7 +3,22 @@
 from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
+from normlab.protocol import Statement
 from normlab.runs import CHANCE, arm_test, group, mean, mean_std
+
+SOURCE = "Salimans & Kingma 2016"
+BEST = Statement(
+    "a_meanbn_best",
+    "WN + mean-only BN: 7.31% test error (BN: 8.05%)",
+    f"{SOURCE}, CIFAR-10 table (secondary sources)",
+    "WN + mean-only BN − BN, final test accuracy > 0",
+)
+FASTER = Statement(
+    "b_wn_speeds_up_sgd",
+    "we speed up convergence of stochastic gradient descent",
+    f"{SOURCE}, abstract",
+    "WN − plain, validation accuracy at the first evaluation > 0",
+)
 
 PAPER = {"none": 8.43, "weight": 8.46, "batch": 8.05, "weight_meanbn": 7.31}
 NORMS = ("none", "weight", "batch", "weight_meanbn")
@@ -21,15 +36,29 @@ def early(run) -> float:
 def analyze(runs, out):
     groups = group(runs, lambda r: r.config["norm"]["name"])
     tests = [
-        arm_test("WN + mean-only BN − BN, final test accuracy (points)", groups.get("weight_meanbn", []),
-                 groups.get("batch", []), lambda r: r.endpoint("test_acc"), MARGIN),
-        arm_test("WN − plain, validation accuracy at the first evaluation (points)", groups.get("weight", []),
-                 groups.get("none", []), early, MARGIN),
-    ]  # fmt: skip
+        arm_test(
+            "WN + mean-only BN − BN, final test accuracy (points)",
+            groups.get("weight_meanbn", []),
+            groups.get("batch", []),
+            lambda r: r.endpoint("test_acc"),
+            MARGIN,
+        ),
+        arm_test(
+            "WN − plain, validation accuracy at the first evaluation (points)",
+            groups.get("weight", []),
+            groups.get("none", []),
+            early,
+            MARGIN,
+        ),
+    ]
     reported = [
-        arm_test("BN − plain, final test accuracy (points)", groups.get("batch", []), groups.get("none", []),
-                 lambda r: r.endpoint("test_acc")),
-    ]  # fmt: skip
+        arm_test(
+            "BN − plain, final test accuracy (points)",
+            groups.get("batch", []),
+            groups.get("none", []),
+            lambda r: r.endpoint("test_acc"),
+        ),
+    ]
     best = min(PAPER, key=PAPER.get)
     errors = {n: mean(100 - r.endpoint("test_acc") for r in groups[n]) for n in NORMS if groups.get(n)}
     ours = min(errors, key=errors.get) if errors else best
@@ -37,19 +66,22 @@ def analyze(runs, out):
     preconditions = [
         protocol.precondition(
             f"the best arm's test error ({ours}, mean over seeds) over the paper's best ({best}, {PAPER[best]}%), a "
-            "factor", factor, at_most=REGIME,
+            "factor",
+            factor,
+            at_most=REGIME,
             need="a net trained near convergence: the paper's ConvPool-CNN-C at full width for many epochs (a "
             "GPU), where a 0.74-point difference of test error means what the paper's does",
         ),
-    ]  # fmt: skip
+    ]
     numbers, rows = {}, []
     first_step = next((r.curve("val_acc")[0][0] for r in runs if r.metrics), None)
     for norm in NORMS:
         rs = groups.get(norm, [])
         errs = [100 - r.endpoint("test_acc") for r in rs]
         numbers[norm] = {"err": mean(errs), "early_acc": mean(early(r) for r in rs)}
-        rows.append(f"| {norm} | {mean_std(errs)} | {PAPER[norm]} | {mean_std([early(r) for r in rs], digits=1)} | "
-                    f"{len(rs)} |")  # fmt: skip
+        rows.append(
+            f"| {norm} | {mean_std(errs)} | {PAPER[norm]} | {mean_std([early(r) for r in rs], digits=1)} | {len(rs)} |"
+        )
     order = sorted(NORMS, key=lambda n: numbers[n]["err"])
     table = (
         f"| norm | test error % | paper's test error % (S) | val acc % at step {first_step} | seeds |\n"
@@ -63,12 +95,17 @@ def analyze(runs, out):
         f"at step {first_step}: {tests[1].estimate:+.2f} ({tests[1].outcome})."
     )
     if not preconditions[0].holds:
-        reason = (f"not testable here: the best arm's test error is {errors[ours]:.1f}% ({ours}), {factor:.1f}x the "
-                  f"paper's best {PAPER[best]}% (the precondition: at most {REGIME:g}x). " + reason)  # fmt: skip
+        reason = (
+            f"not testable here: the best arm's test error is {errors[ours]:.1f}% ({ours}), {factor:.1f}x the "
+            f"paper's best {PAPER[best]}% (the precondition: at most {REGIME:g}x). " + reason
+        )
     plots = [
         curves({n: groups.get(n, []) for n in NORMS}, out / "test_accuracy.png", "CIFAR-10 CNN, Adam: test accuracy")
     ]
-    return Analysis(table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions)
+    findings = [protocol.decide(BEST, tests[:1]), protocol.decide(FASTER, tests[1:])]
+    return Analysis(
+        table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions, findings=findings
+    )
 
 
 CLAIM = Claim(
