@@ -297,6 +297,11 @@ def test_the_summary_follows_the_contract(tmp_path):
         assert set(test) >= {"name", "estimate", "ci95", "margin", "outcome", "favoured", "baseline"}
         low, high = test["ci95"]
         assert low <= test["estimate"] <= high and len(test["favoured"]) == 5
+    assert [st["key"] for st in summary["statements"]] == ["a_higher_accuracy", "b_stable_inputs"]
+    assert all(st["verdict"] == "reproduced" and st["quote"] and st["tests"] for st in summary["statements"])
+    text = (tmp_path / "results" / "bn_convergence" / "README.md").read_text()
+    assert text.index("## The paper's statements") < text.index("## The paper\n") < text.index("## Results")
+    assert "| a_higher_accuracy | “The batch normalized network enjoys the higher test accuracy.”" in text
     assert len(arms(runs)) == 2
 
 
@@ -504,6 +509,14 @@ def test_a_mechanism_check_is_listed_apart_and_never_called_reproduced(tmp_path)
     assert "in_contrast/README.md" not in reproductions.split("## What the runs say")[0].split("| claim |")[1]
     assert "| [in_contrast](in_contrast/README.md) | **quick** (reference) | **mechanism confirmed** |" in checks
     assert "(quick profile, 5 seeds: mechanism confirmed)" in text and "seeds: reproduced)" not in text
+
+
+def test_a_test_without_runs_reads_back_from_summary_json():
+    """A test whose arm was not run (bn_small_batch's steps profile runs no LN): NaN is saved as null."""
+    from normlab.claims.base import fmt_test
+
+    line = fmt_test({"name": "GN − LN", "estimate": None, "ci95": [None, None], "outcome": "unclear"})
+    assert line == "GN − LN: n/a none (unclear)"
 
 
 def test_a_test_without_an_interval_reads_back_from_summary_json():

@@ -3,6 +3,7 @@ scripts, the joblib launcher, the SLURM launcher's config, and a 3-trial Optuna 
 
 import csv
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -212,6 +213,8 @@ def _fake_run(root, norm, batch_size, seed, acc, name="", **extra):
     run = root / f"{norm}-bs{batch_size}-s{seed}{name}"
     run.mkdir(parents=True)
     summary = {"status": "completed", "config": config, "samples_per_s": 1000.0 * batch_size, "test_acc": acc}
+    if "steps" in extra:
+        summary["steps"] = config.pop("steps")
     (run / "summary.json").write_text(json.dumps(summary))
     records = [
         {"step": s, "val_acc": acc - 0.1 + 0.05 * i, "test_acc": acc - 0.1 + 0.05 * i}
@@ -231,10 +234,38 @@ def test_compare_ranks_norms_per_batch_size_and_says_how_sure(tmp_path):
     text = result.stdout
     bs2, bs32 = text.split("### batch_size=32")[0], text.split("### batch_size=32")[1]
     assert "### batch_size=2" in bs2 and bs2.index("| 1 | group |") < bs2.index("| 2 | batch |")
-    assert "**Recommendation: group** — ahead of batch" in bs2  # 18 points, every seed: sure
+    assert "**Recommendation: group** — ahead of every other arm; of the runner-up: group − batch" in bs2  # sure
     assert "**Recommendation: " in bs32 and " or " in bs32 and "not separable" in bs32  # a tie: says so
     assert out.stat().st_size > 1000
     assert script("compare.py", tmp_path / "sweep", "--by", "no.such.key").returncode == 2
+
+
+def test_compare_never_drops_a_tied_norm_keeps_intervals_in_0_100_and_orders_batch_sizes_as_numbers(tmp_path):
+    """Three norms at three batch sizes: at batch 32 layer is a hair below group, which ties with batch, so all three
+    are named; an arm near 100% gets an interval that stays below 100; batch sizes read 2, 8, 32 (not 2, 32, 8);
+    arms that trained on different numbers of images are flagged."""
+    noise = (0.0, 0.01, -0.01)
+    for seed in range(3):
+        for norm, bs, acc in (
+            ("batch", 32, 0.80),
+            ("group", 32, 0.80),
+            ("layer", 32, 0.7998),
+            ("batch", 8, 0.70),
+            ("group", 8, 0.99),
+            ("layer", 8, 0.60),
+            ("batch", 2, 0.50),
+            ("group", 2, 0.78),
+            ("layer", 2, 0.60),
+        ):
+            sign = {"batch": 1, "group": -1, "layer": 0.5}[norm]
+            _fake_run(tmp_path / "sweep", norm, bs, seed, acc + sign * noise[seed], steps=100)
+    text = script("compare.py", tmp_path / "sweep", "--by", "batch_size").stdout
+    assert text.index("batch_size=2\n") < text.index("batch_size=8\n") < text.index("batch_size=32\n")
+    at_32 = text.split("### batch_size=32")[1]
+    assert "**Recommendation: " in at_32 and all(n in at_32.split("**Recommendation: ")[1] for n in ("layer", "group"))
+    bounds = [float(b) for pair in re.findall(r"\[([\d.]+), ([\d.]+)\]", text) for b in pair]
+    assert len(bounds) == 2 * 2 * 9 and all(0 <= b <= 100 for b in bounds)
+    assert "| 3,200 |" in at_32 and "| 200 |" in text and "different numbers of images" in text
 
 
 def test_what_never_makes_two_arms_includes_every_resumable_key():

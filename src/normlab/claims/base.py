@@ -78,7 +78,8 @@ def fmt_test(t: dict) -> str:
         else ""
     )
     extra += "; secondary" if t.get("statement") == "secondary" else ""
-    return f"{t['name']}: {t['estimate']:+.2f} {fmt_interval(t['ci95'], t.get('method', ''))} ({t['outcome']}{extra})"
+    estimate = "n/a" if t["estimate"] is None else f"{t['estimate']:+.2f}"  # NaN (no runs) is read back as null
+    return f"{t['name']}: {estimate} {fmt_interval(t['ci95'], t.get('method', ''))} ({t['outcome']}{extra})"
 
 
 def fmt_statements(summary: dict) -> str:

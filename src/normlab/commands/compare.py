@@ -7,7 +7,9 @@ the recommendation is (normlab.protocol: the best against the runner-up, paired 
     normlab compare runs/default --method optimizer.name  # rank something else than the norm
 
 Ranking and the recommendation read the validation split (the endpoint of each run: the value after a decaying
-schedule, else the mean of its last 5 evaluations); test accuracy is shown beside, never ranked on.
+schedule, else the mean of its last 5 evaluations); test accuracy is shown beside, never ranked on. Accuracy
+intervals are t intervals on the logit scale, mapped back, so they stay inside [0, 100]; the recommendation names
+every arm the paired interval cannot separate from the best. Each row says how many images its runs trained on.
 """
 
 import math
@@ -30,6 +32,28 @@ def fmt(mean, low, high) -> str:
     return f"{mean:.2f} [{low:.2f}, {high:.2f}]" if math.isfinite(low) else f"{mean:.2f} (1 seed)"
 
 
+def accuracy_interval(values: list[float]) -> tuple[float, float, float]:
+    """The mean accuracy (points) and a 95% interval that stays inside [0, 100]: the t interval of the seeds'
+    logits, mapped back (a t interval on points runs past 100 near the ceiling)."""
+    mean = sum(values) / len(values)
+    p = [min(max(v / 100, 1e-4), 1 - 1e-4) for v in values]
+    _, low, high = protocol.mean_interval([math.log(v / (1 - v)) for v in p])
+    if not math.isfinite(low):
+        return mean, low, high
+    return mean, 100 / (1 + math.exp(-low)), 100 / (1 + math.exp(-high))
+
+
+def images_seen(run) -> float:
+    """The training images a run's optimizer steps went through (steps × batch size)."""
+    steps = run.summary.get("steps")
+    return steps * run.config["batch_size"] if isinstance(steps, (int, float)) else math.nan
+
+
+def order(value) -> tuple:
+    """Sort swept values as numbers where they are numbers (2, 8, 32, not "2", "32", "8")."""
+    return (isinstance(value, str) or value is None, value if isinstance(value, (int, float)) else str(value))
+
+
 def compare(runs, method: str, by: list[str]) -> tuple[str, dict]:
     """A markdown table per value of `by` and the recommendation line; the numbers for the plot."""
     groups: dict[tuple, dict[str, list]] = {}
@@ -37,55 +61,86 @@ def compare(runs, method: str, by: list[str]) -> tuple[str, dict]:
         flat = flat_hparams(run.config)
         groups.setdefault(tuple(flat.get(k) for k in by), {}).setdefault(str(flat.get(method)), []).append(run)
     lines, numbers = [], {}
-    for where, arms in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+    seen: dict[tuple, float] = {}
+    for where, arms in sorted(groups.items(), key=lambda kv: [order(v) for v in kv[0]]):
         title = ", ".join(f"{k}={v}" for k, v in zip(by, where)) or "all runs"
         ranked = []
         for name, rs in arms.items():
-            val = protocol.mean_interval([r.endpoint("val_acc") for r in rs])
-            test = protocol.mean_interval([r.endpoint("test_acc") for r in rs])
+            val = accuracy_interval([r.endpoint("val_acc") for r in rs])
+            test = accuracy_interval([r.endpoint("test_acc") for r in rs])
             ranked.append((name, rs, val, test))
         ranked.sort(key=lambda a: -a[2][0])
         numbers[where] = {name: val for name, _, val, _ in ranked}
-        lines += [f"### {title}", "", f"| rank | {method} | val acc % [95% interval] | test acc % | ms/step | runs |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {title}",
+            "",
+            f"| rank | {method} | val acc % [95% interval] | test acc % | ms/step | images seen | runs |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for i, (name, rs, val, test) in enumerate(ranked, 1):
             cost = sum(ms_per_step(r) for r in rs) / len(rs)
-            lines.append(f"| {i} | {name} | {fmt(*val)} | {fmt(*test)} | {cost:.1f} | {len(rs)} |")
+            images = sum(images_seen(r) for r in rs) / len(rs)
+            seen[(*where, name)] = images
+            lines.append(f"| {i} | {name} | {fmt(*val)} | {fmt(*test)} | {cost:.1f} | {images:,.0f} | {len(rs)} |")
         lines += ["", recommendation(method, ranked), ""]
+    finite = [v for v in seen.values() if math.isfinite(v)]
+    if finite and max(finite) > 1.01 * min(finite):
+        lines.append(
+            f"**Note:** the arms trained on different numbers of images ({min(finite):,.0f} to {max(finite):,.0f}): "
+            "a fixed max_steps gives a small batch fewer images. To compare batch sizes at equal epochs, sweep with "
+            "`epochs=N` instead of `max_steps`."
+        )
     return "\n".join(lines), numbers
 
 
 def recommendation(method: str, ranked) -> str:
-    """The best against the runner-up: sure if the paired interval of their difference excludes 0; nothing is
-    recommended as sure from one seed per arm (no interval)."""
+    """The best against each other arm, paired by seed: the recommendation names the best and every arm whose
+    interval against it includes 0 (not separable at these seeds); nothing is recommended from one seed per arm."""
     if len(ranked) == 1:
         return f"Only {method}={ranked[0][0]} ran here."
-    (best, best_runs, _, _), (second, second_runs, _, _) = ranked[0], ranked[1]
-    a, b, is_paired = paired(best_runs, second_runs, lambda r: r.endpoint("val_acc"))
-    if min(len(a), len(b)) < 2:
-        lead = sum(a) / len(a) - sum(b) / len(b)
-        return (f"**No recommendation** — {best} is ahead of {second} by {lead:+.2f} points at 1 seed: no interval, "
-                "nothing tells this from seed noise; run 2 or more seeds (the protocol runs 5).")  # fmt: skip
-    t = protocol.compare(f"{best} − {second}", a, b, 0.0, paired=is_paired)
-    interval = f"{t.estimate:+.2f} points [{t.ci95[0]:+.2f}, {t.ci95[1]:+.2f}] ({t.method}, {len(a)} seeds)"
-    if t.outcome == "holds":
-        return f"**Recommendation: {best}** — ahead of {second} by {interval}: the interval excludes 0."
-    return (f"**Recommendation: {best} or {second}** — not separable at these seeds: {best} − {second} = {interval}; "
-            "run more seeds to tell them apart.")  # fmt: skip
+    best, best_runs = ranked[0][0], ranked[0][1]
+    tests = []
+    for name, rs, _, _ in ranked[1:]:
+        a, b, is_paired = paired(best_runs, rs, lambda r: r.endpoint("val_acc"))
+        if min(len(a), len(b)) < 2:
+            lead = sum(a) / len(a) - sum(b) / len(b)
+            return (
+                f"**No recommendation** — {best} is ahead of {name} by {lead:+.2f} points at 1 seed: no interval, "
+                "nothing tells this from seed noise; run 2 or more seeds (the protocol runs 5)."
+            )
+        tests.append((name, protocol.compare(f"{best} − {name}", a, b, 0.0, paired=is_paired), len(a)))
+
+    def interval(name, t, n) -> str:
+        return (
+            f"{best} − {name} = {t.estimate:+.2f} points [{t.ci95[0]:+.2f}, {t.ci95[1]:+.2f}] ({t.method}, {n} seeds)"
+        )
+
+    tied = [(name, t, n) for name, t, n in tests if t.outcome != "holds"]
+    if not tied:
+        name, t, n = tests[0]
+        return f"**Recommendation: {best}** — ahead of every other arm; of the runner-up: {interval(name, t, n)}."
+    names = " or ".join([best, *(name for name, _, _ in tied)])
+    return (
+        f"**Recommendation: {names}** — not separable at these seeds: "
+        + "; ".join(interval(*x) for x in tied)
+        + "; run more seeds to tell them apart."
+    )
 
 
 def plot(numbers: dict, by: list[str], method: str, out: Path) -> str:
     """Validation accuracy vs the first `by` key, one line per method value, with 95% intervals."""
     fig, ax = new_figure(figsize=(6, 4))
-    xs = sorted({where[0] for where in numbers}, key=lambda v: (isinstance(v, str), v))
+    xs = sorted({where[0] for where in numbers}, key=order)
     names = sorted({name for arms in numbers.values() for name in arms})
     for name in names:
         points = [(x, numbers[w][name]) for x in xs for w in numbers if w[0] == x and name in numbers[w]]
         if not points:
             continue
         mean = [m for _, (m, _, _) in points]
-        err = [[m - lo if math.isfinite(lo) else 0 for _, (m, lo, _) in points],
-               [hi - m if math.isfinite(hi) else 0 for _, (m, _, hi) in points]]  # fmt: skip
+        err = [
+            [m - lo if math.isfinite(lo) else 0 for _, (m, lo, _) in points],
+            [hi - m if math.isfinite(hi) else 0 for _, (m, _, hi) in points],
+        ]
         ax.errorbar([str(x) for x, _ in points], mean, yerr=err, marker="o", capsize=3, label=name)
     ax.set(xlabel=by[0], ylabel="validation accuracy % (95% interval)", title=f"{method} by {by[0]}")
     ax.grid(alpha=0.3)
@@ -114,8 +169,11 @@ def main(argv=None) -> int:
         return 2
     unnamed = [k for k in swept if k not in (args.method, *by)]
     if unnamed:  # runs that differ in them would be pooled into one arm, as if they were seeds of one run
-        print(f"error: the runs also differ in {', '.join(unnamed)}, which --by does not name; add them "
-              f"(--by {' '.join([*by, *unnamed])}) or compare a folder of one sweep", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: the runs also differ in {', '.join(unnamed)}, which --by does not name; add them "
+            f"(--by {' '.join([*by, *unnamed])}) or compare a folder of one sweep",
+            file=sys.stderr,
+        )
         return 2
     table, numbers = compare(runs, args.method, by)
     print(table)
