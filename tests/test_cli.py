@@ -97,7 +97,7 @@ def test_sweep_records_a_crashing_job_as_failed_and_goes_on(tmp_path, monkeypatc
 
     monkeypatch.setattr(trainer, "train", crash_for_none)
     result = call_cli("-m", *TINY, "norm=none,batch", "max_steps=5", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "error: 1 job(s) of the sweep failed" in result.stderr, result.stderr
     statuses = {d.name.split("-")[2]: json.loads((d / "summary.json").read_text()) for d in run_dirs(tmp_path)}
     assert statuses["none"]["status"] == "failed" and "simulated crash" in statuses["none"]["error"]
     assert statuses["batch"]["status"] == "completed"

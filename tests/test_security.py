@@ -139,3 +139,28 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(tmp_path):
     np.random.seed(0)
     set_rng_state(state["rng"])
     assert state["step"] == 3 and np.random.rand() == expected
+
+
+@pytest.mark.parametrize("flag", ["--experimental-rerun=evil.pickle", "--experimental-rerun", "--exp=evil.pickle"])
+def test_hydras_rerun_flag_which_unpickles_a_file_is_refused_in_every_spelling(tmp_path, flag):
+    """`--experimental-rerun=FILE` makes Hydra unpickle FILE (any code); argparse also takes a prefix of the flag."""
+    import pickle
+
+    from conftest import call_cli
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "evil.pickle").write_bytes(pickle.dumps(Evil()))
+    result = call_cli(flag, *(["evil.pickle"] if "=" not in flag else []), cwd=tmp_path)
+    assert result.returncode == 2 and "is not allowed: it loads a pickle" in result.stderr
+    assert not (tmp_path / "pwned").exists() and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("override", ["hydra.run.dir=/", "hydra.sweep.dir=/", "hydra.run.dir=/etc", "hydra.run.dir=~"])
+def test_an_output_folder_at_the_root_or_home_is_refused(tmp_path, override):
+    from conftest import call_cli
+
+    result = call_cli(override, "max_steps=1", cwd=tmp_path)
+    assert result.returncode == 2 and "is not allowed: normlab writes a run's files into that folder" in result.stderr

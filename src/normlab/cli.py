@@ -342,6 +342,31 @@ def hydra_record(cfg: DictConfig, hc):
     return write
 
 
+FAILED_JOBS: list[str] = []  # the run dirs of this process's jobs that crashed (a sweep goes on, then exits 1)
+RERUN_FLAG = "--experimental-rerun"  # Hydra's: unpickles the file it names, i.e. runs whatever code it holds
+
+
+def refuse_unsafe_flags(argv: list[str]) -> None:
+    """Exit 2 on what would run code or write where no run belongs: Hydra's --experimental-rerun in any spelling
+    (argparse takes any unambiguous prefix, `--exp=x` too), and an output folder that is the file system's root,
+    a folder right under it, or the home folder (`hydra.run.dir=/`)."""
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if len(flag) >= 3 and RERUN_FLAG.startswith(flag):
+            fail(
+                f"{flag} is not allowed: it loads a pickle, which can run any code; re-run a run with its own "
+                "command (its folder's .hydra/overrides.yaml)"
+            )
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value:
+            path = Path(value).expanduser().resolve()
+            if len(path.parts) <= 2 or path == Path.home().resolve():
+                fail(
+                    f"{key}={value} is not allowed: normlab writes a run's files into that folder; name a folder "
+                    "of its own (e.g. runs/mine)"
+                )
+
+
 def run_job(cfg: DictConfig) -> float:
     """Hydra's task function: one run. Bad input exits 2; a crash in a sweep is recorded and the sweep goes on.
     Returns the run's best validation accuracy (0 for a diverged or failed run, or without a validation split):
@@ -372,6 +397,7 @@ def run_job(cfg: DictConfig) -> float:
         failed = {"status": "failed", "error": f"{type(e).__name__}: {e}", "run_dir": str(run_dir)}
         write_json(run_dir / SUMMARY, {**failed, "config": config.to_dict()} if config else failed)
         print(f"normlab: failed · {type(e).__name__}: {e} · {run_dir}", file=sys.stderr)
+        FAILED_JOBS.append(str(run_dir))
         return 0.0
     if is_main_process():
         print(summary_line(summary))
@@ -422,6 +448,8 @@ def train_command(argv: list[str]) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    FAILED_JOBS.clear()  # (a test may call this twice in one process)
+    refuse_unsafe_flags(argv)
     register_resolvers()
     register_groups(CONF)
     os.environ["NORMLAB_SWEEP"] = sweep_folder(argv)  # read by hydra.sweep.subdir (conf/hydra/normlab.yaml)
@@ -435,3 +463,10 @@ def train_command(argv: list[str]) -> None:
         print(f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to "
               "resume", file=sys.stderr)  # fmt: skip
         sys.exit(130)
+    if FAILED_JOBS:
+        print(
+            f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (each folder's summary.json says why): "
+            + ", ".join(FAILED_JOBS),
+            file=sys.stderr,
+        )
+        sys.exit(1)
