@@ -3,6 +3,7 @@ scripts, the joblib launcher, the SLURM launcher's config, and a 3-trial Optuna 
 
 import csv
 import json
+import os
 import re
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF, TINY, call_cli, call_script, run_cli
+from conftest import CONF, ROOT, TINY, call_cli, call_script, run_cli
 
 SWEEP = ["-m", *TINY, "norm=none,batch", "max_steps=10", "eval_every=5"]
 
@@ -81,8 +82,15 @@ def test_tensorboard_serves_every_run_scalar_and_hparam(sweep):
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         # norm, batch size and lr, then what the command chose; no constant left at its default, no operational key
-        assert hparams == {"norm.name", "batch_size", "lr", "max_steps", "data.train_subset", "data.test_subset",
-                           "data.val_size"}  # fmt: skip
+        assert hparams == {
+            "norm.name",
+            "batch_size",
+            "lr",
+            "max_steps",
+            "data.train_subset",
+            "data.test_subset",
+            "data.val_size",
+        }
         first = experiment["hparamInfos"][0]  # the swept key leads the HPARAMS table
         assert first["name"] == "norm.name" and first.get("differs") is True
         assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"acc/val", "acc/test", "loss/test"}
@@ -282,8 +290,15 @@ def test_compare_and_summarize_never_show_more_certainty_than_the_runs_hold(tmp_
     for lr_batch_size, accs in ((None, (0.80, 0.70)), (32, (0.82, 0.66))):
         for norm, acc in zip(("batch", "group"), accs, strict=True):
             for bs in (2, 32):
-                _fake_run(sweep, norm, bs, 0, acc - (0.1 if bs == 2 and norm == "batch" else 0),
-                          name=f"-lbs{lr_batch_size}", lr_batch_size=lr_batch_size)  # fmt: skip
+                _fake_run(
+                    sweep,
+                    norm,
+                    bs,
+                    0,
+                    acc - (0.1 if bs == 2 and norm == "batch" else 0),
+                    name=f"-lbs{lr_batch_size}",
+                    lr_batch_size=lr_batch_size,
+                )
     _fake_run(sweep, "batch", 2, 0, 0.70, name="-copy", lr_batch_size=None)  # the same run again
     pooled = script("compare.py", sweep, "--by", "batch_size")
     assert pooled.returncode == 2 and "also differ in lr_batch_size, which --by does not name" in pooled.stderr
@@ -300,11 +315,25 @@ def test_compare_and_summarize_never_show_more_certainty_than_the_runs_hold(tmp_
 def test_the_hparams_row_leads_with_norm_batch_and_lr_then_what_the_command_chose():
     from normlab.runlog import hparams_shown
 
-    config = {"norm": {"name": "group", "groups": 32}, "batch_size": 2, "lr": 0.1, "lr_batch_size": None, "seed": 3,
-              "device": "cpu", "model": {"name": "cnn", "width": 16}, "max_steps": 5}  # fmt: skip
+    config = {
+        "norm": {"name": "group", "groups": 32},
+        "batch_size": 2,
+        "lr": 0.1,
+        "lr_batch_size": None,
+        "seed": 3,
+        "device": "cpu",
+        "model": {"name": "cnn", "width": 16},
+        "max_steps": 5,
+    }
     chosen = ["model", "seed", "device", "norm", "+model.width", "experiment"]
-    assert hparams_shown(config, chosen) == {"norm.name": "group", "batch_size": 2, "lr": 0.1, "model.name": "cnn",
-                                             "seed": 3, "model.width": 16}  # fmt: skip
+    assert hparams_shown(config, chosen) == {
+        "norm.name": "group",
+        "batch_size": 2,
+        "lr": 0.1,
+        "model.name": "cnn",
+        "seed": 3,
+        "model.width": 16,
+    }
     assert list(hparams_shown(config)) == ["norm.name", "batch_size", "lr"]  # constants at their defaults: hidden
     scaled = hparams_shown({**config, "lr_batch_size": 32}, ["lr_batch_size"])
     assert scaled["lr"] == 0.1 and scaled["lr_batch_size"] == 32 and scaled["lr_used"] == pytest.approx(0.00625)
@@ -320,3 +349,50 @@ def test_a_norm_keeps_its_colour_in_every_plot():
     )
     assert len({norm_color(n) for n in ("none", "batch", "group", "layer", "instance", "switchable")}) == 6
     assert norm_color("batch_size=2") is None and norm_color("optimizer.name=batch") is None
+
+
+def test_compare_and_summarize_never_hang_or_crash_on_what_a_received_folder_holds(tmp_path):
+    """Named pipes in place of a run's files, a checkpoint that is a link to /dev/zero, 100,000 nested brackets, a
+    5,001-digit integer, a metrics.jsonl that is a folder: each damaged run is skipped or read as far as it is
+    intact, and both commands finish (real processes with a time limit: a pipe would block forever)."""
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        for norm in ("batch", "group"):
+            _fake_run(sweep, norm, 32, seed, 0.8)
+    damaged = {
+        "pipe-summary": lambda d: os.mkfifo(d / "summary.json"),
+        "pipe-metrics": lambda d: os.mkfifo(d / "metrics.jsonl"),
+        "nested": lambda d: (d / "summary.json").write_text("[" * 100_000 + "]" * 100_000),
+        "big-int": lambda d: (d / "summary.json").write_text('{"status": "completed", "x": ' + "9" * 5001 + "}"),
+        "metrics-folder": lambda d: (d / "metrics.jsonl").mkdir(),
+        "zero-checkpoint": lambda d: (d / "last.pt").symlink_to("/dev/zero"),
+    }
+    for name, damage in damaged.items():
+        run = sweep / f"layer-bs32-s0-{name}"
+        _fake_run(sweep, "layer", 32, 0, 0.7, name=f"-{name}")
+        for f in ("summary.json", "metrics.jsonl"):
+            if (
+                name.startswith(("pipe", "nested", "big"))
+                and f == "summary.json"
+                or name == "metrics-folder"
+                and (f == "metrics.jsonl")
+                or name == "pipe-metrics"
+                and f == "metrics.jsonl"
+            ):
+                (run / f).unlink()
+        damage(run)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for command in (["compare", str(sweep), "--by", "batch_size"], ["summarize", str(sweep)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "normlab", *command], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert result.returncode in (0, 2) and "Traceback" not in result.stderr, (command, result.stderr[-2000:])
+        assert "batch" in result.stdout and "group" in result.stdout
+
+
+def test_summarize_csv_never_writes_a_live_spreadsheet_formula(tmp_path):
+    _fake_run(tmp_path / "sweep", '=HYPERLINK("http://x","y")', 32, 0, 0.8)
+    _fake_run(tmp_path / "sweep", "batch", 32, 0, 0.7)
+    rows = list(csv.DictReader(script("summarize.py", tmp_path / "sweep", "--csv").stdout.splitlines()))
+    names = sorted(r["norm.name"] for r in rows)
+    assert names == ['\'=HYPERLINK("http://x","y")', "batch"], names

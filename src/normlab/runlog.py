@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -79,16 +80,43 @@ def write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON object from `path`; None where it is missing, unreadable, damaged or not an object."""
+READ_LIMIT = 256 * 2**20  # bytes: no file normlab writes into a run dir (but checkpoints) comes near this
+
+
+def read_regular(path: Path, limit: int = READ_LIMIT) -> bytes | None:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes, else None: a named pipe, a device, a
+    folder or a symlink (opened with O_NOFOLLOW) is never read, so nothing a received run dir holds can hang a
+    command, exhaust memory or lead a read outside the folder."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)[:limit]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`; None where it is missing, not a regular file, too large, unreadable, damaged,
+    nested too deep or not an object."""
+    raw = read_regular(path)
+    try:
+        value = json.loads(raw.decode()) if raw is not None else None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: bad JSON, or a 5,000-digit integer
         return None
     return value if isinstance(value, dict) else None
 
 
 CHECKPOINT_MAGIC = b"normlab-checkpoint/2\n"  # then the payload's SHA-256 in hex, a newline, the payload
+CHECKPOINT_LIMIT = 4 * 2**30  # bytes read back at most: far above any checkpoint normlab's models make
 
 
 class DamagedCheckpoint(Exception):
@@ -128,10 +156,11 @@ def read_checkpoint(path: Path) -> dict:
     `weights_only=True`, so that neither a damaged nor a crafted file gets further than an error.
     DamagedCheckpoint says what is wrong. (Checkpoints of the earlier formats, a torch.save record holding the
     payload and its checksum, or a plain state, are read with the same restriction.)"""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DamagedCheckpoint(f"unreadable: {e.strerror or type(e).__name__}") from None
+    raw = read_regular(path, CHECKPOINT_LIMIT)
+    if raw is None:
+        raise DamagedCheckpoint(
+            f"not a regular file of at most {CHECKPOINT_LIMIT >> 30} GiB (a pipe, a device, a link)"
+        )
     if raw.startswith(CHECKPOINT_MAGIC):
         checksum, _, payload = raw[len(CHECKPOINT_MAGIC) :].partition(b"\n")
         if hashlib.sha256(payload).hexdigest().encode() != checksum:
@@ -176,11 +205,12 @@ def parse_metrics(path: Path) -> tuple[list[dict], int]:
     """The intact records of a metrics.jsonl and the number of damaged lines (cut short by a kill, or garbled),
     which are skipped: the intact lines after a damaged one are kept."""
     records, damaged = [], 0
-    text = path.read_text(errors="replace") if path.exists() else ""
+    raw = read_regular(path)
+    text = raw.decode(errors="replace") if raw is not None else ""
     for line in text.splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict) and isinstance(record.get("step"), int):
             records.append(record)

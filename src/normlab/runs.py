@@ -62,7 +62,9 @@ class Run:
         failed run counts as chance."""
         if self.status != "completed":
             return 100 * CHANCE
-        values = self.curve(key)[1]
+        values = [v for v in self.curve(key)[1] if isinstance(v, (int, float))]
+        if not values:  # no readable evaluation (a damaged or foreign metrics.jsonl): no result, never a rank
+            return math.nan
         decays = self.config.get("scheduler", {}).get("name", "constant") != "constant"
         return 100 * (values[-1] if decays else protocol.endpoint(values, k))
 

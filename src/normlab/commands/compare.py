@@ -156,6 +156,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=output_file, help="write the plot here (accuracy vs the first --by key)")
     args = parser.parse_args(argv)
     runs, copies = distinct([r for r in load_runs(args.root) if r.status in ("completed", "diverged")])
+    unreadable = [r for r in runs if not math.isfinite(r.endpoint("val_acc"))]
+    if unreadable:  # ranked first as "+nan points" before
+        names = ", ".join(r.path.name for r in unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
+        print(f"note: {len(unreadable)} run(s) without a finite validation accuracy were left out: {names}")
+        runs = [r for r in runs if r not in unreadable]
     if not runs:
         print(f"error: no finished runs under {args.root}", file=sys.stderr)
         return 2

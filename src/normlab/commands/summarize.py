@@ -62,12 +62,21 @@ def fmt(key: str, value) -> str:
     return str(value)
 
 
+def inert(value):
+    """A CSV cell a spreadsheet shows as text: one starting with =, +, -, @, a tab or a carriage return (a
+    formula: `=HYPERLINK(...)` as a norm name) gets a leading apostrophe (OWASP's CSV-injection advice); numbers
+    stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def render(rows: list[dict], columns: list[str], style: str) -> str:
     if style == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: inert(v) for k, v in row.items()} for row in rows)
         return out.getvalue().rstrip("\n")
     cells = [[fmt(c, r.get(c)) for c in columns] for r in rows]
     if style == "markdown":
