@@ -57,8 +57,10 @@ def main() -> None:
         *args.overrides,
     ]
     summary = normlab.train(args.run_dir, overrides, model=make_net, data=make_data())
-    print(f"{summary['status']}: val_acc {summary['val_acc']:.3f}, test_acc {summary['test_acc']:.3f} "
-          f"after {summary['steps']} steps · logs: {summary['run_dir']}")  # fmt: skip
+    print(
+        f"{summary['status']}: val_acc {summary['val_acc']:.3f}, test_acc {summary['test_acc']:.3f} "
+        f"after {summary['steps']} steps · logs: {summary['run_dir']}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,10 +61,15 @@ def report(seeds: list[int], extra: list[str], timings: dict, work: Path, out: P
             runs.setdefault(label, []).append(run)
     result = analyze(runs)
     out.mkdir(parents=True, exist_ok=True)
-    plot = curves({label: runs[label] for label, _, _ in VARIANTS if label in runs}, out / "test_accuracy.png",
-                  "CIFAR-10 CNN, global batch 16: test accuracy (mean over seeds)")  # fmt: skip
-    commands = "\n".join(f"- {label}: `{shown(command(label, nproc, [*overrides, *extra], seeds[0]))}`"
-                         for label, nproc, overrides in VARIANTS)  # fmt: skip
+    plot = curves(
+        {label: runs[label] for label, _, _ in VARIANTS if label in runs},
+        out / "test_accuracy.png",
+        "CIFAR-10 CNN, global batch 16: test accuracy (mean over seeds)",
+    )
+    commands = "\n".join(
+        f"- {label}: `{shown(command(label, nproc, [*overrides, *extra], seeds[0]))}`"
+        for label, nproc, overrides in VARIANTS
+    )
     commits = sorted({(r.summary.get("git_commit") or "unknown")[:7] for rs in runs.values() for r in rs})
     (decided,) = result["tests"]
     study = shown([sys.executable, "scripts/distributed_study.py", *extra])
@@ -106,14 +111,17 @@ Multi-node: torchrun's own rendezvous, e.g. on each of 2 nodes
 normlab needs nothing more (nccl on CUDA, gloo on CPU).
 """
     (out / "README.md").write_text(text)
-    write_json(out / "summary.json", {
-        "seeds": len(seeds),
-        "criterion": CRITERION,
-        "tests": [t.to_dict() for t in result["tests"]],
-        "reported": [t.to_dict() for t in result["reported"]],
-        "wall_s": timings.get("wall_s"),
-        "commit": ",".join(commits),
-    })  # fmt: skip
+    write_json(
+        out / "summary.json",
+        {
+            "seeds": len(seeds),
+            "criterion": CRITERION,
+            "tests": [t.to_dict() for t in result["tests"]],
+            "reported": [t.to_dict() for t in result["reported"]],
+            "wall_s": timings.get("wall_s"),
+            "commit": ",".join(commits),
+        },
+    )
     print(text)
 
 
@@ -144,8 +152,10 @@ def main() -> int:
                 print(f"+ {label}, seed {seed}", flush=True)
                 cmd = command(label, nproc, [*overrides, *args.overrides], seed)
                 if subprocess.run(cmd, cwd=work, env=env).returncode != 0:
-                    print(f"error: {label}, seed {seed} failed (finished runs are kept; re-run to resume)",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"error: {label}, seed {seed} failed (finished runs are kept; re-run to resume)",
+                        file=sys.stderr,
+                    )
                     return 1
         wall = time.perf_counter() - start
         if wall > previous.get("wall_s", 0):  # the time of the call that did the work, not of a resume

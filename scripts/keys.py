@@ -33,8 +33,9 @@ def with_docs_table(text: str, table: str, name: str = "keys") -> str:
 def model_defaults() -> dict[str, dict]:
     """Each model's conf/model/<name>.yaml (its keys and defaults), but the name and a custom model's target."""
     files = sorted((ROOT / "conf" / "model").glob("*.yaml"))
-    return {f.stem: {k: v for k, v in yaml.safe_load(f.read_text()).items() if k not in ("name", "_target_")}
-            for f in files}  # fmt: skip
+    return {
+        f.stem: {k: v for k, v in yaml.safe_load(f.read_text()).items() if k not in ("name", "_target_")} for f in files
+    }
 
 
 def with_help_lines(text: str, lines: str) -> str:

@@ -57,8 +57,12 @@ def add_keys(config: dict) -> dict:
 
 def drop_keys(config: dict) -> dict:
     """`config` without the KEYS_REMOVED."""
-    return {k: {kk: vv for kk, vv in v.items() if kk not in KEYS_REMOVED[k]} if k in KEYS_REMOVED and
-            isinstance(v, dict) else v for k, v in config.items()}  # fmt: skip
+    return {
+        k: {kk: vv for kk, vv in v.items() if kk not in KEYS_REMOVED[k]}
+        if k in KEYS_REMOVED and isinstance(v, dict)
+        else v
+        for k, v in config.items()
+    }
 
 
 def drop_unread_model_keys(config: dict) -> dict:

@@ -28,10 +28,18 @@ def main(argv=None) -> int:
     pilots = PILOTS[args.claim]
     claim, experiment = pilots.claim_of(args.claim), pilots.experiment_of(args.claim)
     # one sweep per pilot, launched as reproduce.py launches a profile's sweeps (no timing record)
-    run_sweep(claim, experiment.removeprefix(f"{claim}_"), [], args.jobs, Path(".").resolve(), record=False,
-              sweeps=[line.split() for line in pilots.lines])  # fmt: skip
-    table = subprocess.run([*normlab_command("summarize"), f"runs/{experiment}", "--markdown"], capture_output=True,
-                           text=True, check=True).stdout  # fmt: skip
+    run_sweep(
+        claim,
+        experiment.removeprefix(f"{claim}_"),
+        [],
+        args.jobs,
+        Path(".").resolve(),
+        record=False,
+        sweeps=[line.split() for line in pilots.lines],
+    )
+    table = subprocess.run(
+        [*normlab_command("summarize"), f"runs/{experiment}", "--markdown"], capture_output=True, text=True, check=True
+    ).stdout
     summaries = (read_json(p) or {} for p in Path("runs", experiment).glob("*/summary.json"))
     commits = sorted({(s.get("git_commit") or "unknown")[:7] for s in summaries})
     out = ROOT / "results" / claim / pilots.table

@@ -24,9 +24,15 @@ def small_net(num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
 def feature_net(num_classes: int) -> nn.Module:
     """A user's MLP on (N, D) features with BatchNorm1d and a LayerNorm over its features."""
     return nn.Sequential(
-        nn.Flatten(), nn.LazyLinear(32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 16), nn.LayerNorm(16),
-        nn.ReLU(), nn.Linear(16, num_classes),
-    )  # fmt: skip
+        nn.Flatten(),
+        nn.LazyLinear(32),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Linear(32, 16),
+        nn.LayerNorm(16),
+        nn.ReLU(),
+        nn.Linear(16, num_classes),
+    )
 
 
 def blobs(n: int = 400, classes: int = 3, dim: int = 12, seed: int = 0) -> dict:

@@ -61,7 +61,7 @@ def test_bench_compile_part_times_eager_and_compiled_steps(tmp_path):
             "1",
             "--results",
             tmp_path,
-        ],  # fmt: skip
+        ],
         check=True,
         capture_output=True,
         text=True,

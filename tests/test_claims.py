@@ -19,8 +19,15 @@ LAYERS = ("features.0", "features.1")
 
 
 def config(norm="batch", batch_size=32, lr=0.1, activation="relu", seed=0, scheduler="constant"):
-    return {"norm": {"name": norm}, "batch_size": batch_size, "lr": lr, "model": {"activation": activation},
-            "seed": seed, "scheduler": {"name": scheduler}, "data": {}}  # fmt: skip
+    return {
+        "norm": {"name": norm},
+        "batch_size": batch_size,
+        "lr": lr,
+        "model": {"activation": activation},
+        "seed": seed,
+        "scheduler": {"name": scheduler},
+        "data": {},
+    }
 
 
 def make_run(path, cfg, quality, seed, status="completed", drift=1.0, layers=None, contrast_spread=None):
@@ -49,8 +56,14 @@ def make_run(path, cfg, quality, seed, status="completed", drift=1.0, layers=Non
 
 def sn_layers(bn_mean: float, bn_var: float) -> dict:
     rest_mean, rest_var = (1 - bn_mean) / 2, (1 - bn_var) / 2
-    values = {"mean_in": rest_mean, "mean_ln": rest_mean, "mean_bn": bn_mean, "var_in": rest_var,
-              "var_ln": rest_var, "var_bn": bn_var}  # fmt: skip
+    values = {
+        "mean_in": rest_mean,
+        "mean_ln": rest_mean,
+        "mean_bn": bn_mean,
+        "var_in": rest_var,
+        "var_ln": rest_var,
+        "var_bn": bn_var,
+    }
     return {layer: values for layer in LAYERS}
 
 
@@ -183,22 +196,43 @@ GN_ALL = (32, 8, 2)
     ("case", "quality", "statements"),
     [
         ("the paper's claim", {("batch", 2): -5}, ("reproduced", "reproduced", "reproduced")),
-        ("(a) false: BN does not degrade", {("group", b): 1.5 for b in GN_ALL},
-         ("not_reproduced", "reproduced", "reproduced")),
-        ("(b) false: GN degrades too, by less (GN still wins at batch 2)", {("batch", 2): -6, ("group", 2): -3},
-         ("reproduced", "not_reproduced", "reproduced")),
-        ("(b)'s reason false: GN gains at batch 2 where the batch-independent LN does not",
-         {("batch", 2): -5, ("group", 2): 3}, ("reproduced", "not_reproduced", "reproduced")),
-        ("(b) budget-limited: GN and LN gain alike at batch 2 (GN moves as a batch-independent norm)",
-         {("batch", 2): -5, ("group", 2): 2, ("layer", 2): 2}, ("reproduced", "reproduced", "reproduced")),
-        ("(c) false: GN competes at batch 32 but loses at batch 2",
-         {("batch", 2): -1.6, **{("group", b): -2.4 for b in GN_ALL}}, ("reproduced", "reproduced", "not_reproduced")),
-        ("(c) untestable: GN far behind BN at batch 32", {("batch", 2): -5, **{("group", b): -8 for b in GN_ALL}},
-         ("reproduced", "reproduced", "not_testable")),
-        ("(b) false where (c) is untestable", {("batch", 2): -5, ("group", 32): -8, ("group", 8): -8, ("group", 2): -4},
-         ("reproduced", "not_reproduced", "not_testable")),
+        (
+            "(a) false: BN does not degrade",
+            {("group", b): 1.5 for b in GN_ALL},
+            ("not_reproduced", "reproduced", "reproduced"),
+        ),
+        (
+            "(b) false: GN degrades too, by less (GN still wins at batch 2)",
+            {("batch", 2): -6, ("group", 2): -3},
+            ("reproduced", "not_reproduced", "reproduced"),
+        ),
+        (
+            "(b)'s reason false: GN gains at batch 2 where the batch-independent LN does not",
+            {("batch", 2): -5, ("group", 2): 3},
+            ("reproduced", "not_reproduced", "reproduced"),
+        ),
+        (
+            "(b) budget-limited: GN and LN gain alike at batch 2 (GN moves as a batch-independent norm)",
+            {("batch", 2): -5, ("group", 2): 2, ("layer", 2): 2},
+            ("reproduced", "reproduced", "reproduced"),
+        ),
+        (
+            "(c) false: GN competes at batch 32 but loses at batch 2",
+            {("batch", 2): -1.6, **{("group", b): -2.4 for b in GN_ALL}},
+            ("reproduced", "reproduced", "not_reproduced"),
+        ),
+        (
+            "(c) untestable: GN far behind BN at batch 32",
+            {("batch", 2): -5, **{("group", b): -8 for b in GN_ALL}},
+            ("reproduced", "reproduced", "not_testable"),
+        ),
+        (
+            "(b) false where (c) is untestable",
+            {("batch", 2): -5, ("group", 32): -8, ("group", 8): -8, ("group", 2): -4},
+            ("reproduced", "not_reproduced", "not_testable"),
+        ),
     ],
-)  # fmt: skip
+)
 def test_bn_small_batch_decides_each_statement_and_never_reads_reproduced_when_one_is_false(
     tmp_path, case, quality, statements
 ):
@@ -210,8 +244,11 @@ def test_bn_small_batch_decides_each_statement_and_never_reads_reproduced_when_o
     assert found == statements, (case, [(t.name, t.estimate, t.ci95, t.outcome) for t in analysis.tests])
     keys = [f.statement.key for f in analysis.findings]
     assert keys == ["a_bn_rises", "b_gn_stable", "c_gn_beats_bn_at_2"]
-    expected = "not_reproduced" if "not_reproduced" in statements else (
-        "not_testable" if "not_testable" in statements else "reproduced")  # fmt: skip
+    expected = (
+        "not_reproduced"
+        if "not_reproduced" in statements
+        else ("not_testable" if "not_testable" in statements else "reproduced")
+    )
     assert analysis.verdict == expected
     no_worse, net = analysis.findings[1].tests
     assert net.method.startswith("paired TOST") and net.margin == pytest.approx(math.log(1.05))
@@ -227,16 +264,22 @@ def test_bn_small_batch_decides_each_statement_and_never_reads_reproduced_when_o
     ("case", "quality", "verdict"),
     [
         ("the paper's claim", {("batch", 4): -3}, "reproduced"),
-        ("BN improves at the small batch (an absolute change would pass)", {("batch", 4): 3, ("layer", 4): 4},
-         "not_reproduced"),
+        (
+            "BN improves at the small batch (an absolute change would pass)",
+            {("batch", 4): 3, ("layer", 4): 4},
+            "not_reproduced",
+        ),
         ("LN is not flat (it falls too, by less)", {("batch", 4): -4, ("layer", 4): -2}, "not_reproduced"),
-        ("LN does not beat BN at batch 4", {("batch", 4): -3, ("layer", 128): -4, ("layer", 4): -4},
-         "not_reproduced"),
+        ("LN does not beat BN at batch 4", {("batch", 4): -3, ("layer", 128): -4, ("layer", 4): -4}, "not_reproduced"),
     ],
-)  # fmt: skip
+)
 def test_ln_small_batch_is_directional_and_fails_whenever_a_part_is_false(tmp_path, case, quality, verdict):
-    runs = [make_run(tmp_path, config(norm, bs), quality.get((norm, bs), 0.0), seed)
-            for norm in ("batch", "layer") for bs in (128, 4) for seed in SEEDS]  # fmt: skip
+    runs = [
+        make_run(tmp_path, config(norm, bs), quality.get((norm, bs), 0.0), seed)
+        for norm in ("batch", "layer")
+        for bs in (128, 4)
+        for seed in SEEDS
+    ]
     analysis = registry()["ln_small_batch"].analyze(runs, tmp_path)
     assert analysis.verdict == verdict, (case, [(t.name, t.estimate, t.ci95, t.outcome) for t in analysis.tests])
 
@@ -258,8 +301,11 @@ def test_bn_small_batch_separates_running_averages_from_batch_noise(tmp_path):
 
 def test_an_in_that_never_learned_is_not_counted_as_contrast_invariant(tmp_path):
     """IN near chance answers the same whatever the contrast: a spread of ~0 from a broken model must not pass."""
-    runs = [make_run(tmp_path, config(norm), 0, seed, contrast_spread=20.0) for norm in ("batch", "layer",
-            "batch_instance") for seed in SEEDS]  # fmt: skip
+    runs = [
+        make_run(tmp_path, config(norm), 0, seed, contrast_spread=20.0)
+        for norm in ("batch", "layer", "batch_instance")
+        for seed in SEEDS
+    ]
     trained = [make_run(tmp_path, config("instance"), -20, seed, contrast_spread=1.0) for seed in SEEDS]
     at_chance = [make_run(tmp_path, config("instance"), -77, seed, contrast_spread=0.5) for seed in SEEDS]
     assert max(r.summary["contrast"][2] for r in at_chance) < 0.2 < min(r.summary["contrast"][2] for r in trained)
@@ -316,10 +362,25 @@ def test_the_index_and_answers_cite_each_claims_reference_and_name_disagreeing_p
         directory = tmp_path / "bn_small_batch" / sub
         directory.mkdir(parents=True)
         outcome = "holds" if estimate - 1 > 0 else "unclear"
-        test = {"name": "at batch 2: GN − BN, final test accuracy (points)", "estimate": estimate,
-                "ci95": [estimate - 1, estimate + 1], "outcome": outcome}  # fmt: skip
-        (directory / "summary.json").write_text(json.dumps({"claim": "bn_small_batch", "profile": profile,
-            "variant": variant, "verdict": verdict, "tests": [test], "seeds": 5, "wall_s": 60}))  # fmt: skip
+        test = {
+            "name": "at batch 2: GN − BN, final test accuracy (points)",
+            "estimate": estimate,
+            "ci95": [estimate - 1, estimate + 1],
+            "outcome": outcome,
+        }
+        (directory / "summary.json").write_text(
+            json.dumps(
+                {
+                    "claim": "bn_small_batch",
+                    "profile": profile,
+                    "variant": variant,
+                    "verdict": verdict,
+                    "tests": [test],
+                    "seeds": 5,
+                    "wall_s": 60,
+                }
+            )
+        )
 
     summary("", "quick", "fixed lr", "inconclusive", 0.5)
     summary("cpu", "cpu", "fixed lr", "reproduced", 3.0)
@@ -334,14 +395,18 @@ def test_the_index_and_answers_cite_each_claims_reference_and_name_disagreeing_p
     current = quick.read_text()
     quick.write_text(json.dumps({**json.loads(current), "criterion": "a test since replaced"}))
     write_index(tmp_path)
-    assert "the quick profile (5 seeds, made under an earlier criterion) said inconclusive" in (
-        tmp_path / "README.md").read_text()  # fmt: skip
+    assert (
+        "the quick profile (5 seeds, made under an earlier criterion) said inconclusive"
+        in (tmp_path / "README.md").read_text()
+    )
     quick.write_text(current)  # as it was, for what follows
     assert "error_vs_batch.png" not in text  # no figure drawn: none linked
     (tmp_path / "bn_small_batch" / "cpu" / "error_vs_batch.png").write_bytes(b"")
     write_index(tmp_path)
-    assert "Figure: [error against batch size per norm](bn_small_batch/cpu/error_vs_batch.png)." in (
-        tmp_path / "README.md").read_text()  # fmt: skip
+    assert (
+        "Figure: [error against batch size per norm](bn_small_batch/cpu/error_vs_batch.png)."
+        in (tmp_path / "README.md").read_text()
+    )
     shutil.rmtree(tmp_path / "bn_small_batch" / "cpu")
     write_index(tmp_path)
     text = (tmp_path / "README.md").read_text()
@@ -377,8 +442,12 @@ def test_the_answers_cite_the_data_parallel_study_by_its_intervals_once_it_has_t
     path.write_text(json.dumps({"4x4 GN": {"final_acc": 0.3}, "wall_s": 60}))  # the one-seed study's summary
     write_index(tmp_path)
     assert "Not re-run under the protocol: no answer yet." in (tmp_path / "README.md").read_text()
-    test = {"name": "4x4: synced BN − local BN, final test accuracy (points)", "estimate": 1.5, "ci95": [0.5, 2.5],
-            "outcome": "holds"}  # fmt: skip
+    test = {
+        "name": "4x4: synced BN − local BN, final test accuracy (points)",
+        "estimate": 1.5,
+        "ci95": [0.5, 2.5],
+        "outcome": "holds",
+    }
     path.write_text(json.dumps({"seeds": 5, "tests": [test], "reported": [], "wall_s": 60}))
     write_index(tmp_path)
     text = (tmp_path / "README.md").read_text()
@@ -414,8 +483,14 @@ def learning_rate_runs(tmp_path, quality: dict) -> list[Run]:
 def test_bn_learning_rate_is_never_reproduced_when_bn_does_not_gain_from_its_own_higher_rates(
     tmp_path, case, bn_x5, bn_x30
 ):
-    quality = {("none", 1): 0.0, ("none", 5): -5.0, ("none", 30): -80.0, ("batch", 1): 3.0,
-               ("batch", 5): 3.0 + bn_x5, ("batch", 30): 3.0 + bn_x30}  # fmt: skip
+    quality = {
+        ("none", 1): 0.0,
+        ("none", 5): -5.0,
+        ("none", 30): -80.0,
+        ("batch", 1): 3.0,
+        ("batch", 5): 3.0 + bn_x5,
+        ("batch", 30): 3.0 + bn_x30,
+    }
     analysis = registry()["bn_learning_rate"].analyze(learning_rate_runs(tmp_path, quality), tmp_path)
     assert analysis.verdict != "reproduced", case
     # every BN arm is above the plain net at x1, as in the old test's reading: it would have said reproduced
@@ -423,8 +498,14 @@ def test_bn_learning_rate_is_never_reproduced_when_bn_does_not_gain_from_its_own
 
 
 def test_bn_learning_rate_without_a_plain_net_that_learns_is_not_testable(tmp_path):
-    quality = {("none", 1): -80.0, ("none", 5): -80.0, ("none", 30): -80.0, ("batch", 1): 0.0, ("batch", 5): 3.0,
-               ("batch", 30): 3.0}  # fmt: skip
+    quality = {
+        ("none", 1): -80.0,
+        ("none", 5): -80.0,
+        ("none", 30): -80.0,
+        ("batch", 1): 0.0,
+        ("batch", 5): 3.0,
+        ("batch", 30): 3.0,
+    }
     analysis = registry()["bn_learning_rate"].analyze(learning_rate_runs(tmp_path, quality), tmp_path)
     assert analysis.verdict == "not_testable"
     (failed,) = [p for p in analysis.preconditions if not p.holds]
@@ -448,8 +529,14 @@ def test_bn_convergence_against_a_baseline_at_chance_is_not_testable(tmp_path):
 def test_bn_learning_rate_is_not_reproduced_where_the_plain_net_thrives_at_the_high_rate(tmp_path):
     """BN gains from x5 and x30, but so does the net without BN: BN does not *allow* the rate, so neither statement
     reads reproduced (the plain net's test was secondary before, and this world read "reproduced")."""
-    quality = {("none", 1): 0.0, ("none", 5): 2.0, ("none", 30): 2.0, ("batch", 1): 3.0, ("batch", 5): 6.0,
-               ("batch", 30): 6.0}  # fmt: skip
+    quality = {
+        ("none", 1): 0.0,
+        ("none", 5): 2.0,
+        ("none", 30): 2.0,
+        ("batch", 1): 3.0,
+        ("batch", 5): 6.0,
+        ("batch", 30): 6.0,
+    }
     analysis = registry()["bn_learning_rate"].analyze(learning_rate_runs(tmp_path, quality), tmp_path)
     assert [f.verdict for f in analysis.findings] == ["not_reproduced", "not_reproduced"]
     plain = [t for f in analysis.findings for t in f.tests if t.name.startswith("no norm")]
@@ -459,24 +546,33 @@ def test_bn_learning_rate_is_not_reproduced_where_the_plain_net_thrives_at_the_h
 def test_sn_switches_finer_point_is_shown_never_a_veto(tmp_path):
     """BN's importance falls with the batch (the paper's statement) while its variance weight stays above its mean
     weight at batch 2 (the finer point, false here): reproduced, the finer point contradicted beside it."""
-    runs = [make_run(tmp_path, config("switchable", bs), 0, seed, layers=sn_layers(*shares))
-            for bs, shares in ((32, (0.5, 0.5)), (8, (0.5, 0.5)), (2, (0.4, 0.45))) for seed in SEEDS]  # fmt: skip
+    runs = [
+        make_run(tmp_path, config("switchable", bs), 0, seed, layers=sn_layers(*shares))
+        for bs, shares in ((32, (0.5, 0.5)), (8, (0.5, 0.5)), (2, (0.4, 0.45)))
+        for seed in SEEDS
+    ]
     analysis = registry()["sn_switches"].analyze(runs, tmp_path)
     main, finer = analysis.tests
     assert analysis.verdict == "reproduced" and main.outcome == "holds"
     assert finer.statement == "secondary" and finer.outcome == "contradicted"
 
 
-@pytest.mark.parametrize(("quality", "shares32", "failed"), [
-    (-60.0, (0.5, 0.5), "test accuracy"),  # every arm near chance (20-30%): the switches are set by noise
-    (0.0, (0.34, 0.34), "departure"),  # the switches at batch 32 barely left 1/3
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("quality", "shares32", "failed"),
+    [
+        (-60.0, (0.5, 0.5), "test accuracy"),  # every arm near chance (20-30%): the switches are set by noise
+        (0.0, (0.34, 0.34), "departure"),  # the switches at batch 32 barely left 1/3
+    ],
+)
 def test_sn_switches_is_not_testable_where_sn_does_not_learn_or_its_switches_never_move(
     tmp_path, quality, shares32, failed
 ):
     """BN's importance still falls with the batch in these runs, so only a precondition stops "reproduced"."""
-    runs = [make_run(tmp_path, config("switchable", bs), quality, seed, layers=sn_layers(*shares))
-            for bs, shares in ((32, shares32), (8, shares32), (2, (0.2, 0.25))) for seed in SEEDS]  # fmt: skip
+    runs = [
+        make_run(tmp_path, config("switchable", bs), quality, seed, layers=sn_layers(*shares))
+        for bs, shares in ((32, shares32), (8, shares32), (2, (0.2, 0.25)))
+        for seed in SEEDS
+    ]
     analysis = registry()["sn_switches"].analyze(runs, tmp_path)
     assert analysis.tests[0].outcome == "holds"
     assert analysis.verdict == "not_testable" and analysis.reason.startswith("not testable here")
@@ -499,10 +595,24 @@ def test_a_mechanism_check_is_listed_apart_and_never_called_reproduced(tmp_path)
 
     directory = tmp_path / "in_contrast"
     directory.mkdir()
-    test = {"name": "mechanism: accuracy spread across contrast, BN − IN (points)", "estimate": 30.0,
-            "ci95": [28.0, 32.0], "outcome": "holds"}  # fmt: skip
-    (directory / "summary.json").write_text(json.dumps({"claim": "in_contrast", "profile": "quick", "verdict":
-        "reproduced", "tests": [test], "seeds": 5, "wall_s": 60}))  # fmt: skip
+    test = {
+        "name": "mechanism: accuracy spread across contrast, BN − IN (points)",
+        "estimate": 30.0,
+        "ci95": [28.0, 32.0],
+        "outcome": "holds",
+    }
+    (directory / "summary.json").write_text(
+        json.dumps(
+            {
+                "claim": "in_contrast",
+                "profile": "quick",
+                "verdict": "reproduced",
+                "tests": [test],
+                "seeds": 5,
+                "wall_s": 60,
+            }
+        )
+    )
     write_index(tmp_path)
     text = (tmp_path / "README.md").read_text()
     reproductions, checks = text.split("**Mechanism checks**")
@@ -534,8 +644,10 @@ def test_the_data_parallel_pairs_of_one_function_are_equivalence_tests(tmp_path)
     from normlab.claims.data_parallel import VARIANTS, analyze
 
     quality = {"1x16 GN": 3.0, "4x4 BN synced": 1.0}
-    runs = {label: [make_run(tmp_path, config(label.replace(" ", "_")), quality.get(label, 0.0), seed)
-                    for seed in SEEDS] for label, _, _ in VARIANTS}  # fmt: skip
+    runs = {
+        label: [make_run(tmp_path, config(label.replace(" ", "_")), quality.get(label, 0.0), seed) for seed in SEEDS]
+        for label, _, _ in VARIANTS
+    }
     result = analyze(runs)
     synced, gn = (next(t for t in result["reported"] if t.name.startswith(start)) for start in ("synced", "GN at"))
     assert synced.method.startswith("paired TOST") and synced.margin == 1.0
@@ -548,8 +660,15 @@ def test_wn_meanbn_in_a_net_far_from_the_papers_error_is_not_testable(tmp_path):
     still gives "not testable here", with the factor named."""
     runs = build("wn_meanbn", EFFECT, tmp_path)
     assert registry()["wn_meanbn"].analyze(runs, tmp_path).verdict == "reproduced"
-    far = [make_run(tmp_path, {**r.config, "seed": None}, -35 + (EFFECT if r.config["norm"]["name"] ==
-           "weight_meanbn" else 0), r.seed) for r in runs]  # fmt: skip
+    far = [
+        make_run(
+            tmp_path,
+            {**r.config, "seed": None},
+            -35 + (EFFECT if r.config["norm"]["name"] == "weight_meanbn" else 0),
+            r.seed,
+        )
+        for r in runs
+    ]
     analysis = registry()["wn_meanbn"].analyze(far, tmp_path)
     assert analysis.verdict == "not_testable" and analysis.tests[0].outcome == "holds"
     assert "not testable here: the best arm's test error is" in analysis.reason and not analysis.preconditions[0].holds
@@ -583,8 +702,9 @@ def test_a_reports_criteria_are_dated_by_what_can_change_a_verdict(tmp_path):
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
         subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
         subprocess.run([*git, "commit", "-qm", why], cwd=tmp_path, check=True)
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     fixed = commit(0.0, "criteria")

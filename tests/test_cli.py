@@ -33,8 +33,7 @@ def test_single_run_prints_a_summary_line(tmp_path):
 def test_a_run_is_named_by_the_learning_rate_it_trains_at(tmp_path):
     """lr=0.1 lr_batch_size=60 at batch 30 trains at 0.05: the name says lr0.05 (and keeps lr_batch_size, so that
     it is never the run given lr=0.05 directly)."""
-    result = call_cli(*TINY, "batch_size=30", "lr=0.1", "lr_batch_size=60", "max_steps=4", "eval_every=4",
-                      cwd=tmp_path)  # fmt: skip
+    result = call_cli(*TINY, "batch_size=30", "lr=0.1", "lr_batch_size=60", "max_steps=4", "eval_every=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert run_dir.name.startswith("mnist-mlp-batch-bs30-lr0.05-s0,") and "lr_batch_size=60" in run_dir.name

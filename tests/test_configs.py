@@ -101,8 +101,10 @@ def test_bad_values_raise_config_errors(override, message):
     [
         ("model=mlp model.hidden=[100,0]", "model.hidden=[100, 0] is not allowed; it must be one or more widths >= 1"),
         ("model=mlp model.hidden=[]", "model.hidden=[] is not allowed; it must be one or more widths >= 1"),
-        ("model=mlp model.activation=gelu", "model.activation='gelu' is not allowed; choose from relu, sigmoid, tanh, "
-         "leaky_relu"),
+        (
+            "model=mlp model.activation=gelu",
+            "model.activation='gelu' is not allowed; choose from relu, sigmoid, tanh, leaky_relu",
+        ),
         ("model=mlp model.init_std=0", "model.init_std=0.0 is not allowed; it must be > 0 or null"),
         ("model=cnn model.width=0", "model.width=0 is not allowed; it must be >= 1"),
         ("model=convpool model.activation=elu", "model.activation='elu' is not allowed; choose from relu"),
@@ -112,11 +114,13 @@ def test_bad_values_raise_config_errors(override, message):
         ("model=lstm model.sequence=columns", "model.sequence='columns' is not allowed; choose from rows, pixel"),
         ("model=lstm model.downsample=0", "model.downsample=0 is not allowed; it must be >= 1"),
         ("model=lstm model.h0_noise=-0.1", "model.h0_noise=-0.1 is not allowed; it must be >= 0"),
-        ("model=lstm model.recurrent_init=eye", "model.recurrent_init='eye' is not allowed; choose from uniform, "
-         "orthogonal, identity"),
+        (
+            "model=lstm model.recurrent_init=eye",
+            "model.recurrent_init='eye' is not allowed; choose from uniform, orthogonal, identity",
+        ),
         ("model=lstm model.hidden_size=big", "model.hidden_size='big' is not allowed; expected an integer"),
     ],
-)  # fmt: skip
+)
 def test_each_models_own_checks_refuse_its_bad_values(override, message):
     """Each model's config class checks its keys' ranges (`validate`, beside the model): one line naming the value
     and what is allowed."""
@@ -169,11 +173,14 @@ def test_each_models_config_is_its_conf_file():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("+model.h0_noise=0.1", "model.h0_noise=0.1 is not allowed for model=mlp: it does not read it (model=mlp "
-         "reads hidden, activation, init_std, norm_logits)"),
+        (
+            "+model.h0_noise=0.1",
+            "model.h0_noise=0.1 is not allowed for model=mlp: it does not read it (model=mlp "
+            "reads hidden, activation, init_std, norm_logits)",
+        ),
         ("+model.width=64", "model.width=64 is not allowed for model=mlp"),
     ],
-)  # fmt: skip
+)
 def test_a_key_the_model_does_not_read_is_refused(override, message):
     from normlab.config import ConfigError
 

@@ -119,8 +119,15 @@ def test_the_study_refuses_bad_seeds_in_one_line_before_any_run(tmp_path):
 @pytest.mark.slow
 def test_the_study_runs_every_variant_per_seed_reports_beside_the_runs_and_resumes(tmp_path):
     env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
-    tiny = ["max_steps=4", "eval_every=2", "data.train_subset=256", "data.test_subset=128", "data.val_size=128",
-            "model.width=8", "device=cpu"]  # fmt: skip
+    tiny = [
+        "max_steps=4",
+        "eval_every=2",
+        "data.train_subset=256",
+        "data.test_subset=128",
+        "data.val_size=128",
+        "model.width=8",
+        "device=cpu",
+    ]
     study = [sys.executable, str(ROOT / "scripts" / "distributed_study.py"), "--workdir", str(tmp_path)]
     first = subprocess.run([*study, "--seeds", "0,1", *tiny], env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr

@@ -79,8 +79,11 @@ def test_swap_norms_into_a_model_with_1d_norms(name):
             swap_norms(model, name)
         return
     swap_norms(model, name)
-    assert not [m for m in model.modules() if isinstance(m, TORCH_NORMS) and type(m).__module__.startswith("torch")
-                and name != "batch"]  # fmt: skip
+    assert not [
+        m
+        for m in model.modules()
+        if isinstance(m, TORCH_NORMS) and type(m).__module__.startswith("torch") and name != "batch"
+    ]
     assert torch.isfinite(torch.tensor(train_step(model, torch.randn(8, 12), classes=3)))
 
 
@@ -112,8 +115,9 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
     """Goyal et al. 2017: γ = 0 in each block's last norm, so a block computes act(shortcut(x)) at init."""
     from normlab.models.resnet import BasicBlock
 
-    model = build_model(ResNetConfig(depth=8, width=16, zero_init_residual=True), NormConfig(name=norm),
-                        (3, 32, 32), 10)  # fmt: skip
+    model = build_model(
+        ResNetConfig(depth=8, width=16, zero_init_residual=True), NormConfig(name=norm), (3, 32, 32), 10
+    )
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 3
     x = torch.randn(4, 16, 16, 16)
@@ -125,13 +129,21 @@ def test_resnet_zero_init_residual_starts_every_block_as_the_identity(norm):
     plain = build_model(ResNetConfig(depth=8, width=16), NormConfig(name=norm), (3, 32, 32), 10)
     assert all(b.second[1].weight.abs().sum() > 0 for b in plain.modules() if isinstance(b, BasicBlock))
     with pytest.raises(ConfigError, match="zero_init_residual=true needs a norm with a per-channel scale"):
-        build_model(ResNetConfig(depth=8, width=16, zero_init_residual=True), NormConfig(name="none"),
-                    (3, 32, 32), 10)  # fmt: skip
+        build_model(ResNetConfig(depth=8, width=16, zero_init_residual=True), NormConfig(name="none"), (3, 32, 32), 10)
 
 
 def test_resnet56_with_group_norm_trains_from_the_command_line(tmp_path):
-    result = call_cli(*TINY, "dataset=cifar10", "model=resnet", "model.depth=56", "norm=group", "max_steps=2",
-                     "batch_size=8", "eval_every=2", cwd=tmp_path)  # fmt: skip
+    result = call_cli(
+        *TINY,
+        "dataset=cifar10",
+        "model=resnet",
+        "model.depth=56",
+        "norm=group",
+        "max_steps=2",
+        "batch_size=8",
+        "eval_every=2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = tmp_path.glob("runs/default/cifar10-resnet-group-*/summary.json")
     s = json.loads(summary.read_text())
@@ -140,9 +152,20 @@ def test_resnet56_with_group_norm_trains_from_the_command_line(tmp_path):
 
 
 def test_own_model_and_data_from_the_command_line(tmp_path):
-    args = ["model=custom", "model._target_=factories.small_net", "dataset=custom", "dataset._target_=factories.images",
-            "norm=group", "norm.group_size=4", "data.val_size=50", "batch_size=16", "max_steps=60", "eval_every=30",
-            "lr=0.05", "progress=false"]  # fmt: skip
+    args = [
+        "model=custom",
+        "model._target_=factories.small_net",
+        "dataset=custom",
+        "dataset._target_=factories.images",
+        "norm=group",
+        "norm.group_size=4",
+        "data.val_size=50",
+        "batch_size=16",
+        "max_steps=60",
+        "eval_every=30",
+        "lr=0.05",
+        "progress=false",
+    ]
     result = call_cli(*args, cwd=tmp_path, env={"PYTHONPATH": TESTS})
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = tmp_path.glob("runs/default/custom-custom-group-*/summary.json")
@@ -161,12 +184,16 @@ def test_own_model_and_data_from_the_command_line(tmp_path):
         (["model=custom", "model._target_=factories.nothing"], "error: model._target_=factories.nothing cannot be"),
         (["model=custom", "model._target_=factories.blobs"], "error: the model factory blobs failed: TypeError"),
         (["dataset=custom", "dataset._target_=factories.small_net"], "error: dataset._target_=factories.small_net"),
-        (["dataset=custom", "dataset._target_=factories.blobs", "data.val_size=5000"],
-         "error: data.val_size=5000 is not allowed: custom has 300 training images"),
-        (["dataset=custom", "dataset._target_=factories.blobs", "model=cnn", "data.val_size=50"],
-         "error: model=cnn takes (C, H, W) images; dataset=custom gives samples of shape (12,)"),
+        (
+            ["dataset=custom", "dataset._target_=factories.blobs", "data.val_size=5000"],
+            "error: data.val_size=5000 is not allowed: custom has 300 training images",
+        ),
+        (
+            ["dataset=custom", "dataset._target_=factories.blobs", "model=cnn", "data.val_size=50"],
+            "error: model=cnn takes (C, H, W) images; dataset=custom gives samples of shape (12,)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_custom_targets_exit_2_before_any_run(tmp_path, args, message):
     result = call_cli(*args, "max_steps=2", "progress=false", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -177,8 +204,15 @@ def test_bad_custom_targets_exit_2_before_any_run(tmp_path, args, message):
 def test_normlab_train_takes_your_model_and_tensors(tmp_path):
     from factories import blobs, feature_net
 
-    overrides = ["norm=layer", "batch_size=20", "max_steps=40", "eval_every=20", "data.val_size=50", "lr=0.05",
-                 "progress=false"]  # fmt: skip
+    overrides = [
+        "norm=layer",
+        "batch_size=20",
+        "max_steps=40",
+        "eval_every=20",
+        "data.val_size=50",
+        "lr=0.05",
+        "progress=false",
+    ]
     summary = normlab.train(tmp_path / "run", overrides, model=feature_net, data=blobs())
     assert summary["status"] == "completed" and summary["test_acc"] > 0.9  # separable blobs, chance 1/3
     assert summary["config"]["model"]["name"] == "custom" and summary["config"]["dataset"]["name"] == "custom"
@@ -194,10 +228,20 @@ def test_normlab_train_takes_your_model_and_tensors(tmp_path):
 
 def test_the_readme_example_runs(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "resnet18_group_norm.py"), "--steps", "4", "--run-dir",
-         str(tmp_path / "ex"), "progress=false"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "examples" / "resnet18_group_norm.py"),
+            "--steps",
+            "4",
+            "--run-dir",
+            str(tmp_path / "ex"),
+            "progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("completed: ")
     s = json.loads((tmp_path / "ex" / "summary.json").read_text())
@@ -307,8 +351,14 @@ def test_a_model_registered_outside_normlab_brings_its_own_keys():
 
 def test_a_norm_your_model_cannot_run_with_is_refused_before_the_run(tmp_path):
     example = "examples.resnet18_group_norm"
-    args = ["model=custom", f"model._target_={example}.make_net", "dataset=custom",
-            f"dataset._target_={example}.make_data", "norm=instance", "data.val_size=100"]  # fmt: skip
+    args = [
+        "model=custom",
+        f"model._target_={example}.make_net",
+        "dataset=custom",
+        f"dataset._target_={example}.make_data",
+        "norm=instance",
+        "data.val_size=100",
+    ]
     result = call_cli(*args, "max_steps=2", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: the model fails on a batch of shape (2, 3, 32, 32): ValueError: Expected")

@@ -359,8 +359,12 @@ def test_layers_declare_what_they_need_and_nothing_outside_the_zoo_finds_them_by
     assert list(norm_histograms(model)) == ["1/gate"] and torch.equal(norm_histograms(model)["1/gate"], model[1].gate)
     assert norm_lr_groups(model) == {id(model[1].gate): 7.0} and constrained_layers(model) == [model[1]]
     package = Path(__file__).resolve().parents[1] / "src" / "normlab"
-    classes = {node.name for path in (package / "norms").glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
-               if isinstance(node, ast.ClassDef) and node.name.endswith("Norm")}  # fmt: skip
+    classes = {
+        node.name
+        for path in (package / "norms").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Norm")
+    }
     found = []  # isinstance(m, <a zoo class>) outside norms/
     for path in package.rglob("*.py"):
         if "norms" in path.relative_to(package).parts:
@@ -621,16 +625,32 @@ def native_op_samples() -> list[tuple[str, object, tuple]]:
             for batch_stats in (True, False):
                 xg = x.detach().requires_grad_()
                 samples.append(("bin", native.bin_forward, (xg, p(4), p(4), p(4), *running, 1e-5, batch_stats, 0.1)))
-                samples.append(("sn", native.sn_forward,
-                                (xg, p(3), p(3), p(4), p(4), *running, 1e-5, batch_stats, 0.1, True)))  # fmt: skip
+                samples.append(
+                    ("sn", native.sn_forward, (xg, p(3), p(3), p(4), p(4), *running, 1e-5, batch_stats, 0.1, True))
+                )
         hidden = 3
         xw = torch.randn(4, 2, 4 * hidden, dtype=dtype).unbind(1)[0].requires_grad_()  # a strided step
         for bn, batch_stats in ((False, True), (True, True), (True, False)):
-            running = (torch.randn(4 * hidden, dtype=dtype), torch.rand(4 * hidden, dtype=dtype) + 0.5,
-                       torch.randn(hidden, dtype=dtype), torch.rand(hidden, dtype=dtype) + 0.5)  # fmt: skip
-            args = (xw, torch.randn(4, 4 * hidden, dtype=dtype).requires_grad_(),
-                    torch.randn(4, hidden, dtype=dtype).requires_grad_(), p(4 * hidden), p(4 * hidden), p(hidden),
-                    p(hidden), *(running if bn else (None,) * 4), batch_stats, 0.1, 1e-5, 1e-3)  # fmt: skip
+            running = (
+                torch.randn(4 * hidden, dtype=dtype),
+                torch.rand(4 * hidden, dtype=dtype) + 0.5,
+                torch.randn(hidden, dtype=dtype),
+                torch.rand(hidden, dtype=dtype) + 0.5,
+            )
+            args = (
+                xw,
+                torch.randn(4, 4 * hidden, dtype=dtype).requires_grad_(),
+                torch.randn(4, hidden, dtype=dtype).requires_grad_(),
+                p(4 * hidden),
+                p(4 * hidden),
+                p(hidden),
+                p(hidden),
+                *(running if bn else (None,) * 4),
+                batch_stats,
+                0.1,
+                1e-5,
+                1e-3,
+            )
             samples.append(("lstm", native.lstm_step, args))
     return samples
 

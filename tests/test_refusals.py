@@ -20,15 +20,25 @@ def refused(tmp_path, match: str, overrides=(), **given) -> None:
 
 
 def test_a_norm_that_finds_no_layer_in_your_model_is_refused_and_none_is_not(tmp_path):
-    refused(tmp_path, r"norm=group is not allowed with this model \(Sequential\): it has no normalization layer",
-            ["norm=group"], model=plain_net, data=blobs())  # fmt: skip
+    refused(
+        tmp_path,
+        r"norm=group is not allowed with this model \(Sequential\): it has no normalization layer",
+        ["norm=group"],
+        model=plain_net,
+        data=blobs(),
+    )
     summary = normlab.train(tmp_path / "none", [*RUN, "norm=none"], model=plain_net, data=blobs())
     assert summary["status"] == "completed"
 
 
 def test_a_model_whose_outputs_are_not_one_per_class_is_refused(tmp_path):
-    refused(tmp_path, r"the model gives \(2, 2\) for a batch of 2, not \(2, 3\)", ["norm=layer"],
-            model=short_head, data=blobs())  # fmt: skip
+    refused(
+        tmp_path,
+        r"the model gives \(2, 2\) for a batch of 2, not \(2, 3\)",
+        ["norm=layer"],
+        model=short_head,
+        data=blobs(),
+    )
 
 
 def test_data_given_with_a_built_in_dataset_is_refused(tmp_path):
@@ -40,8 +50,12 @@ def test_a_stray_label_and_non_finite_inputs_are_named(tmp_path):
     labels = data["train"][1].clone()
     labels[7] = 1_000_000
     stray = {**data, "train": (data["train"][0], labels)}
-    refused(tmp_path, "labels reach 1000000, so the model would have 1000001 classes, but 999997 of them have no "
-            "training image", model=feature_net, data=stray)  # fmt: skip
+    refused(
+        tmp_path,
+        "labels reach 1000000, so the model would have 1000001 classes, but 999997 of them have no training image",
+        model=feature_net,
+        data=stray,
+    )
     for bad in (float("nan"), float("inf")):
         x = data["test"][0].clone()
         x[5, 3] = bad

@@ -33,9 +33,13 @@ def test_a_second_process_on_a_locked_run_dir_is_refused_and_a_killed_owner_neve
     args = last_wins([*TINY, *RUN, "max_steps=100000", "progress=false"])
     env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
     owner = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not list((tmp_path / "runs").rglob("last.pt")):  # the owner is training, holding the lock
@@ -52,10 +56,16 @@ def test_a_second_process_on_a_locked_run_dir_is_refused_and_a_killed_owner_neve
         owner.wait()
     # the SIGKILLed owner's lock went with it (resuming after SIGKILL: tests/test_train.py)
     again = subprocess.run(
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
-         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')", str(run_dir)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert again.stdout.strip() == "free", again.stderr
 
 
@@ -122,11 +132,15 @@ def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoi
     args = [*TINY, "max_steps=100000", "eval_every=50", "checkpoint_every=50"]
     env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # as from a terminal: a test run in the background (`pytest &`) would pass SIGINT on ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
     deadline = time.time() + 120
     while not list(tmp_path.rglob("last.pt")) and time.time() < deadline:
         time.sleep(0.2)
@@ -204,8 +218,12 @@ def test_no_intact_checkpoint_is_one_error_line_naming_the_file(tmp_path):
 def test_a_damaged_metrics_line_keeps_the_intact_lines_after_it(tmp_path, capsys):
     from normlab.runlog import RunLog, read_metrics
 
-    lines = ['{"step": 10, "epoch": 1, "train_loss": 1.0}', '{"step": 2\x00, "trai',
-             '{"step": 20, "epoch": 2, "train_loss": 0.5}', '{"step": 30, "epoch": 3, "train_loss": 0.4}']  # fmt: skip
+    lines = [
+        '{"step": 10, "epoch": 1, "train_loss": 1.0}',
+        '{"step": 2\x00, "trai',
+        '{"step": 20, "epoch": 2, "train_loss": 0.5}',
+        '{"step": 30, "epoch": 3, "train_loss": 0.4}',
+    ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [10, 20, 30]
     log = RunLog(tmp_path, start_step=20)  # a resume from step 20
@@ -276,9 +294,14 @@ def test_tensorboard_events_are_exact_after_a_kill_resume_or_rerun(tmp_path, con
 
 @pytest.mark.parametrize(
     "damage",
-    ["summary is a number", "summary lacks its status", "summary's config is empty", "last.pt is a directory",
-     "metrics.jsonl is a directory"],
-)  # fmt: skip
+    [
+        "summary is a number",
+        "summary lacks its status",
+        "summary's config is empty",
+        "last.pt is a directory",
+        "metrics.jsonl is a directory",
+    ],
+)
 def test_a_damaged_run_dir_is_resumed_or_refused_in_one_line_and_overwrite_clears_it(tmp_path, config, damage):
     import json
 
@@ -324,8 +347,9 @@ def session_statuses(run_dir: Path) -> list[str]:
     return statuses
 
 
-@pytest.mark.parametrize(("status", "shown"), [("completed", ["STATUS_SUCCESS"]), ("diverged", ["STATUS_FAILURE"]),
-                                               (None, [])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "shown"), [("completed", ["STATUS_SUCCESS"]), ("diverged", ["STATUS_FAILURE"]), (None, [])]
+)
 def test_a_runs_hparams_session_ends_only_when_the_run_does(tmp_path, status, shown):
     """TensorBoard's Status filter: a stopped run (no log_end) is not shown as finished."""
     from normlab.runlog import RunLog

@@ -92,8 +92,19 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     from conftest import call_script
 
     overrides = [*TINY, "max_steps=40", "eval_every=20", "seed=0,1", "lr=0.0001"]
-    command = ["bn_convergence", "--tune", "--grid", "1/100,1", "--extend", "1", "--jobs", "1", "--workdir",
-               str(tmp_path), *overrides]  # fmt: skip
+    command = [
+        "bn_convergence",
+        "--tune",
+        "--grid",
+        "1/100,1",
+        "--extend",
+        "1",
+        "--jobs",
+        "1",
+        "--workdir",
+        str(tmp_path),
+        *overrides,
+    ]
     result = call_script("reproduce.py", *command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = tmp_path / "runs" / "bn_convergence" / "report" / "bn_convergence"
@@ -114,8 +125,9 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     for name, arm in record.items():
         best, runner_up = sorted(arm["val_endpoint_by_lr"].values(), reverse=True)[:2]
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
-        assert f"| {best - runner_up:.2f}" in row and ("within noise" in row) == (best - runner_up < float(
-            row.rstrip(" |").rsplit("| ", 1)[1]))  # fmt: skip
+        assert f"| {best - runner_up:.2f}" in row and ("within noise" in row) == (
+            best - runner_up < float(row.rstrip(" |").rsplit("| ", 1)[1])
+        )
     made_by = (
         f"`python scripts/reproduce.py bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/100,1 "
         "--extend 1`"
@@ -129,8 +141,16 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     assert not (tmp_path / "results").exists()
     # the fixed-lr report made again counts exactly its 4 runs and leaves out the 6 tuning runs (seed 2) and the
     # 2 runs of each arm whose selected lr is not the fixed one
-    again = call_script("report.py", "bn_convergence", "--runs", str(tmp_path / "runs"), "--results",
-                        str(tmp_path / "again"), *overrides, cwd=tmp_path)  # fmt: skip
+    again = call_script(
+        "report.py",
+        "bn_convergence",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "again"),
+        *overrides,
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr
     summary = json.loads((tmp_path / "again" / "bn_convergence" / "summary.json").read_text())
     moved = sum(arm["selected"] != arm["fixed_lr"] for arm in record.values())
@@ -166,8 +186,9 @@ def test_a_profile_runs_its_claims_further_sweeps_and_its_report_counts_them():
     jobs = profile_jobs(registry()["bn_small_batch"], "cpu", [], CONF)
     arms = {(c.norm.name, c.norm.bn_stats, c.batch_size) for _, c in jobs}
     assert len(jobs) == 5 * len(arms) == 5 * (10 + 5 + 4)
-    assert {(n, b) for n, s, b in arms if n in ("layer", "instance")} == {(n, b) for n in ("layer", "instance")
-                                                                         for b in (32, 2)}  # fmt: skip
+    assert {(n, b) for n, s, b in arms if n in ("layer", "instance")} == {
+        (n, b) for n in ("layer", "instance") for b in (32, 2)
+    }
     assert {b for n, s, b in arms if s == "batch_average"} == {32, 16, 8, 4, 2}
     assert {c.seed for _, c in jobs} == {1, 2, 3, 4, 5}
 

@@ -90,8 +90,10 @@ def test_resuming_and_summarizing_a_run_dir_with_a_crafted_checkpoint_run_no_cod
         train(config(*RUN, "max_steps=5"), run_dir)
     summarized = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert summarized.returncode == 0, summarized.stderr
     assert "incomplete (damaged last.pt)" in summarized.stdout
     assert not marker.exists(), "a crafted checkpoint ran code"

@@ -182,8 +182,17 @@ def test_batch_average_statistics_change_the_evaluations_not_the_training(tmp_pa
 
     from normlab.runlog import read_checkpoint
 
-    base = ["model=lstm", "model.sequence=pixel", "model.downsample=4", "model.h0_noise=0.1", "norm=batch",
-            "max_steps=6", "eval_every=2", "data.val_size=100", "data.test_subset=100"]  # fmt: skip
+    base = [
+        "model=lstm",
+        "model.sequence=pixel",
+        "model.downsample=4",
+        "model.h0_noise=0.1",
+        "norm=batch",
+        "max_steps=6",
+        "eval_every=2",
+        "data.val_size=100",
+        "data.test_subset=100",
+    ]
     runs = {}
     for bn_stats in ("moving", "batch_average"):
         train(compose_config(*base, f"norm.bn_stats={bn_stats}"), tmp_path / bn_stats)
@@ -270,8 +279,13 @@ def test_weight_decay_reaches_norm_parameters_and_biases_only_with_decay_all_and
     from normlab.models import build_model
     from normlab.optim import build_optimizer
 
-    cfg = compose_config("model=cnn", "model.width=8", "norm=batch_instance", "optimizer.weight_decay=1e-4",
-                         f"optimizer.decay_all={decay_all}")  # fmt: skip
+    cfg = compose_config(
+        "model=cnn",
+        "model.width=8",
+        "norm=batch_instance",
+        "optimizer.weight_decay=1e-4",
+        f"optimizer.decay_all={decay_all}",
+    )
     model = build_model(cfg.model, cfg.norm, (3, 32, 32), 10)
     decay_of = {id(p): g["weight_decay"] for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
     for name, p in model.named_parameters():
@@ -283,8 +297,16 @@ def test_weight_decay_reaches_norm_parameters_and_biases_only_with_decay_all_and
 
 def test_a_diverged_bn_lstm_names_the_remedy(tmp_path):
     """Pixel sequences, h_0 = 0: the leading blank pixels give the recurrent BN a zero batch variance."""
-    cfg = compose_config("model=lstm", "model.sequence=pixel", "model.hidden_size=16", "norm=batch", "max_steps=4",
-                         "eval_every=2", "batch_size=8", "lr=0.01")  # fmt: skip
+    cfg = compose_config(
+        "model=lstm",
+        "model.sequence=pixel",
+        "model.hidden_size=16",
+        "norm=batch",
+        "max_steps=4",
+        "eval_every=2",
+        "batch_size=8",
+        "lr=0.01",
+    )
     summary = train(cfg, tmp_path)
     assert summary["status"] == "diverged" and "model.h0_noise=0.1" in summary["hint"]
     from normlab.checks import run_hint

@@ -31,8 +31,10 @@ def check_model_keys(values: dict[str, Any]) -> None:
     name, options = model["name"], MODELS[model["name"]].options
     for key, value in model.items():
         if key not in ("name", "_target_", *options):
-            raise ConfigError(f"model.{key}={value} is not allowed for model={name}: it does not read it (model={name} "
-                              f"reads {', '.join(options) or 'no other key'})")  # fmt: skip
+            raise ConfigError(
+                f"model.{key}={value} is not allowed for model={name}: it does not read it (model={name} "
+                f"reads {', '.join(options) or 'no other key'})"
+            )
 
 
 def resolve_channels_last(values: dict[str, Any]) -> dict[str, Any]:

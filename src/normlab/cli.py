@@ -23,8 +23,10 @@ from normlab.config import Config, ConfigError, scaled_lr
 
 # Hydra's configs: shipped inside the installed package (normlab/conf, from a wheel), else the checkout's conf/
 # (an editable install, or run.py in the checkout)
-CONF = next((p for p in (Path(__file__).with_name("conf"), Path(__file__).resolve().parents[2] / "conf") if p.is_dir()),
-            Path(__file__).with_name("conf"))  # fmt: skip
+CONF = next(
+    (p for p in (Path(__file__).with_name("conf"), Path(__file__).resolve().parents[2] / "conf") if p.is_dir()),
+    Path(__file__).with_name("conf"),
+)
 
 
 def register_resolvers() -> None:
@@ -240,16 +242,17 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
     check_writable(overrides)
     for o in overrides:
         if o.is_sweep_override() and not sweeping and not o.key_or_group.startswith("hydra"):
-            fail(f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
-                 "value, or give one value")  # fmt: skip
+            fail(
+                f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
+                "value, or give one value"
+            )
     given: dict[str, tuple[str | None, str | None]] = {}
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra"):
             continue
         if o.is_delete():
-            fail(f"{o.input_line} is not allowed: every key of normlab's config is needed (give {key} a value "
-                 "instead)")  # fmt: skip
+            fail(f"{o.input_line} is not allowed: every key of normlab's config is needed (give {key} a value instead)")
         value = o.input_line if o.is_sweep_override() else repr(o.value())  # progress=false is progress=False
         if key in given and given[key][1] != value:  # Hydra would take the last one, silently
             fail(f"{key} is given twice ({given[key][0]} and {o.input_line}); give it once")
@@ -304,8 +307,10 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
             if run in runs:
                 first, second = ([j for j in a if j not in b] for a, b in ((runs[run], job), (job, runs[run])))
                 what = f"{' '.join(first)} and {' '.join(second)}" if first else f"{' '.join(job)} twice"
-                fail(f"the sweep runs {what}: the same run (they differ only in keys that do not change a run, or in "
-                     "how a value is written), which would write one run dir; give each value once")  # fmt: skip
+                fail(
+                    f"the sweep runs {what}: the same run (they differ only in keys that do not change a run, or in "
+                    "how a value is written), which would write one run dir; give each value once"
+                )
             runs[run] = job
             checked.append((job, typed))
     GlobalHydra.instance().clear()
@@ -460,8 +465,10 @@ def train_command(argv: list[str]) -> None:
         task()
     except KeyboardInterrupt:
         newline = "\n" if sys.stderr.isatty() else ""  # below the progress bar's line, not on it
-        print(f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to "
-              "resume", file=sys.stderr)  # fmt: skip
+        print(
+            f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
     if FAILED_JOBS:
         print(

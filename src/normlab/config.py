@@ -155,9 +155,11 @@ def cadences(cfg: Config, total_steps: int, eval_images: int) -> tuple[int, int]
     eval_every = cfg.eval_every or max(1, -(-total_steps // evaluations(cfg, total_steps, eval_images)))
     log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
     if min(eval_every, total_steps) > MAX_EVAL_GAP:
-        raise ConfigError(f"{total_steps:,} steps with an evaluation every {eval_every:,} are not allowed: at most "
-                          f"{MAX_EVAL_GAP:,} steps between evaluations (each step's loss is kept until the next); "
-                          "set eval_every, or train fewer steps")  # fmt: skip
+        raise ConfigError(
+            f"{total_steps:,} steps with an evaluation every {eval_every:,} are not allowed: at most "
+            f"{MAX_EVAL_GAP:,} steps between evaluations (each step's loss is kept until the next); "
+            "set eval_every, or train fewer steps"
+        )
     return eval_every, log_every
 
 
@@ -305,8 +307,11 @@ def validate(cfg: Config) -> None:
     cfg.model.validate()
 
     n = cfg.norm
-    require(0 < n.eps <= 1, f"norm.eps={n.eps} is not allowed; it must be in (0, 1] (a small constant beside the "
-                             "variance: 1e-5 in the papers)")  # fmt: skip
+    require(
+        0 < n.eps <= 1,
+        f"norm.eps={n.eps} is not allowed; it must be in (0, 1] (a small constant beside the "
+        "variance: 1e-5 in the papers)",
+    )
     require(0 < n.momentum <= 1, f"norm.momentum={n.momentum} is not allowed; it must be in (0, 1]")
     require(
         n.num_groups is None or n.num_groups >= 2,

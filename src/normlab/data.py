@@ -60,8 +60,10 @@ def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[
     arrays = {split: spec.load(root, split) for split in ("train", "test")}
     for split, size in (("train", spec.train_size), ("test", spec.test_size)):
         if len(arrays[split][1]) != size:  # a file cut short with a header that agrees, or another dataset's
-            raise DataError(f"{spec.name}'s {split} split under {root} holds {len(arrays[split][1])} images, "
-                            f"not {size}: a truncated or different file; fetch it again")  # fmt: skip
+            raise DataError(
+                f"{spec.name}'s {split} split under {root} holds {len(arrays[split][1])} images, "
+                f"not {size}: a truncated or different file; fetch it again"
+            )
     return arrays
 
 
@@ -182,25 +184,32 @@ def check_config(cfg: Config, spec: DatasetSpec) -> None:
     name, data = cfg.dataset.name, cfg.data
     check_split_sizes(name, data, spec.train_size)
     if data.test_subset is not None and data.test_subset > spec.test_size:
-        raise ConfigError(f"data.test_subset={data.test_subset} is not allowed: {name} has {spec.test_size} test "
-                          f"images; use <= {spec.test_size} or null")  # fmt: skip
+        raise ConfigError(
+            f"data.test_subset={data.test_subset} is not allowed: {name} has {spec.test_size} test "
+            f"images; use <= {spec.test_size} or null"
+        )
     if data.augment and len(spec.shape) != 3:
         raise ConfigError(f"data.augment=true is not allowed: {name}'s samples are {spec.shape}, not (C, H, W) images")
     train_images = data.train_subset or spec.train_size - data.val_size
     if cfg.batch_size > train_images:
-        raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: the training set has only {train_images} "
-                          "images")  # fmt: skip
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is not allowed: the training set has only {train_images} images"
+        )
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * (train_images // cfg.batch_size)
     cadences(cfg, total, data.val_size + (data.test_subset or spec.test_size))
     if cfg.scheduler.warmup_steps >= total:
-        raise ConfigError(f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} is not allowed: the run has only "
-                          f"{total} steps; warm up for fewer, or train longer")  # fmt: skip
+        raise ConfigError(
+            f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} is not allowed: the run has only "
+            f"{total} steps; warm up for fewer, or train longer"
+        )
 
 
 def check_split_sizes(name: str, cfg: DataConfig, n: int) -> None:
     if cfg.val_size >= n:
-        raise ConfigError(f"data.val_size={cfg.val_size} is not allowed: {name} has {n} training images; "
-                          "it must leave some for training (0 = no validation split)")  # fmt: skip
+        raise ConfigError(
+            f"data.val_size={cfg.val_size} is not allowed: {name} has {n} training images; "
+            "it must leave some for training (0 = no validation split)"
+        )
     left = n - cfg.val_size
     if cfg.train_subset is not None and cfg.train_subset > left:
         raise ConfigError(

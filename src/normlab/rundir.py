@@ -68,8 +68,11 @@ def config_differences(saved, current, key: str = "") -> list[str]:
     run). A key the saved one lacks is a difference too: normlab cannot tell what a run saved before the key
     existed meant by it (scripts/migrate_runs.py says, for the keys added so far); a key since removed is not."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        missing = [f"{key}{k} missing there (saved by an earlier normlab: scripts/migrate_runs.py), {v} now"
-                   for k, v in current.items() if k not in saved]  # fmt: skip
+        missing = [
+            f"{key}{k} missing there (saved by an earlier normlab: scripts/migrate_runs.py), {v} now"
+            for k, v in current.items()
+            if k not in saved
+        ]
         nested = (config_differences(v, current[k], f"{key}{k}.") for k, v in saved.items() if k in current)
         return [*missing, *(d for differences in nested for d in differences)]
     return [] if saved == current else [f"{key.rstrip('.')}={saved} there, {current} now"]
@@ -78,8 +81,9 @@ def config_differences(saved, current, key: str = "") -> list[str]:
 def check_same_run(saved: dict, cfg: Config, run_dir: Path) -> None:
     differs = config_differences(comparable(saved), comparable(cfg.to_dict()))
     if differs:
-        raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(differs[:3])}); use "
-                          "overwrite=true to replace it")  # fmt: skip
+        raise ConfigError(
+            f"{run_dir} holds a run with another config ({'; '.join(differs[:3])}); use overwrite=true to replace it"
+        )
 
 
 def newest_intact_checkpoint(run_dir: Path, speak: bool = True) -> dict | None:
@@ -108,8 +112,10 @@ def check_world_size(saved: dict, world_size: int, run_dir: Path) -> None:
     the world size, and a finished 1-process run is never reported for a 2-process command."""
     made = saved.get("world_size", 1)
     if made != world_size:
-        raise ConfigError(f"{run_dir} holds a run made with {made} process(es), not {world_size}; run it with "
-                          f"{made}, use overwrite=true to replace it, or another hydra.run.dir")  # fmt: skip
+        raise ConfigError(
+            f"{run_dir} holds a run made with {made} process(es), not {world_size}; run it with "
+            f"{made}, use overwrite=true to replace it, or another hydra.run.dir"
+        )
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: int = 1) -> tuple[str, dict | None]:
@@ -125,8 +131,9 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: 
         return "fresh", None
     for path in run_files:
         if path.exists() and not path.is_file():
-            raise ConfigError(f"{path} is not a file (a directory?); move it away, or use overwrite=true to start the "
-                              "run over")  # fmt: skip
+            raise ConfigError(
+                f"{path} is not a file (a directory?); move it away, or use overwrite=true to start the run over"
+            )
     summary = read_json(run_dir / SUMMARY)
     if isinstance(summary, dict) and isinstance(summary.get("config"), dict) and summary["config"]:
         check_same_run(summary["config"], cfg, run_dir)

@@ -309,9 +309,11 @@ def plan_line(
     evaluates on how many images (the time left is on the progress bar, or on each evaluation's line)."""
     n_evals = -(-total_steps // eval_every)
     resumed = f", resuming at step {step:,}" if step else ""
-    return (f"normlab: {total_steps:,} steps ({total_steps / steps_per_epoch:.3g} epochs) at batch "
-            f"{batch_size}{resumed}; {n_evals} evaluation{'s' * (n_evals > 1)} of {eval_images:,} images, "
-            f"every {eval_every:,} steps")  # fmt: skip
+    return (
+        f"normlab: {total_steps:,} steps ({total_steps / steps_per_epoch:.3g} epochs) at batch "
+        f"{batch_size}{resumed}; {n_evals} evaluation{'s' * (n_evals > 1)} of {eval_images:,} images, "
+        f"every {eval_every:,} steps"
+    )
 
 
 def eval_line(record: dict) -> str:
@@ -357,8 +359,10 @@ class RunLog:
         self.metrics_path = run_dir / "metrics.jsonl"
         records, damaged = parse_metrics(self.metrics_path)
         if damaged:
-            print(f"warning: {self.metrics_path}: {damaged} damaged line(s) dropped, the intact ones kept",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {self.metrics_path}: {damaged} damaged line(s) dropped, the intact ones kept",
+                file=sys.stderr,
+            )
         kept = [r for r in records if r["step"] <= start_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         atomic_write_bytes(run_dir / "train.log", "".join(eval_line(r) + "\n" for r in kept).encode())
@@ -384,8 +388,9 @@ class RunLog:
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
         code = api_pb2.Status.Value("STATUS_SUCCESS" if status == "completed" else "STATUS_FAILURE")
-        info = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=code),
-                                                 version=metadata.PLUGIN_DATA_VERSION)  # fmt: skip
+        info = plugin_data_pb2.HParamsPluginData(
+            session_end_info=plugin_data_pb2.SessionEndInfo(status=code), version=metadata.PLUGIN_DATA_VERSION
+        )
         plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=info.SerializeToString())
         value = Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))
         self.writer._get_file_writer().add_summary(Summary(value=[value]))

@@ -8,8 +8,10 @@ from normlab.config import ConfigError
 def import_target(path: str | None, key: str):
     """The callable at `package.module.name`; a ConfigError naming `key` where there is none."""
     if not path or "." not in path:
-        raise ConfigError(f"{key}={path!r} is not allowed; give the factory as <module>.<function>, "
-                          "e.g. mypkg.nets.make_net (importable: on PYTHONPATH or installed)")  # fmt: skip
+        raise ConfigError(
+            f"{key}={path!r} is not allowed; give the factory as <module>.<function>, "
+            "e.g. mypkg.nets.make_net (importable: on PYTHONPATH or installed)"
+        )
     module_name, _, attr = path.rpartition(".")
     try:
         target = getattr(importlib.import_module(module_name), attr)

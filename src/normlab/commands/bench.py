@@ -362,11 +362,21 @@ def bench_compile(device, repeats: int) -> list[dict]:
                     compiled()  # compiles forward and backward
                     compile_s = time.perf_counter() - start
                 t = alternate({"eager": eager, "compiled": compiled}, repeats, device, warmup=1)
-                rows.append({"case": f"cnn {norm} bs{bs}", "layout": layout, "eager_ms": 1000 * t["eager"] / 5,
-                             "compiled_ms": 1000 * t["compiled"] / 5, "speedup": t["eager"] / t["compiled"],
-                             "compile_s": compile_s})  # fmt: skip
-                print(f"compile {rows[-1]['case']} {layout}: compiled {rows[-1]['speedup']:.2f}x eager's speed "
-                      f"(compiling took {compile_s:.0f} s)", flush=True)  # fmt: skip
+                rows.append(
+                    {
+                        "case": f"cnn {norm} bs{bs}",
+                        "layout": layout,
+                        "eager_ms": 1000 * t["eager"] / 5,
+                        "compiled_ms": 1000 * t["compiled"] / 5,
+                        "speedup": t["eager"] / t["compiled"],
+                        "compile_s": compile_s,
+                    }
+                )
+                print(
+                    f"compile {rows[-1]['case']} {layout}: compiled {rows[-1]['speedup']:.2f}x eager's speed "
+                    f"(compiling took {compile_s:.0f} s)",
+                    flush=True,
+                )
     return rows
 
 
@@ -435,8 +445,15 @@ def run_sweep(jobs: int, batch_size: int, steps: int) -> float:
     cores = os.cpu_count() or 1
     launcher = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     with tempfile.TemporaryDirectory() as tmp:
-        command = [*normlab_command("train"), "-m", *SWEEP, f"batch_size={batch_size}",
-                   f"max_steps={steps}", f"hydra.sweep.dir={tmp}", *launcher]  # fmt: skip
+        command = [
+            *normlab_command("train"),
+            "-m",
+            *SWEEP,
+            f"batch_size={batch_size}",
+            f"max_steps={steps}",
+            f"hydra.sweep.dir={tmp}",
+            *launcher,
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs)), "PYTHONWARNINGS": "ignore"}
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, env=env, cwd=tmp)
@@ -455,21 +472,35 @@ def bench_sweep(repeats: int) -> list[dict]:
             times["parallel"].append(run_sweep(cores, batch_size, steps))
         seq, par = statistics.median(times["sequential"]), statistics.median(times["parallel"])
         images = 4 * steps * batch_size
-        rows.append({"batch_size": batch_size, "runs": 4, "steps": steps, "jobs": cores,
-                     "sequential_s": seq, "parallel_s": par, "sequential_images_per_s": images / seq,
-                     "parallel_images_per_s": images / par, "speedup": seq / par})  # fmt: skip
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "runs": 4,
+                "steps": steps,
+                "jobs": cores,
+                "sequential_s": seq,
+                "parallel_s": par,
+                "sequential_images_per_s": images / seq,
+                "parallel_images_per_s": images / par,
+                "speedup": seq / par,
+            }
+        )
     return rows
 
 
 def sweep_table(rows: list[dict]) -> str:
-    return "\n".join([
-        "| batch | runs × steps | sequential s (1 job, all threads) | parallel s (1 job per core, 1 thread) | "
-        "images/s seq → par | speedup |",
-        "|---|---|---|---|---|---|",
-        *[f"| {r['batch_size']} | {r['runs']} × {r['steps']} | {r['sequential_s']:.1f} | {r['parallel_s']:.1f} | "
-          f"{r['sequential_images_per_s']:.0f} → {r['parallel_images_per_s']:.0f} | {r['speedup']:.2f}x |"
-          for r in rows],
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "| batch | runs × steps | sequential s (1 job, all threads) | parallel s (1 job per core, 1 thread) | "
+            "images/s seq → par | speedup |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {r['batch_size']} | {r['runs']} × {r['steps']} | {r['sequential_s']:.1f} | {r['parallel_s']:.1f} | "
+                f"{r['sequential_images_per_s']:.0f} → {r['parallel_images_per_s']:.0f} | {r['speedup']:.2f}x |"
+                for r in rows
+            ],
+        ]
+    )
 
 
 def main(argv=None) -> int:

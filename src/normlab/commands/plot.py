@@ -29,11 +29,15 @@ def lookup(config: dict, dotted: str):
 def main(argv=None) -> int:
     parser = command_parser(__doc__)
     parser.add_argument("root", type=existing_dir, help="a runs/ or sweep directory")
-    parser.add_argument("--group", default=None, help="dotted config keys to group by, comma-separated "
-                        "(default: every key the runs differ in but the seed)")  # fmt: skip
+    parser.add_argument(
+        "--group",
+        default=None,
+        help="dotted config keys to group by, comma-separated (default: every key the runs differ in but the seed)",
+    )
     parser.add_argument("--metric", default="test_acc", help="a metrics.jsonl key (test_acc, train_loss, ...)")
-    parser.add_argument("--filter", action="append", default=[], type=key_value,
-                        help="KEY=VALUE on the config, repeatable")  # fmt: skip
+    parser.add_argument(
+        "--filter", action="append", default=[], type=key_value, help="KEY=VALUE on the config, repeatable"
+    )
     parser.add_argument("--out", type=output_file, default=Path("plot.png"))
     args = parser.parse_args(argv)
     runs = load_runs(args.root)

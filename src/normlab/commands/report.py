@@ -24,8 +24,12 @@ def main(argv=None) -> int:
     parser.add_argument("claim", choices=[*claims, "all"])
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--results", type=Path, default=None, help="default: results/ (runs/<experiment>/report/ "
-                        "for runs made with overrides)")  # fmt: skip
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="default: results/ (runs/<experiment>/report/ for runs made with overrides)",
+    )
     parser.add_argument("overrides", nargs="*", help="the Hydra overrides the runs were made with, if any")
     args = parser.parse_intermixed_args(argv)
     names = list(claims) if args.claim == "all" else [args.claim]

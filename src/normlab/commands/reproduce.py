@@ -233,8 +233,9 @@ def tune(
         edge += " (still at the grid's edge)" if r["at_edge"] else ""
         lead, sd = lead_and_spread[name]
         noise = " (within noise: one seed cannot rank these lrs)" if lead < sd else ""
-        rows.append(f"| {name} | {r['fixed_lr']:.4g} | {by_lr} | **{r['selected']:.4g}**{edge} | {lead:.2f}{noise} | "
-                    f"{sd:.2f} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {r['fixed_lr']:.4g} | {by_lr} | **{r['selected']:.4g}**{edge} | {lead:.2f}{noise} | {sd:.2f} |"
+        )
     scaled = sorted({c.lr_batch_size for c in arms.values() if c.lr_batch_size is not None})
     given_for = (
         f" Its lrs are given for batch {scaled[0]}: a run trains at lr · batch_size / {scaled[0]}." if scaled else ""
@@ -263,10 +264,18 @@ def main(argv=None) -> int:
         "--jobs", type=positive_int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)"
     )
     parser.add_argument("--tune", action="store_true", help="also tune each arm's lr on validation (--grid)")
-    parser.add_argument("--grid", type=parse_grid, default=parse_grid(TUNE_GRID),
-                        help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})")  # fmt: skip
-    parser.add_argument("--extend", type=non_negative_int, default=EXTEND, help="steps an arm's grid grows beyond an "
-                        f"edge selection (default {EXTEND}; 0: never)")  # fmt: skip
+    parser.add_argument(
+        "--grid",
+        type=parse_grid,
+        default=parse_grid(TUNE_GRID),
+        help=f"lr multiples each arm tries with --tune (default {TUNE_GRID})",
+    )
+    parser.add_argument(
+        "--extend",
+        type=non_negative_int,
+        default=EXTEND,
+        help=f"steps an arm's grid grows beyond an edge selection (default {EXTEND}; 0: never)",
+    )
     parser.add_argument(
         "--workdir", type=existing_dir, default=Path("."), help="where runs/ and results/ go (default: here)"
     )
@@ -291,10 +300,20 @@ def main(argv=None) -> int:
         if subprocess.run(report, cwd=work).returncode != 0:
             failed.append(name)  # the runs are kept: fix the report, then --report-only
         if args.tune and name not in fixed_lr:  # (`all --tune` tunes the claims that do not sweep the lr)
-            jobs, note = tune(name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid,
-                              args.extend)  # fmt: skip
-            summary = write_report(claims[name], args.profile, work / "runs", results, jobs, tuple(args.overrides),
-                                   variant="tuned", notes=note, flags=tune_flags(args.grid, args.extend))  # fmt: skip
+            jobs, note = tune(
+                name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid, args.extend
+            )
+            summary = write_report(
+                claims[name],
+                args.profile,
+                work / "runs",
+                results,
+                jobs,
+                tuple(args.overrides),
+                variant="tuned",
+                notes=note,
+                flags=tune_flags(args.grid, args.extend),
+            )
             print(f"{name} ({args.profile}, tuned): {summary['verdict']} — {summary['reason']}")
             write_index(results)
     if failed:

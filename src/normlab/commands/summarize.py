@@ -111,8 +111,9 @@ def by_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
         for m in MEASURES:
             values = [r[m] for r in done if r.get(m) is not None]
             mean, low, high = mean_interval(values) if values else (None, None, None)
-            arm[m] = None if mean is None else (f"{mean:.4f}" if low == -math.inf else
-                                                f"{mean:.4f} [{low:.4f}, {high:.4f}]")  # fmt: skip
+            arm[m] = (
+                None if mean is None else (f"{mean:.4f}" if low == -math.inf else f"{mean:.4f} [{low:.4f}, {high:.4f}]")
+            )
         out.append(arm)
     return out
 
@@ -147,8 +148,9 @@ def main(argv=None) -> int:
         print(f"error: --sort {sort} is not a column; choose from {', '.join(columns)}", file=sys.stderr)
         return 2
     if sort is not None:
-        rows.sort(key=lambda r: (r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0),
-                  reverse=args.reverse)  # fmt: skip
+        rows.sort(
+            key=lambda r: (r.get(sort) is None, r.get(sort) if r.get(sort) is not None else 0), reverse=args.reverse
+        )
     else:
         rows.sort(key=lambda r: [natural(r.get(k)) for k in keys])
     print(render(rows, columns, "csv" if args.csv else "markdown" if args.markdown else "table"))

@@ -14,8 +14,10 @@ CUSTOM = "custom"  # dataset=custom: the tensors of dataset._target_'s factory, 
 def dataset_spec(name: str, target: str | None = None, data=None) -> DatasetSpec:
     """The spec of `dataset=<name>`; for custom, of `data` (given in Python) or else of the factory `target`."""
     if data is not None and name != CUSTOM:
-        raise DataError(f"data is only taken with dataset=custom, not dataset={name}: drop the dataset= override "
-                        f"to train on the data you pass, or drop data= to train on {name}")  # fmt: skip
+        raise DataError(
+            f"data is only taken with dataset=custom, not dataset={name}: drop the dataset= override "
+            f"to train on the data you pass, or drop data= to train on {name}"
+        )
     if name == CUSTOM:
         return tensor_spec(data) if data is not None else target_spec(target)
     if name not in DATASETS:

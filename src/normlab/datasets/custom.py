@@ -26,8 +26,10 @@ def as_arrays(data, where: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         except (TypeError, ValueError):
             raise DataError(f"{where}: {split!r} must be a pair (images, labels)") from None
         if images.ndim < 2 or labels.shape != (len(images),) or not len(images):
-            raise DataError(f"{where}: {split!r} holds images {images.shape} and labels {labels.shape}; expected "
-                            "(N, ...) images and (N,) labels, N >= 1")  # fmt: skip
+            raise DataError(
+                f"{where}: {split!r} holds images {images.shape} and labels {labels.shape}; expected "
+                "(N, ...) images and (N,) labels, N >= 1"
+            )
         if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
             raise DataError(f"{where}: {split!r} images are {images.dtype}; expected uint8 or float")
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
@@ -37,8 +39,10 @@ def as_arrays(data, where: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise DataError(f"{where}: {split!r} image {first} holds NaN or inf; every value must be finite")
         arrays[split] = (images, labels.astype(np.int64))
     if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
-        raise DataError(f"{where}: train images {arrays['train'][0].shape[1:]} and test images "
-                        f"{arrays['test'][0].shape[1:]} differ in shape")  # fmt: skip
+        raise DataError(
+            f"{where}: train images {arrays['train'][0].shape[1:]} and test images "
+            f"{arrays['test'][0].shape[1:]} differ in shape"
+        )
     classes = int(max(arrays["train"][1].max(), arrays["test"][1].max())) + 1
     unseen = classes - len(np.unique(arrays["train"][1]))
     if unseen:  # a stray label (1_000_000 among 0..9) would make a head of a million classes never trained

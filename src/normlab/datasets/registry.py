@@ -49,5 +49,7 @@ def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
     """Every label a class index in [0, num_classes): a damaged file is named before training starts."""
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise DataError(f"{path} has label {int(labels[bad[0]])} at index {int(bad[0])}, outside 0..{num_classes - 1} "
-                        "(corrupt file?)")  # fmt: skip
+        raise DataError(
+            f"{path} has label {int(labels[bad[0]])} at index {int(bad[0])}, outside 0..{num_classes - 1} "
+            "(corrupt file?)"
+        )

@@ -81,9 +81,11 @@ def check_has_norm_slots(net: nn.Module, norm: str) -> None:
                 return
         except ValueError:
             return  # a norm layer normlab cannot take: swap_norms names it
-    raise ConfigError(f"norm={norm} is not allowed with this model ({type(net).__name__}): it has no normalization "
-                      "layer for normlab to replace, so the run would be norm=none's; add norm layers (e.g. "
-                      "nn.BatchNorm2d after each conv) where the norm belongs, or run norm=none")  # fmt: skip
+    raise ConfigError(
+        f"norm={norm} is not allowed with this model ({type(net).__name__}): it has no normalization "
+        "layer for normlab to replace, so the run would be norm=none's; add norm layers (e.g. "
+        "nn.BatchNorm2d after each conv) where the norm belongs, or run norm=none"
+    )
 
 
 def compatibility_table() -> str:
@@ -127,12 +129,18 @@ def check_config(cfg: Config, in_shape: tuple[int, ...], num_classes: int, modul
         raise ConfigError(f"norm={norm!r} is not allowed; choose from {sorted(NORMS)}")
     check_compatible(cfg.model.name, norm)
     if MODELS[cfg.model.name].features in ("2d", "seq") and len(in_shape) != 3:
-        raise ConfigError(f"model={cfg.model.name} takes (C, H, W) images; dataset={cfg.dataset.name} gives samples "
-                          f"of shape {tuple(in_shape)}")  # fmt: skip
+        raise ConfigError(
+            f"model={cfg.model.name} takes (C, H, W) images; dataset={cfg.dataset.name} gives samples "
+            f"of shape {tuple(in_shape)}"
+        )
     if cfg.channels_last and MODELS[cfg.model.name].features not in ("2d", "any"):
-        raise ConfigError(f"channels_last=true is not allowed with model={cfg.model.name}: it has no conv layers "
-                          "for the NHWC layout to speed up; drop it (channels_last=auto chooses)")  # fmt: skip
+        raise ConfigError(
+            f"channels_last=true is not allowed with model={cfg.model.name}: it has no conv layers "
+            "for the NHWC layout to speed up; drop it (channels_last=auto chooses)"
+        )
     if cfg.batch_size == 1 and NORMS[norm].batch_stats:
-        raise ConfigError(f"batch_size=1 is not allowed with norm={norm}: its batch statistics need >= 2 samples "
-                          "per batch (use batch_size >= 2, or a per-sample norm such as group or layer)")  # fmt: skip
+        raise ConfigError(
+            f"batch_size=1 is not allowed with norm={norm}: its batch statistics need >= 2 samples "
+            "per batch (use batch_size >= 2, or a per-sample norm such as group or layer)"
+        )
     check_buildable(cfg.model, cfg.norm, in_shape, num_classes, module)

@@ -37,12 +37,16 @@ def check_forward(net: nn.Module, in_shape: tuple[int, ...], num_classes: int) -
     except NotImplementedError:
         return  # an op without a meta kernel: nothing can be said before the run
     except Exception as e:  # noqa: BLE001 - the model cannot run on this data with this norm
-        raise ConfigError(f"the model fails on a batch of shape {(2, *in_shape)}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}") from None  # fmt: skip
+        raise ConfigError(
+            f"the model fails on a batch of shape {(2, *in_shape)}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, num_classes):
-        raise ConfigError(f"the model gives {shape} for a batch of 2, not (2, {num_classes}): one logit per class of "
-                          "the data; build its head with num_classes (the factory's argument)")  # fmt: skip
+        raise ConfigError(
+            f"the model gives {shape} for a batch of 2, not (2, {num_classes}): one logit per class of "
+            "the data; build its head with num_classes (the factory's argument)"
+        )
 
 
 @dataclass(frozen=True)

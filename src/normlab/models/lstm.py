@@ -100,9 +100,23 @@ class NormLSTM(nn.Module):
         norm_h, norm_c = self.norm_h, self.norm_c
         for t, xw_t in enumerate(xw):
             (mean_h, var_h), (mean_c, var_c) = norm_h.step_statistics(t), norm_c.step_statistics(t)  # LN: Nones
-            h, c = native.norm_lstm_step(xw_t, self.w_h(h), c, norm_h.weight, norm_h.bias, norm_c.weight, norm_c.bias,
-                                         mean_h, var_h, mean_c, var_c, self.training, norm_h.momentum, norm_h.eps,
-                                         norm_c.eps)  # fmt: skip
+            h, c = native.norm_lstm_step(
+                xw_t,
+                self.w_h(h),
+                c,
+                norm_h.weight,
+                norm_h.bias,
+                norm_c.weight,
+                norm_c.bias,
+                mean_h,
+                var_h,
+                mean_c,
+                var_c,
+                self.training,
+                norm_h.momentum,
+                norm_h.eps,
+                norm_c.eps,
+            )
         return h
 
 

@@ -65,11 +65,15 @@ class MLPConfig(ModelConfig):
     norm_logits: bool = False  # the norm on the logits too (the LN paper's BN baseline, "applied to all layers")
 
     def validate(self) -> None:
-        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-                f"model.hidden={list(self.hidden)} is not allowed; it must be one or more widths >= 1")  # fmt: skip
+        require(
+            len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+            f"model.hidden={list(self.hidden)} is not allowed; it must be one or more widths >= 1",
+        )
         check_choice("activation", self.activation, ACTIVATIONS)
-        require(self.init_std is None or self.init_std > 0,
-                f"model.init_std={self.init_std} is not allowed; it must be > 0 or null")  # fmt: skip
+        require(
+            self.init_std is None or self.init_std > 0,
+            f"model.init_std={self.init_std} is not allowed; it must be > 0 or null",
+        )
 
 
 @register_model("mlp", MLPConfig, features="1d")

@@ -42,9 +42,11 @@ def scale_of(layer: nn.Module, channels: int) -> nn.Parameter:
     one (none, weight, weight_meanbn), which zero_init_residual cannot start at the identity."""
     weight = getattr(layer, "weight", None)
     if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != (channels,):
-        raise ConfigError(f"model.zero_init_residual=true needs a norm with a per-channel scale γ; "
-                          f"{type(layer).__name__} has none (use a norm such as batch, group, layer, or "
-                          "zero_init_residual=false)")  # fmt: skip
+        raise ConfigError(
+            f"model.zero_init_residual=true needs a norm with a per-channel scale γ; "
+            f"{type(layer).__name__} has none (use a norm such as batch, group, layer, or "
+            "zero_init_residual=false)"
+        )
     return weight
 
 
@@ -52,8 +54,9 @@ class ResNet(nn.Module):
     def __init__(self, in_shape, num_classes, depth, width, activation, norm, bias, zero_init_residual=False):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ConfigError(f"model.depth={depth} is not allowed; a CIFAR ResNet has 6n+2 layers: 20, 32, 44, 56, "
-                              "110, ...")  # fmt: skip
+            raise ConfigError(
+                f"model.depth={depth} is not allowed; a CIFAR ResNet has 6n+2 layers: 20, 32, 44, 56, 110, ..."
+            )
         n = (depth - 2) // 6
         layers, c = [conv_norm_act(in_shape[0], width, norm, activation, bias)], width
         for stage, channels in enumerate((width, 2 * width, 4 * width)):
@@ -81,5 +84,13 @@ class ResNetConfig(ConvNetConfig):
 
 @register_model("resnet", ResNetConfig, features="2d")
 def build(cfg: ResNetConfig, norm, in_shape, num_classes, seed):
-    return ResNet(in_shape, num_classes, cfg.depth, cfg.width, cfg.activation, norm_layer(norm), layer_bias(norm),
-                  cfg.zero_init_residual)  # fmt: skip
+    return ResNet(
+        in_shape,
+        num_classes,
+        cfg.depth,
+        cfg.width,
+        cfg.activation,
+        norm_layer(norm),
+        layer_bias(norm),
+        cfg.zero_init_residual,
+    )

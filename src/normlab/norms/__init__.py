@@ -67,8 +67,12 @@ def norm_internals(model: nn.Module) -> dict[str, dict[str, float]]:
 
 def norm_histograms(model: nn.Module) -> dict[str, torch.Tensor]:
     """`<layer>/<name>` -> a tensor each layer declares worth a histogram (BIN's gates)."""
-    return {f"{name}/{key}": t for name, m in model.named_modules() if hasattr(m, "histograms")
-            for key, t in m.histograms().items()}  # fmt: skip
+    return {
+        f"{name}/{key}": t
+        for name, m in model.named_modules()
+        if hasattr(m, "histograms")
+        for key, t in m.histograms().items()
+    }
 
 
 def norm_lr_groups(model: nn.Module) -> dict[int, float]:

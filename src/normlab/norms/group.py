@@ -26,11 +26,17 @@ def groups_for(channels: int, num_groups: int | None = None, group_size: int = G
     fits = [g for g in range(2, channels // 2 + 1) if channels % g == 0]
     hint = f"num_groups from {fits} or a group_size dividing {channels}" if fits else "another norm"
     if not divides or groups < 2 or channels // groups < 2:
-        what = ("does not divide its channels" if not divides
-                else "would make it Layer Norm (1 group)" if groups < 2
-                else "would make it Instance Norm (1 channel per group)")  # fmt: skip
-        raise ConfigError(f"{asked} is not allowed for a layer of {channels} channels: it {what}; GN needs >= 2 "
-                          f"groups of >= 2 channels (use {hint})")  # fmt: skip
+        what = (
+            "does not divide its channels"
+            if not divides
+            else "would make it Layer Norm (1 group)"
+            if groups < 2
+            else "would make it Instance Norm (1 channel per group)"
+        )
+        raise ConfigError(
+            f"{asked} is not allowed for a layer of {channels} channels: it {what}; GN needs >= 2 "
+            f"groups of >= 2 channels (use {hint})"
+        )
     return groups
 
 

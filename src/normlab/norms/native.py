@@ -177,8 +177,27 @@ def _bin_kernel(x, gate, weight, bias, means, variances, tracked, eps, batch_sta
     n, c, m = x.shape
     y, scale = torch.empty_like(x), x.new_empty(n, c)
     stats = x.new_empty(2, 2, n, c, dtype=torch.float64)  # the statistics, in double
-    call("bin_forward", x.dtype, x, gate, weight, bias, means, variances, tracked, n, c, m, nhwc(x), eps,
-         batch_stats, momentum, y, stats, scale)  # fmt: skip
+    call(
+        "bin_forward",
+        x.dtype,
+        x,
+        gate,
+        weight,
+        bias,
+        means,
+        variances,
+        tracked,
+        n,
+        c,
+        m,
+        nhwc(x),
+        eps,
+        batch_stats,
+        momentum,
+        y,
+        stats,
+        scale,
+    )
     return y, stats, scale
 
 
@@ -225,8 +244,26 @@ def _bin_backward(
     dx = torch.empty_like(x) if input_grad else x.new_empty(0)
     d_gate, d_weight, d_bias = x.new_empty(c), x.new_empty(c), x.new_empty(c)
     channels_last = nhwc(x)
-    call("bin_backward", x.dtype, laid_out(grad, channels_last), x, gate, weight, stats, scale, n, c, m,
-         channels_last, eps, batch_stats, dx if input_grad else None, d_gate, d_weight, d_bias)  # fmt: skip
+    call(
+        "bin_backward",
+        x.dtype,
+        laid_out(grad, channels_last),
+        x,
+        gate,
+        weight,
+        stats,
+        scale,
+        n,
+        c,
+        m,
+        channels_last,
+        eps,
+        batch_stats,
+        dx if input_grad else None,
+        d_gate,
+        d_weight,
+        d_bias,
+    )
     return dx, d_gate, d_weight, d_bias
 
 
@@ -269,8 +306,9 @@ class BatchInstanceNormNative(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum):
-        y, stats, scale = _bin_kernel(x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps,
-                                      batch_stats, momentum)  # fmt: skip
+        y, stats, scale = _bin_kernel(
+            x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum
+        )
         _bin_save(ctx, x, gate, weight, stats, scale, eps, batch_stats)
         ctx.set_materialize_grads(False)
         return y
@@ -280,13 +318,15 @@ class BatchInstanceNormNative(torch.autograd.Function):
         return *_bin_grad(ctx, grad, _bin_backward), *[None] * 6
 
 
-def batch_instance_norm(x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats,
-                        momentum) -> Tensor:  # fmt: skip
+def batch_instance_norm(
+    x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum
+) -> Tensor:
     """BIN of x (N, C, M); with `batch_stats` the running statistics and num_batches_tracked updated, as
     F.batch_norm does: in place in eager mode, from the op's returned values under torch.compile."""
     if not torch.compiler.is_compiling():
-        return BatchInstanceNormNative.apply(x, gate, weight, bias, running_mean, running_var, num_batches_tracked,
-                                             eps, batch_stats, momentum)  # fmt: skip
+        return BatchInstanceNormNative.apply(
+            x, gate, weight, bias, running_mean, running_var, num_batches_tracked, eps, batch_stats, momentum
+        )
     y, _, _, running = bin_forward(x, gate, weight, bias, running_mean, running_var, eps, batch_stats, momentum)
     if batch_stats:
         with torch.no_grad():
@@ -301,8 +341,28 @@ def _sn_kernel(x, mean_logits, var_logits, weight, bias, means, variances, eps, 
     y = torch.empty_like(x)
     stats = x.new_empty(2, len(mean_logits), n, c, dtype=torch.float64)
     mixed = x.new_empty(3, n, c, dtype=torch.float64)  # mixed mean, 1 / sqrt(var + eps), row mean
-    call("sn_forward", x.dtype, x, mean_logits, var_logits, weight, bias, means, variances, n, c, m, nhwc(x), eps,
-         batch_stats, momentum, has_in, y, stats, mixed)  # fmt: skip
+    call(
+        "sn_forward",
+        x.dtype,
+        x,
+        mean_logits,
+        var_logits,
+        weight,
+        bias,
+        means,
+        variances,
+        n,
+        c,
+        m,
+        nhwc(x),
+        eps,
+        batch_stats,
+        momentum,
+        has_in,
+        y,
+        stats,
+        mixed,
+    )
     return y, stats, mixed
 
 
@@ -356,9 +416,28 @@ def _sn_backward(
     d_mean_logits, d_var_logits = torch.empty_like(mean_logits), torch.empty_like(var_logits)
     d_weight, d_bias = x.new_empty(c), x.new_empty(c)
     channels_last = nhwc(x)
-    call("sn_backward", x.dtype, laid_out(grad, channels_last), x, mean_logits, var_logits, weight, stats, mixed, n,
-         c, m, channels_last, batch_stats, has_in, dx if input_grad else None, d_mean_logits, d_var_logits, d_weight,
-         d_bias)  # fmt: skip
+    call(
+        "sn_backward",
+        x.dtype,
+        laid_out(grad, channels_last),
+        x,
+        mean_logits,
+        var_logits,
+        weight,
+        stats,
+        mixed,
+        n,
+        c,
+        m,
+        channels_last,
+        batch_stats,
+        has_in,
+        dx if input_grad else None,
+        d_mean_logits,
+        d_var_logits,
+        d_weight,
+        d_bias,
+    )
     return dx, d_mean_logits, d_var_logits, d_weight, d_bias
 
 
@@ -401,10 +480,12 @@ class SwitchableNormNative(torch.autograd.Function):
     """SN in eager mode: the kernel updates the running statistics itself."""
 
     @staticmethod
-    def forward(ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum,
-                has_in):  # fmt: skip
-        y, stats, mixed = _sn_kernel(x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps,
-                                     batch_stats, momentum, has_in)  # fmt: skip
+    def forward(
+        ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in
+    ):
+        y, stats, mixed = _sn_kernel(
+            x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in
+        )
         _sn_save(ctx, x, mean_logits, var_logits, weight, stats, mixed, batch_stats, has_in)
         ctx.set_materialize_grads(False)
         return y
@@ -414,8 +495,9 @@ class SwitchableNormNative(torch.autograd.Function):
         return *_sn_grad(ctx, grad, _sn_backward), *[None] * 6
 
 
-def switchable_norm(x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum,
-                    has_in) -> Tensor:  # fmt: skip
+def switchable_norm(
+    x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in
+) -> Tensor:
     """SN of x (N, C, M); with `batch_stats` the running statistics updated: in place in eager mode, from the
     op's returned values under torch.compile."""
     args = (x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, momentum, has_in)
@@ -436,11 +518,45 @@ def _lstm_kernel(xw, hw, c_prev, w_h, b_h, w_c, b_c, running, batch_stats, momen
     act, hw_hat = hw.new_empty(n, 4 * hidden), hw.new_empty(n, 4 * hidden)
     c, tanh_c, c_hat = c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden), c_prev.new_empty(n, hidden)
     inv_h, inv_c = hw.new_empty(4 * hidden if batch_norm else n), hw.new_empty(hidden if batch_norm else n)
-    call("lstm_gates_forward", xw.dtype, xw, xw.stride(0), hw, w_h, b_h, *running[:2], n, hidden, batch_norm,
-         batch_stats, momentum, eps_h, act, hw_hat, inv_h)  # fmt: skip
+    call(
+        "lstm_gates_forward",
+        xw.dtype,
+        xw,
+        xw.stride(0),
+        hw,
+        w_h,
+        b_h,
+        *running[:2],
+        n,
+        hidden,
+        batch_norm,
+        batch_stats,
+        momentum,
+        eps_h,
+        act,
+        hw_hat,
+        inv_h,
+    )
     act.sigmoid_()  # torch's vectorized sigmoid, in place; g's tanh is 2 sigmoid(2g) - 1
-    call("lstm_cell_forward", xw.dtype, act, c_prev, w_c, b_c, *running[2:], n, hidden, batch_norm, batch_stats,
-         momentum, eps_c, c, tanh_c, c_hat, inv_c)  # fmt: skip
+    call(
+        "lstm_cell_forward",
+        xw.dtype,
+        act,
+        c_prev,
+        w_c,
+        b_c,
+        *running[2:],
+        n,
+        hidden,
+        batch_norm,
+        batch_stats,
+        momentum,
+        eps_c,
+        c,
+        tanh_c,
+        c_hat,
+        inv_c,
+    )
     h = act[:, 2 * hidden : 3 * hidden] * tanh_c.tanh_()
     return h, c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c
 
@@ -487,8 +603,18 @@ def _(xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_st
     updated = batch_norm and batch_stats
     new_h = hw.new_empty(2, 4 * hidden) if updated else hw.new_empty(0)
     new_c = hw.new_empty(2, hidden) if updated else hw.new_empty(0)
-    return (cell, torch.empty_like(cell), gates, torch.empty_like(gates), torch.empty_like(cell),
-            torch.empty_like(cell), inv_h, inv_c, new_h, new_c)  # fmt: skip
+    return (
+        cell,
+        torch.empty_like(cell),
+        gates,
+        torch.empty_like(gates),
+        torch.empty_like(cell),
+        torch.empty_like(cell),
+        inv_h,
+        inv_c,
+        new_h,
+        new_c,
+    )
 
 
 def _lstm_step_backward(
@@ -511,9 +637,32 @@ def _lstm_step_backward(
     d_xw, d_hw, d_c_prev = act.new_empty(n, 4 * hidden), act.new_empty(n, 4 * hidden), torch.empty_like(c_prev)
     d_w_h, d_b_h = w_h.new_empty(4 * hidden), w_h.new_empty(4 * hidden)
     d_w_c, d_b_c = w_c.new_empty(hidden), w_c.new_empty(hidden)
-    call("lstm_step_backward", act.dtype, dh.contiguous(), None if dc is None else dc.contiguous(), c_prev, w_h, w_c,
-         act, hw_hat, c_hat, tanh_c, inv_h, inv_c, n, hidden, batch_norm, batch_stats, d_xw, d_hw, d_c_prev, d_w_h,
-         d_b_h, d_w_c, d_b_c)  # fmt: skip
+    call(
+        "lstm_step_backward",
+        act.dtype,
+        dh.contiguous(),
+        None if dc is None else dc.contiguous(),
+        c_prev,
+        w_h,
+        w_c,
+        act,
+        hw_hat,
+        c_hat,
+        tanh_c,
+        inv_h,
+        inv_c,
+        n,
+        hidden,
+        batch_norm,
+        batch_stats,
+        d_xw,
+        d_hw,
+        d_c_prev,
+        d_w_h,
+        d_b_h,
+        d_w_c,
+        d_b_c,
+    )
     return d_xw, d_hw, d_c_prev, d_w_h, d_b_h, d_w_c, d_b_c
 
 
@@ -526,8 +675,15 @@ lstm_step_backward = torch.library.custom_op(
 def _(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, batch_norm, batch_stats):
     n, hidden = c_prev.shape
     gates, cell = act.new_empty(n, 4 * hidden), c_prev.new_empty(n, hidden)
-    return (gates, torch.empty_like(gates), cell, w_h.new_empty(4 * hidden), w_h.new_empty(4 * hidden),
-            w_c.new_empty(hidden), w_c.new_empty(hidden))  # fmt: skip
+    return (
+        gates,
+        torch.empty_like(gates),
+        cell,
+        w_h.new_empty(4 * hidden),
+        w_h.new_empty(4 * hidden),
+        w_c.new_empty(hidden),
+        w_c.new_empty(hidden),
+    )
 
 
 def _lstm_save(ctx, c_prev, w_h, w_c, saved, batch_norm, batch_stats):
@@ -541,8 +697,7 @@ def _lstm_grad(ctx, dh, dc, backward) -> tuple:
         return (None,) * 7
     c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c = ctx.saved_tensors
     dh = torch.zeros_like(c_prev) if dh is None else dh
-    return backward(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, ctx.batch_norm,
-                    ctx.batch_stats)  # fmt: skip
+    return backward(dh, dc, c_prev, w_h, w_c, act, hw_hat, c_hat, tanh_c, inv_h, inv_c, ctx.batch_norm, ctx.batch_stats)
 
 
 def _lstm_setup(ctx, inputs, output):
@@ -559,10 +714,12 @@ class NormLSTMStepNative(torch.autograd.Function):
     """The LSTM step in eager mode: the kernels update the step's BN running statistics (views) themselves."""
 
     @staticmethod
-    def forward(ctx, xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h,
-                eps_c):  # fmt: skip
-        outputs = _lstm_kernel(xw, hw, c_prev, w_h, b_h, w_c, b_c, (mean_h, var_h, mean_c, var_c), batch_stats,
-                               momentum, eps_h, eps_c)  # fmt: skip
+    def forward(
+        ctx, xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h, eps_c
+    ):
+        outputs = _lstm_kernel(
+            xw, hw, c_prev, w_h, b_h, w_c, b_c, (mean_h, var_h, mean_c, var_c), batch_stats, momentum, eps_h, eps_c
+        )
         _lstm_save(ctx, c_prev, w_h, w_c, outputs[2:], mean_h is not None, batch_stats)
         ctx.set_materialize_grads(False)
         return outputs[0], outputs[1]
@@ -572,8 +729,9 @@ class NormLSTMStepNative(torch.autograd.Function):
         return *_lstm_grad(ctx, dh, dc, _lstm_step_backward), *[None] * 8
 
 
-def norm_lstm_step(xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h,
-                   eps_c) -> tuple[Tensor, Tensor]:  # fmt: skip
+def norm_lstm_step(
+    xw, hw, c_prev, w_h, b_h, w_c, b_c, mean_h, var_h, mean_c, var_c, batch_stats, momentum, eps_h, eps_c
+) -> tuple[Tensor, Tensor]:
     """One NormLSTM step, (h, c); with BN in training the step's running statistics updated: in place in eager
     mode, from the op's returned values under torch.compile."""
     running = (mean_h, var_h, mean_c, var_c)

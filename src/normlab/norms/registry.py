@@ -48,8 +48,9 @@ def register_norm(
     def register(make):
         if name in NORMS:
             raise ValueError(f"norm {name!r} is registered twice")
-        NORMS[name] = NormSpec(make, tuple(options), tuple(kinds), batch_stats, weight_norm, empty,
-                               channels_last=channels_last)  # fmt: skip
+        NORMS[name] = NormSpec(
+            make, tuple(options), tuple(kinds), batch_stats, weight_norm, empty, channels_last=channels_last
+        )
         return make
 
     return register

@@ -57,9 +57,20 @@ class SwitchableNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # amp=true: in float32
     def forward(
-        ctx, x, mean_logits, var_logits, weight, bias, running_mean, running_var, eps, batch_stats, world, statistics,
+        ctx,
+        x,
+        mean_logits,
+        var_logits,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        eps,
+        batch_stats,
+        world,
+        statistics,
         unbiased=False,
-    ):  # fmt: skip
+    ):
         n, c, m = x.shape
         d, shift, rows = row_statistics(x)  # rows: (2, N, C) float64
         factors = variance_factors(statistics, n * world, c, m) if unbiased else None  # the official variant's
@@ -155,9 +166,19 @@ class SwitchableNorm(nn.Module):
         official = self.variant == "official"  # the compiled kernels compute the paper's statistics
         if world == 1 and self.use_native and not official and native.usable(*args):  # updates the running stats
             has_in = self.statistics[0] == "in"
-            y = native.switchable_norm(args[0], self.mean_weight, self.var_weight, self.weight, self.bias,
-                                       self.running_mean, self.running_var, self.eps, self.training, momentum,
-                                       has_in)  # fmt: skip
+            y = native.switchable_norm(
+                args[0],
+                self.mean_weight,
+                self.var_weight,
+                self.weight,
+                self.bias,
+                self.running_mean,
+                self.running_var,
+                self.eps,
+                self.training,
+                momentum,
+                has_in,
+            )
             return y.view_as(x)
         y, bn = SwitchableNormFunction.apply(*args, self.eps, self.training, world, self.statistics, official)
         if self.training:
