@@ -9,7 +9,7 @@ from normlab.claims import registry, write_index, write_report
 from normlab.cli import precheck
 from normlab.protocol import VERDICTS
 
-from conftest import CONF, TINY, call_cli, run_cli
+from conftest import CONF, ROOT, TINY, call_cli, call_script, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -227,3 +227,26 @@ def test_finished_runs_are_archived_restored_skipped_and_reported(tmp_path):
     summary = write_report(registry()["bn_small_batch"], "quick", tmp_path / "archive", tmp_path / "results")
     assert summary["runs"] == 4 and summary["seeds"] == 2
     assert script("save", str(tmp_path / "missing"), "archive").returncode == 2
+
+
+@pytest.mark.slow
+def test_verify_re_makes_a_reference_seed_and_catches_a_changed_record(tmp_path):
+    """`normlab verify ln_rnn`: seed 0 of the cpu reference re-made at this commit agrees with its archived records
+    evaluation by evaluation; an archived record changed by one evaluation's accuracy is caught (exit 1)."""
+    import json
+    import shutil
+
+    from normlab.commands.verify import main
+
+    archive = tmp_path / "results" / "ln_rnn" / "cpu" / "runs"
+    shutil.copytree(ROOT / "results" / "ln_rnn" / "cpu" / "runs", archive)
+    doctored = archive / "ln_rnn_cpu" / "mnist-lstm-none-bs64-lr0.001-s0" / "metrics.jsonl"
+    rows = [json.loads(line) for line in doctored.read_text().splitlines()]
+    rows[3]["val_acc"] += 0.01
+    doctored.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = call_script("verify.py", "ln_rnn", "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "mnist-lstm-layer-bs64-lr0.001-s0: agrees, largest |difference| 0.0000 points" in result.stdout
+    assert "mnist-lstm-none-bs64-lr0.001-s0: DIFFERS, largest |difference| 1.0000 points" in result.stdout
+    assert "NOT verified (1 of 2 runs) against runs made at c968b9d" in result.stdout
+    assert main(["ln_rnn", "--seed", "99", "--results", str(tmp_path / "results")]) == 2

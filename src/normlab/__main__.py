@@ -13,6 +13,7 @@ COMMANDS = {
     "plot": "validation or test curves of a folder of runs, a line per arm",
     "reproduce": "run a paper's claim (its sweep, then its report): `normlab reproduce bn_small_batch`",
     "report": "write a claim's report from runs already made",
+    "verify": "re-make one seed of a claim's committed reference and compare it with the archived runs",
     "bench": "measure speed: the runner, data, norm layers, kernels (results/bench/)",
 }
 

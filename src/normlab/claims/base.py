@@ -153,6 +153,9 @@ class Claim:
     # "reproduction" of a paper's claim, or a "mechanism check": a property a norm has by construction, measured
     # (in_contrast); the index lists mechanism checks apart, with their own words (MECHANISM_WORDS)
     kind: str = "reproduction"
+    # `normlab verify`: how far (accuracy points) a re-made run may be from its archived record at any evaluation
+    # (0: identical; runs on one CPU build are deterministic)
+    verify_tolerance: float = 0.0
 
 
 MECHANISM_WORDS = {"reproduced": "mechanism confirmed", "not_reproduced": "mechanism not confirmed"}
@@ -226,7 +229,7 @@ def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
 
 # Claim fields that describe and judge nothing: changing them (or a docstring, or a comment) leaves a report's
 # criteria as they were when its runs were made
-DESCRIPTIVE = ("title", "paper", "setup", "reference", "reference_why")
+DESCRIPTIVE = ("title", "paper", "setup", "reference", "reference_why", "verify_tolerance")
 
 
 def criteria_source(source: str) -> str:
