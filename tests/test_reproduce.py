@@ -23,10 +23,10 @@ def test_every_pilot_is_a_claims_and_composes():
     """scripts/pilots.py's pilots: each on its claim's pilot experiment, at seed 0 only (never a reported seed)."""
     from normlab.claims.pilots import PILOTS
 
-    assert set(PILOTS) <= set(registry())
-    for claim, pilots in PILOTS.items():
+    for name, pilots in PILOTS.items():
+        assert pilots.claim_of(name) in registry()
         for line in pilots.lines:
-            jobs = precheck(["-m", f"experiment={claim}_pilot", *line.split()], CONF)
+            jobs = precheck(["-m", f"experiment={pilots.experiment_of(name)}", *line.split()], CONF)
             assert jobs and {config.seed for _, config in jobs} == {0}
 
 
@@ -45,7 +45,7 @@ def test_tiny_bn_convergence_sweep_through_the_report(tmp_path):
     assert on_disk["claim"] == "bn_convergence" and on_disk["verdict"] in VERDICTS and on_disk["runs"] == 4
     assert {"criterion", "profile", "numbers", "wall_s"} <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
     readme = (out / "README.md").read_text()
-    assert "## Criterion" in readme and "python scripts/reproduce.py bn_convergence" in readme
+    assert "## Criterion" in readme and "normlab reproduce bn_convergence" in readme
     assert (out / "fig1a_test_accuracy.png").stat().st_size > 1000
     # the verdict follows from the tests it reports, each with its interval and per-seed values
     outcomes = [t["outcome"] for t in on_disk["tests"]]
@@ -129,8 +129,7 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
             best - runner_up < float(row.rstrip(" |").rsplit("| ", 1)[1])
         )
     made_by = (
-        f"`python scripts/reproduce.py bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/100,1 "
-        "--extend 1`"
+        f"`normlab reproduce bn_convergence --profile quick {' '.join(overrides)} --tune --grid 1/100,1 --extend 1`"
     )
     assert made_by in (report / "tuned" / "README.md").read_text()  # the command repeats the tuning
     index = (report.parent / "README.md").read_text()
@@ -250,3 +249,24 @@ def test_verify_re_makes_a_reference_seed_and_catches_a_changed_record(tmp_path)
     assert "mnist-lstm-none-bs64-lr0.001-s0: DIFFERS, largest |difference| 1.0000 points" in result.stdout
     assert "NOT verified (1 of 2 runs) against runs made at c968b9d" in result.stdout
     assert main(["ln_rnn", "--seed", "99", "--results", str(tmp_path / "results")]) == 2
+
+
+def test_report_finds_the_committed_archive_and_never_rewrites_results_unless_told(tmp_path):
+    """`normlab report <claim> --profile P` in a fresh clone (no runs/): it reads the runs archived beside the
+    committed report and writes under runs/<experiment>/report/; results/ only with --in-place; with neither runs
+    nor archive, one line naming the command that makes them and its time."""
+    import shutil
+
+    from conftest import call_script
+
+    shutil.copytree(ROOT / "results" / "ln_rnn", tmp_path / "results" / "ln_rnn")
+    before = (tmp_path / "results" / "ln_rnn" / "cpu" / "README.md").read_text()
+    result = call_script("report.py", "ln_rnn", "--profile", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "from results/ln_rnn/cpu/runs/ln_rnn_cpu" in result.stdout
+    assert (tmp_path / "runs" / "ln_rnn_cpu" / "report" / "ln_rnn" / "cpu" / "README.md").is_file()
+    assert (tmp_path / "results" / "ln_rnn" / "cpu" / "README.md").read_text() == before
+    in_place = call_script("report.py", "ln_rnn", "--profile", "cpu", "--in-place", cwd=tmp_path)
+    assert in_place.returncode == 0 and "wrote results/ln_rnn/cpu/README.md" in in_place.stdout
+    missing = call_script("report.py", "bn_lstm", "--profile", "full", cwd=tmp_path)
+    assert missing.returncode == 2 and "make them with `normlab reproduce bn_lstm --profile full`" in missing.stderr

@@ -323,7 +323,8 @@ def write_report(
     if jobs is not None:
         runs, left_out = matching(runs, jobs)
     if not runs:
-        raise SystemExit(f"error: no finished runs under {run_dir}; run `python scripts/reproduce.py {claim.name}`")
+        make = f"normlab reproduce {claim.name} --profile {profile}"
+        raise SystemExit(f"error: no finished runs under {run_dir}; make them with `{make}`")
     out = results_dir(results, claim.name, profile) / variant
     out.mkdir(parents=True, exist_ok=True)
     analysis = claim.analyze(runs, out)
@@ -369,7 +370,7 @@ def write_report(
     )
     write_json(out / "summary.json", summary)
     extra = "".join(f" {o}" for o in overrides) + flags  # flags: reproduce.py's own (--tune --grid ...)
-    command = f"python scripts/reproduce.py {claim.name} --profile {profile}{extra}"
+    command = f"normlab reproduce {claim.name} --profile {profile}{extra}"
     plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
     statements = (
         "\n## The paper's statements\n\nEach decided on its own (the claim's word follows from them: "
@@ -393,8 +394,8 @@ def write_report(
 
 {claim.setup}
 
-Made by `{command}` (it runs `python run.py -m experiment={experiment}` and then
-`python scripts/report.py {claim.name} --profile {profile}`), {len(runs)} runs ({statuses}), {wall_s / 60:.1f} min of
+Made by `{command}` (it runs `normlab train -m experiment={experiment}` and then
+`normlab report {claim.name} --profile {profile}`), {len(runs)} runs ({statuses}), {wall_s / 60:.1f} min of
 {time_of}, commit {summary["commit"]}, {summary["date"]}.{others} {criteria_note}
 {notes}
 
