@@ -736,3 +736,34 @@ def test_the_cost_line_quotes_the_tradeoffs_own_run_over_the_whole_bench(tmp_pat
     assert "relative to BN: none 0.74x, batch 1.00x." in answers(tmp_path, registry())
     (tmp_path / "bench" / "bench-tradeoff.json").unlink()
     assert "relative to BN: none 0.50x, batch 1.00x." in answers(tmp_path, registry())
+
+
+def test_a_reports_criteria_history_marks_the_changes_made_after_its_runs(tmp_path):
+    """criteria_history: each commit that moved the criteria, newest first; one after the runs' commit is marked
+    (a re-analysis), a change of a descriptive field is not a row."""
+    import subprocess
+
+    from normlab.claims.base import criteria_history
+
+    module = tmp_path / "src" / "normlab" / "claims" / "toy.py"
+    module.parent.mkdir(parents=True)
+    (tmp_path / "src" / "normlab" / "protocol.py").write_text("ALPHA = 0.05\n")
+
+    def commit(margin: float, why: str) -> str:
+        module.write_text(f'MARGIN = {margin}\nCLAIM = Claim(name="toy", reference_why="{why}")\n')
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+        subprocess.run([*git, "commit", "-qm", why], cwd=tmp_path, check=True)
+        head = ["git", "rev-parse", "--short", "HEAD"]
+        return subprocess.run(head, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    first = commit(0.0, "criteria")
+    runs = commit(0.0, "the runs were made here")
+    later = commit(1.0, "a margin moved after the runs")
+    commit(1.0, "only the reason changed")
+    table = criteria_history("toy", runs, tmp_path)
+    rows = [line for line in table.splitlines() if line.startswith(f"| {first}") or line.startswith(f"| {later}")]
+    assert rows[0].startswith(f"| {later} |") and rows[0].endswith("| **after these runs** |")
+    assert rows[1].startswith(f"| {first} |") and rows[1].endswith("| before |")
+    assert "only the reason changed" not in table and "the runs were made here" not in table

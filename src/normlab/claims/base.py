@@ -5,6 +5,7 @@ which turns an analysis into results/<claim>/README.md and summary.json."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -252,7 +253,6 @@ def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> t
     """The commit at which the claim's criteria (its module's `criteria_source` and the protocol's) last changed,
     a sentence saying whether the runs were made under them (each runs' commit holds today's criteria), and
     whether the criteria were written after the runs (a re-analysis: it decides only on fresh seeds)."""
-    import functools
     import subprocess
 
     root = root or Path(__file__).resolve().parents[3]
@@ -293,6 +293,44 @@ def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> t
         ),
         True,
     )
+
+
+@functools.cache  # one walk of the history per claim and runs in a process
+def criteria_history(claim: str, runs_commit: str, root: Path | None = None, limit: int = 30) -> str:
+    """Every commit that changed what can move the claim's verdict (its module's `criteria_source` or the
+    protocol's), newest first, each marked "after these runs" where the report's runs were made at an earlier
+    commit (criteria written after runs were seen decide only on fresh seeds); a markdown table."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parents[3]
+    files = [f"src/normlab/claims/{claim}.py", "src/normlab/protocol.py"]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+    def criteria(rev: str) -> list[str]:
+        texts = [git("show", f"{rev}:{f}").stdout for f in files]
+        try:
+            return [criteria_source(t) if t else "" for t in texts]
+        except SyntaxError:
+            return texts
+
+    try:
+        log = git("log", f"-{limit}", "--format=%h %as %s", "--", *files).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "The criteria's history is unknown (no git)."
+    runs = [c for c in runs_commit.split(",") if c and c != "unknown"]
+    rows, previous = [], None
+    for line in reversed(log):  # oldest first, so that each commit is compared with the one before it
+        commit, date, subject = (line.split(" ", 2) + ["", ""])[:3]
+        now = criteria(commit)
+        if now != previous:
+            after = any(git("merge-base", "--is-ancestor", r, commit).returncode == 0 and r != commit for r in runs)
+            rows.append(f"| {commit} | {date} | {subject[:90]} | {'**after these runs**' if after else 'before'} |")
+        previous = now
+    if not rows:
+        return "The criteria's history is unknown (not in a git checkout)."
+    return "\n".join(["| commit | date | change | the report's runs |", "|---|---|---|---|", *reversed(rows)])
 
 
 def pilots_section(path: Path) -> str:
@@ -412,6 +450,11 @@ Made by `{command}` (it runs `normlab train -m experiment={experiment}` and then
 ## Criterion
 
 {claim.criterion}
+
+The commits that changed this claim's criteria (its module's tests, margins, preconditions and statements, or the
+protocol), newest first; one made after the report's runs means a re-analysis:
+
+{criteria_history(claim.name, summary["commit"])}
 
 The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)): each a difference in the
 paper's direction over seeds, with its 95% interval, against a margin stated before running (an equivalence test:
