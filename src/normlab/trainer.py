@@ -29,6 +29,7 @@ from normlab.distributed import setup as setup_distributed
 from normlab.models import build_model
 from normlab.norms import (
     NORMS,
+    GroupNorm,
     constrained_layers,
     init_weight_norm_,
     norm_histograms,
@@ -128,6 +129,17 @@ def train(
             raise
 
 
+def data_line(data, model) -> str:
+    """What the run trains on and what it chose quietly: the validation images held out of the training split, and
+    GN's groups per layer (normlab's default is 4 channels a group, not the paper's 32 groups)."""
+    held = len(data.val.labels) if data.val is not None else 0
+    line = f"normlab: {len(data.train.labels):,} training images ({held:,} more held out for validation: data.val_size)"
+    groups = [m.num_groups for m in model.modules() if isinstance(m, GroupNorm)]
+    if groups:
+        line += f"; GN groups per layer: {', '.join(map(str, groups))} (norm.group_size / norm.num_groups)"
+    return line
+
+
 def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     device = resolve_device(cfg.device)
     dist = setup_distributed(cfg.batch_size, device)
@@ -197,6 +209,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
         print(
             plan_line(cfg.batch_size, total_steps, steps_per_epoch, eval_every, data.eval_images, step), file=sys.stderr
         )
+        print(data_line(data, model), file=sys.stderr)
     bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
     logged = max(0, step // log_every * log_every - (step - step % eval_every))  # stats index of the last curve point
