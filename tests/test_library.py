@@ -363,3 +363,17 @@ def test_a_norm_your_model_cannot_run_with_is_refused_before_the_run(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: the model fails on a batch of shape (2, 3, 32, 32): ValueError: Expected")
     assert not (tmp_path / "runs").exists()
+
+
+def test_swap_norms_replaces_a_shared_layer_everywhere_warns_on_none_and_checks_options():
+    """A BN used twice (one module, two attributes) is replaced in both places by one GN, still shared; a model
+    without a norm layer gets a warning, not silence; eps=-1 is refused as the command line refuses it."""
+    shared = nn.BatchNorm2d(8)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), shared, nn.ReLU(), nn.Conv2d(8, 8, 3), shared)
+    swap_norms(model, "group")
+    assert isinstance(model[1], NORMS["group"].make) and model[1] is model[4]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with pytest.warns(UserWarning, match="no normalization layer"):
+        swap_norms(nn.Sequential(nn.Linear(4, 4)), "batch")
+    with pytest.raises(ValueError, match=r"eps=-1 is not allowed; it must be in \(0, 1\]"):
+        swap_norms(nn.Sequential(nn.BatchNorm1d(4)), "batch", eps=-1)

@@ -1,5 +1,7 @@
 """`swap_norms`: put normlab's norms into any model, replacing the normalization layers it was built with."""
 
+import warnings
+
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
@@ -39,23 +41,35 @@ def _placement(layer: nn.Module) -> dict:
 def swap_norms(module: nn.Module, name: str, **options) -> nn.Module:
     """Replace every normalization layer of `module` (torch's BatchNorm1d/2d, SyncBatchNorm, GroupNorm, LayerNorm
     over channels, InstanceNorm2d, and normlab's own) by a fresh `build_norm(name, C, kind, **options)` on the
-    same device and dtype; `weight` and `weight_meanbn` also put weight norm on the conv/linear layers, as
-    `build_model` does. In place; returns the module (the replacement where `module` itself is a norm)."""
+    same device and dtype; a layer used in several places is replaced by one new layer used in the same places.
+    `weight` and `weight_meanbn` also put weight norm on the conv/linear layers, as `build_model` does. Warns
+    where the model has no normalization layer. In place; returns the module (the replacement where `module`
+    itself is a norm)."""
+    eps = options.get("eps")
+    if eps is not None and not 0 < eps <= 1:
+        raise ValueError(f"eps={eps} is not allowed; it must be in (0, 1]")
+    swapped: dict[int, nn.Module] = {}  # id(old layer) -> its replacement, so that a shared layer stays shared
 
     def replace(layer: nn.Module, where: str) -> nn.Module:
+        if id(layer) in swapped:
+            return swapped[id(layer)]
         found = slot(layer)
         if found is None:
-            for child_name, child in layer.named_children():
-                setattr(layer, child_name, replace(child, f"{where}.{child_name}" if where else child_name))
+            for child_name, child in list(layer._modules.items()):  # every attribute, a shared child in each
+                if child is not None:
+                    setattr(layer, child_name, replace(child, f"{where}.{child_name}" if where else child_name))
             return layer
         num_features, kind = found
         try:
             new = build_norm(name, num_features, kind, **options)
         except ValueError as e:
             raise ValueError(f"cannot put norm {name!r} in {where or 'the model'} ({layer}): {e}") from None
-        return new.to(**_placement(layer))
+        swapped[id(layer)] = new.to(**_placement(layer))
+        return swapped[id(layer)]
 
     module = replace(module, "")
+    if not swapped and not NORMS[name].empty:  # (none and weight put nothing in a norm's place anyway)
+        warnings.warn(f"swap_norms: the model has no normalization layer, so norm {name!r} went nowhere", stacklevel=2)
     if NORMS[name].weight_norm:
         layers = [m for m in module.modules() if isinstance(m, WEIGHT_NORMED)]
         if any(parametrize.is_parametrized(m, "weight") for m in layers):
