@@ -29,8 +29,8 @@ from normlab.distributed import setup as setup_distributed
 from normlab.models import build_model
 from normlab.norms import (
     NORMS,
-    GroupNorm,
     constrained_layers,
+    groups_per_layer,
     init_weight_norm_,
     norm_histograms,
     norm_internals,
@@ -134,7 +134,7 @@ def data_line(data, model) -> str:
     GN's groups per layer (normlab's default is 4 channels a group, not the paper's 32 groups)."""
     held = len(data.val.labels) if data.val is not None else 0
     line = f"normlab: {len(data.train.labels):,} training images ({held:,} more held out for validation: data.val_size)"
-    groups = [m.num_groups for m in model.modules() if isinstance(m, GroupNorm)]
+    groups = groups_per_layer(model)
     if groups:
         line += f"; GN groups per layer: {', '.join(map(str, groups))} (norm.group_size / norm.num_groups)"
     return line

@@ -21,7 +21,7 @@ from torch import nn
 from normlab.norms.registry import NORMS, NormSpec, build_norm, register_norm  # registers none
 from normlab.norms.batch import batch_norm  # batch
 from normlab.norms.weight import MeanOnlyBatchNorm, apply_weight_norm, init_weight_norm_  # weight, weight_meanbn
-from normlab.norms.group import GroupNorm, LayerNorm  # layer, group
+from normlab.norms.group import GroupNorm, LayerNorm, groups_per_layer  # layer, group
 from normlab.norms.instance import InstanceNorm  # instance
 from normlab.norms.batch_instance import BatchInstanceNorm  # batch_instance
 from normlab.norms.switchable import SwitchableNorm  # switchable
@@ -33,6 +33,7 @@ __all__ = [
     "NORMS",
     "BatchInstanceNorm",
     "GroupNorm",
+    "groups_per_layer",
     "InstanceNorm",
     "LayerNorm",
     "MeanOnlyBatchNorm",

@@ -75,3 +75,8 @@ class GroupNorm(nn.GroupNorm):
 
     def internals(self) -> dict[str, float]:
         return {"num_groups": self.num_groups, "channels_per_group": self.num_channels // self.num_groups}
+
+
+def groups_per_layer(model: nn.Module) -> list[int]:
+    """GN's number of groups in each of `model`'s GN layers, in order (what a run's start line reports)."""
+    return [m.num_groups for m in model.modules() if isinstance(m, GroupNorm)]
