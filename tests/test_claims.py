@@ -54,17 +54,28 @@ def make_run(path, cfg, quality, seed, status="completed", drift=1.0, layers=Non
     return Run(run_dir, summary, metrics)
 
 
-def sn_layers(bn_mean: float, bn_var: float) -> dict:
+SN_LAYERS = ("features.0.1", "features.2.1", "features.4.1")  # SN's layers, first to last
+
+
+def sn_layers(bn_mean: float, bn_var: float, depth: float = 0.03) -> dict:
+    """SN's importances in three layers: BN's mean and variance shares on average, the rest split between IN and
+    LN; `depth` moves share from BN to IN in the first layer, from IN and LN to BN in the middle one and from BN to
+    LN in the last (the SN paper's pattern; negative: the reverse)."""
     rest_mean, rest_var = (1 - bn_mean) / 2, (1 - bn_var) / 2
-    values = {
-        "mean_in": rest_mean,
-        "mean_ln": rest_mean,
-        "mean_bn": bn_mean,
-        "var_in": rest_var,
-        "var_ln": rest_var,
-        "var_bn": bn_var,
+    shifts = (
+        {"in": depth, "bn": -depth},
+        {"in": -depth / 2, "ln": -depth / 2, "bn": depth},
+        {"ln": depth, "bn": -depth},
+    )
+    base = {"in": (rest_mean, rest_var), "ln": (rest_mean, rest_var), "bn": (bn_mean, bn_var)}
+    return {
+        layer: {
+            f"{kind}_{norm}": base[norm][i] + shift.get(norm, 0.0)
+            for norm in base
+            for i, kind in enumerate(("mean", "var"))
+        }
+        for layer, shift in zip(SN_LAYERS, shifts, strict=True)
     }
-    return {layer: values for layer in LAYERS}
 
 
 def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> list[Run]:
@@ -94,8 +105,8 @@ def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> li
         add(config("instance"), -10, "favoured", contrast_spread=20.0 - e)
     elif claim == "sn_switches":
         for bs in (32, 8):
-            add(config("switchable", bs), 0, layers=sn_layers(0.5, 0.5))
-        add(config("switchable", 2), 0, layers=sn_layers(0.5 - e / 100, 0.5 - 2 * e / 100))
+            add(config("switchable", bs), 0, layers=sn_layers(0.5, 0.5, depth=e / 100))
+        add(config("switchable", 2), 0, layers=sn_layers(0.5 - e / 100, 0.5 - 2 * e / 100, depth=e / 100))
     elif claim == "bn_small_batch":
         for norm in ("batch", "group", "layer", "instance", "switchable"):
             for bs in (32, 8, 2):
@@ -543,6 +554,28 @@ def test_bn_learning_rate_is_not_reproduced_where_the_plain_net_thrives_at_the_h
     assert [t.outcome for t in plain] == ["contradicted", "contradicted"] and analysis.verdict == "not_reproduced"
 
 
+@pytest.mark.parametrize(
+    ("case", "depth", "verdict"),
+    [
+        ("IN early, BN in the middle, LN last", 0.03, "reproduced"),
+        ("the reverse order", -0.03, "not_reproduced"),
+        ("no pattern by depth", 0.0, "inconclusive"),
+    ],
+)
+def test_sn_switches_decides_the_depth_statement_on_its_own(tmp_path, case, depth, verdict):
+    """The depth statement (IN early, BN in the middle, LN last) read from the layers at batch 32, while BN's
+    importance still falls with the batch: its own verdict, and the claim's only through it."""
+    runs = [
+        make_run(tmp_path, config("switchable", bs), 0, seed, layers=sn_layers(*shares, depth=depth))
+        for bs, shares in ((32, (0.5, 0.5)), (8, (0.5, 0.5)), (2, (0.4, 0.35)))
+        for seed in SEEDS
+    ]
+    analysis = registry()["sn_switches"].analyze(runs, tmp_path)
+    by_batch, by_depth = analysis.findings
+    assert by_batch.verdict == "reproduced" and by_depth.verdict == verdict, case
+    assert by_depth.statement.key == "b_in_early_bn_middle_ln_last" and len(by_depth.tests) == 3
+
+
 def test_sn_switches_finer_point_is_shown_never_a_veto(tmp_path):
     """BN's importance falls with the batch (the paper's statement) while its variance weight stays above its mean
     weight at batch 2 (the finer point, false here): reproduced, the finer point contradicted beside it."""
@@ -552,7 +585,7 @@ def test_sn_switches_finer_point_is_shown_never_a_veto(tmp_path):
         for seed in SEEDS
     ]
     analysis = registry()["sn_switches"].analyze(runs, tmp_path)
-    main, finer = analysis.tests
+    main, finer = analysis.tests[:2]
     assert analysis.verdict == "reproduced" and main.outcome == "holds"
     assert finer.statement == "secondary" and finer.outcome == "contradicted"
 

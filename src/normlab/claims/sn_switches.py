@@ -1,4 +1,5 @@
-"""SN paper: with smaller batches, the learned importance moves from BN to IN and LN."""
+"""SN paper: with smaller batches, the learned importance moves from BN to IN and LN; by depth, IN is used more in
+the early layers, BN in the middle and LN in the last."""
 
 from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
@@ -12,6 +13,14 @@ BN_SHRINKS = Statement(
     "larger BN's weight.",
     "Luo et al. 2019 (the authors' write-up, blog_cn.md)",
     "BN's importance (its mean and variance weights) at batch 32 − at batch 2 > 0",
+)
+BY_DEPTH = Statement(
+    "b_in_early_bn_middle_ln_last",
+    "instance normalization is used more often in earlier layers, batch normalization in the middle and layer "
+    "normalization in the last",
+    "Luo et al. 2019, the learned importance ratios by layer (as the overview quotes it)",
+    "at batch 32, paired by seed over the SN layers of each run: IN's importance in the first layer − in the last "
+    "> 0, LN's in the last − in the first > 0, BN's in the middle layers − the mean of the first and last > 0",
 )
 
 BATCHES = (32, 8, 2)
@@ -28,6 +37,32 @@ def share(run, key: str) -> float:
 def bn_importance(run) -> float:
     """Mean over layers of the BN share of the mean and the variance mixtures, in points."""
     return (share(run, "mean_bn") + share(run, "var_bn")) / 2
+
+
+def layer_share(run, layer: str, norm: str) -> float:
+    """One SN layer's importance of `norm` ("in", "ln", "bn"): the mean of its mean and variance weights, points."""
+    weights = run.summary["norm_layers"][layer]
+    return 100 * (weights[f"mean_{norm}"] + weights[f"var_{norm}"]) / 2
+
+
+def depth_tests(runs) -> list:
+    """The depth statement's three tests over `runs` (one batch size), paired by seed: the layers in model order."""
+    runs = sorted(runs, key=lambda r: r.seed)
+    layers = list(runs[0].summary["norm_layers"]) if runs else []
+    if len(layers) < 3:  # no middle: the statement cannot be read (no interval)
+        return [protocol.compare(name, [], []) for name in ("IN first − last", "LN last − first", "BN middle")]
+    first, last, middle = layers[0], layers[-1], layers[1:-1]
+
+    def at(layer, norm):
+        return [layer_share(r, layer, norm) for r in runs]
+
+    ends = [(a + b) / 2 for a, b in zip(at(first, "bn"), at(last, "bn"), strict=True)]
+    inner = [mean(layer_share(r, layer, "bn") for layer in middle) for r in runs]
+    return [
+        protocol.compare("at batch 32, IN importance: first SN layer − last (points)", at(first, "in"), at(last, "in")),
+        protocol.compare("at batch 32, LN importance: last SN layer − first (points)", at(last, "ln"), at(first, "ln")),
+        protocol.compare("at batch 32, BN importance: middle SN layers − mean of first and last (points)", inner, ends),
+    ]
 
 
 def departure(run) -> float:
@@ -63,6 +98,8 @@ def analyze(runs, out):
             MARGIN,
         ).as_secondary(),  # a finer point of the paper's Sec. 5: shown, never a veto
     ]
+    depth = depth_tests(groups.get(32, []))
+    tests += depth
     reported = [
         arm_test(
             "test accuracy at batch 32 − at batch 2 (points)",
@@ -117,7 +154,7 @@ def analyze(runs, out):
         ax.legend(fontsize=8)
     axes[0].set_ylabel("softmax importance of BN")
     plots = [save(fig, out / "bn_importance_per_layer.png")]
-    findings = [protocol.decide(BN_SHRINKS, [t for t in tests if t.statement == "primary"])]
+    findings = [protocol.decide(BN_SHRINKS, tests[:1]), protocol.decide(BY_DEPTH, depth)]
     return Analysis(
         table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions, findings=findings
     )
@@ -140,11 +177,14 @@ CLAIM = Claim(
     criterion=(
         "Primary, margin 0: BN's importance (mean over layers of its mean and variance shares) is higher at batch "
         "32 than at batch 2, paired by seed (the paper's statement: the smaller the batch, the smaller BN's "
-        "weight). Secondary, shown with its own outcome and never deciding: at batch 2 BN's variance weight is "
-        "below its mean weight, paired within each run (a finer point of the paper's discussion). Preconditions "
-        f"of the whole claim: every arm's test accuracy at least {LEARNS:g}% (4x chance: a net that does not learn "
-        f"sets its switches by noise), and at batch 32 the switches moved at least {MOVED:g} points from their "
-        "uniform start (mean over the six importances of |share − 1/3|): switches that never left it cannot fall."
+        "weight). Statement (b), margin 0, at batch 32 paired by seed over each run's SN layers in model order: "
+        "IN's importance in the first layer above the last, LN's in the last above the first, BN's in the middle "
+        "layers above the mean of the first and last. Secondary, shown with its own outcome and never deciding: at "
+        "batch 2 BN's variance weight is below its mean weight, paired within each run (a finer point of the "
+        "paper's discussion). Preconditions of the whole claim: every arm's test accuracy at least "
+        f"{LEARNS:g}% (4x chance: a net that does not learn sets its switches by noise), and at batch 32 the "
+        f"switches moved at least {MOVED:g} points from their uniform start (mean over the six importances of "
+        "|share − 1/3|): switches that never left it cannot fall."
     ),
     analyze=analyze,
     reference="cpu/tuned",
