@@ -166,3 +166,33 @@ def test_an_output_folder_at_the_root_or_home_is_refused(tmp_path, override):
 
     result = call_cli(override, "max_steps=1", cwd=tmp_path)
     assert result.returncode == 2 and "is not allowed: normlab writes a run's files into that folder" in result.stderr
+
+
+def test_a_hydra_link_in_a_received_run_folder_is_refused_and_nothing_is_written_through_it(tmp_path):
+    """A partly made run folder whose .hydra is a link to a folder outside: resuming wrote config.yaml and
+    overrides.yaml through it. Refused in one line; the outside folder stays empty."""
+    from conftest import call_cli
+
+    outside, run = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    run.mkdir()
+    (run / ".hydra").symlink_to(outside)
+    result = call_cli(*TINY, "max_steps=2", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 2 and "is a symbolic link: normlab never writes through a link" in result.stderr
+    assert not any(outside.iterdir())
+
+
+def test_a_folder_holding_another_tools_files_is_not_overwritten_unless_told(tmp_path):
+    """hydra.run.dir=<another tool's folder>: its metrics.jsonl, train.log and summary.json were replaced (rc 0).
+    Refused in one line; overwrite=true writes the run beside its other files."""
+    from conftest import call_cli
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "summary.json").write_text('{"accuracy": 0.9}')
+    (theirs / "notes.txt").write_text("mine")
+    result = call_cli(*TINY, "max_steps=2", f"hydra.run.dir={theirs}", cwd=tmp_path)
+    assert result.returncode == 2 and "holds files normlab did not write (notes.txt, summary.json" in result.stderr
+    assert (theirs / "summary.json").read_text() == '{"accuracy": 0.9}'
+    forced = call_cli(*TINY, "max_steps=2", f"hydra.run.dir={theirs}", "overwrite=true", cwd=tmp_path)
+    assert forced.returncode == 0 and (theirs / "notes.txt").read_text() == "mine"

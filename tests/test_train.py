@@ -402,5 +402,6 @@ def test_a_run_says_what_it_will_do_and_how_long_is_left(tmp_path, capsys):
     train(compose_config("max_steps=4", "eval_every=2", "progress=true", "data.train_subset=600"), tmp_path)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "normlab: 4 steps (0.4 epochs) at batch 60; 2 evaluations of 1,000 images, every 2 steps"
-    assert [line.split(" · ")[1] for line in err[1:]] == ["step 2", "step 4"]
-    assert all(line.endswith(" s left") for line in err[1:])
+    assert err[1] == "normlab: 600 training images (500 more held out for validation: data.val_size)"
+    assert [line.split(" · ")[1] for line in err[2:]] == ["step 2", "step 4"]
+    assert all(line.endswith(" s left") for line in err[2:])

@@ -118,12 +118,47 @@ def check_world_size(saved: dict, world_size: int, run_dir: Path) -> None:
         )
 
 
+OWN_ENTRIES = (*RUN_FILES, ".hydra", "contrast.json")  # and events.out.tfevents.*, *.tmp (an interrupted write)
+
+
+def check_own_folder(run_dir: Path, overwrite: bool) -> None:
+    """A run folder holds only what normlab writes: a symbolic link where normlab writes (a file of the run, .hydra
+    or what it holds) would lead its writes out of the folder, and is refused; a file normlab did not make (another
+    tool's summary.json or notes) is refused unless overwrite=true, which writes normlab's files beside them."""
+    if not run_dir.is_dir():
+        return
+    hydra = run_dir / ".hydra"
+    written = [run_dir / name for name in OWN_ENTRIES] + [hydra / "config.yaml", hydra / "overrides.yaml"]
+    for path in [*written, *run_dir.glob("events.out.tfevents.*")]:
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a symbolic link: normlab never writes through a link out of a run folder; remove it"
+            )
+    if overwrite:
+        return
+    foreign = [
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in OWN_ENTRIES and not p.name.startswith("events.out.tfevents.") and not p.name.endswith(".tmp")
+    ]
+    summary = read_json(run_dir / SUMMARY)
+    # another tool's summary: an object with no normlab config (a damaged one is normlab's, handled as damaged)
+    if isinstance(summary, dict) and not isinstance(summary.get("config"), dict) and summary.get("status") != "failed":
+        foreign.append(f"{SUMMARY} (not a normlab run's)")
+    if foreign:
+        raise ConfigError(
+            f"{run_dir} holds files normlab did not write ({', '.join(sorted(foreign)[:5])}); choose another folder, "
+            "or overwrite=true to write this run's files beside them"
+        )
+
+
 def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: int = 1) -> tuple[str, dict | None]:
     """Decide what to do with what `run_dir` already holds: ("skip", summary) for a finished run of the same
     config and world size, ("resume", checkpoint), ("fresh", None); `overwrite=true` clears it first. A run dir
     holding another config's run is a ConfigError, never silently mixed."""
     if cfg.overwrite and not clear:  # another rank cleared it already
         return "fresh", None
+    check_own_folder(run_dir, cfg.overwrite)
     run_files = [run_dir / name for name in RUN_FILES] + sorted(run_dir.glob("events.out.tfevents.*"))
     if cfg.overwrite:
         for path in run_files:

@@ -35,6 +35,15 @@ SCALAR_TAGS = {
 }
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # (reading the umask sets it: set it back at once, in this single import)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 class DiskFull(OSError):
     """No space left while writing a run's file: the file it replaces is kept, no temporary file is left."""
 
@@ -46,6 +55,7 @@ def atomic_write(path: Path, write, previous: Path | None = None) -> None:
     `path` is renamed to it once the new file is complete (a checkpoint keeps the one before it)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes it 0600: a run's files follow the umask as open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
