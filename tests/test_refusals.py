@@ -181,3 +181,19 @@ def test_the_scripts_refuse_bad_flags_before_any_work(tmp_path, args, message):
     result = call_script(*args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].count("error:") == 1 and not list(tmp_path.iterdir())
+
+
+def test_a_label_file_with_one_class_is_refused(tmp_path):
+    """A zero-filled MNIST label file trained to 'completed · val_acc 1.0000' without a word."""
+    from normlab.config import DataConfig
+    from normlab.data import load_arrays
+    from normlab.datasets import DataError
+
+    from conftest import linked_dataset
+
+    target = linked_dataset(tmp_path, "mnist")
+    raw = (target / "t10k-labels-idx1-ubyte").read_bytes()
+    (target / "t10k-labels-idx1-ubyte").unlink()
+    (target / "t10k-labels-idx1-ubyte").write_bytes(raw[:8] + bytes(len(raw) - 8))
+    with pytest.raises(DataError, match="mnist's test labels under .* are impossible: 1 class"):
+        load_arrays("mnist", DataConfig(root=str(tmp_path), download=False))

@@ -64,6 +64,13 @@ def load_arrays(dataset: str | DatasetSpec, cfg: DataConfig) -> dict[str, tuple[
                 f"{spec.name}'s {split} split under {root} holds {len(arrays[split][1])} images, "
                 f"not {size}: a truncated or different file; fetch it again"
             )
+        classes = np.unique(arrays[split][1])  # (each label's range is checked as the file is read)
+        if len(classes) < 2:
+            only = int(classes[0]) if len(classes) else "none"
+            raise DataError(
+                f"{spec.name}'s {split} labels under {root} are impossible: 1 class ({only}) for every image: a "
+                "zeroed or different file; fetch it again"
+            )
     return arrays
 
 
