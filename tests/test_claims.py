@@ -800,3 +800,19 @@ def test_a_reports_criteria_history_marks_the_changes_made_after_its_runs(tmp_pa
     assert rows[0].startswith(f"| {later} |") and rows[0].endswith("| **after these runs** |")
     assert rows[1].startswith(f"| {first} |") and rows[1].endswith("| before |")
     assert "only the reason changed" not in table and "the runs were made here" not in table
+
+
+def test_bin_gates_is_not_testable_where_the_gates_never_left_bn(tmp_path):
+    """Every gate stays at 1 (BIN computes BN) and BIN ends higher: the gain is not BIN's mixing, so the statement
+    is not testable here; the same runs with gates that moved read reproduced."""
+    runs = build("bin_gates", EFFECT, tmp_path)
+    stuck = [
+        Run(r.path, {**r.summary, "norm_layers": {layer: {"gate_mean": 1.0} for layer in LAYERS}}, r.metrics)
+        if r.config["norm"]["name"] == "batch_instance"
+        else r
+        for r in runs
+    ]
+    analysis = registry()["bin_gates"].analyze(stuck, tmp_path)
+    assert analysis.tests[0].outcome == "holds" and analysis.findings[0].verdict == "not_testable"
+    assert analysis.verdict == "not_testable"
+    assert registry()["bin_gates"].analyze(runs, tmp_path).verdict == "reproduced"

@@ -16,6 +16,7 @@ BIN_BEATS_BN = Statement(
 PAPER = {"batch": "93.72 ± 0.18", "instance": "—", "batch_instance": "94.29 ± 0.09"}
 MARGIN = 0.0  # points: the paper claims BIN beats BN (+0.57 on CIFAR-10)
 LEARNS = 50.0  # % best validation accuracy of BN, mean over seeds (5x chance): a baseline that learns, for BIN to beat
+MOVED = 0.05  # BIN's gates start at 1 (pure BN): they must end this far below it on average, or BIN computed BN
 
 
 def analyze(runs, out):
@@ -68,6 +69,15 @@ def analyze(runs, out):
             need="an lr or a length at which the BN net learns CIFAR-10: against a baseline near chance any norm wins",
         ),
     ]
+    gates_moved = protocol.precondition(
+        "BIN's gates left their start: 1 − the final mean gate ρ, mean over layers (1 = pure BN)",
+        1 - mean(final_gates.values()) if final_gates else float("nan"),
+        at_least=MOVED,
+        scope=BIN_BEATS_BN.key,
+        need="gates that learn (a larger gate lr, more steps): with every gate at 1 BIN computes BN, and a gain over "
+        "BN is not BIN's mixing",
+    )
+    preconditions.append(gates_moved)
     t = tests[0]
     reason = "".join(
         f"not testable here: {p.name} is {p.value:.1f}, the precondition needs {p.required}. "
@@ -93,7 +103,7 @@ def analyze(runs, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     plots = [save(fig, out / "gates_over_training.png")]
-    findings = [protocol.decide(BIN_BEATS_BN, [t for t in tests if t.statement == "primary"])]
+    findings = [protocol.decide(BIN_BEATS_BN, [t for t in tests if t.statement == "primary"], [gates_moved])]
     return Analysis(
         table, numbers, tests, reason, plots, reported=reported, preconditions=preconditions, findings=findings
     )
@@ -119,7 +129,9 @@ CLAIM = Claim(
     criterion=(
         "One test, paired by seed, margin 0: BIN's final test accuracy is higher than BN's. Precondition of the "
         f"whole claim: BN learns (its best validation accuracy, mean over seeds, at least {LEARNS:g}%; a BN that "
-        "learns and then diverges counts as chance in the test)."
+        "learns and then diverges counts as chance in the test). Precondition of the statement: BIN's gates left "
+        f"their start, 1 − their final mean over layers at least {MOVED:g} (gates that stay at 1 compute BN, and a "
+        "gain over BN is then not BIN's)."
     ),
     analyze=analyze,
     reference="cpu/tuned",
