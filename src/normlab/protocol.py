@@ -22,6 +22,13 @@ word follows from its statements' verdicts by the same rule (`claim_verdict`): n
 not reproduced, not testable here if any is not testable, reproduced if all are reproduced, inconclusive otherwise;
 a failed precondition of the whole claim makes it not testable here. Reports show the statements first.
 
+Multiplicity, stated once: a statement reads **reproduced** only if every one of its primary tests holds, an
+intersection-union test whose error rate is each test's 2.5% (one-sided) with no adjustment (Berger 1982). It reads
+**not reproduced** if any test is contradicted: with k primary tests, each of whose true effects sits exactly at
+its margin, that fires by chance with probability up to k x 2.5% (7.5% for a statement of three tests, as
+bn_learning_rate's). No adjustment is made (a Holm step-down on the contradicting side is the next step); reports
+show every test's interval, so a contradiction carried by one test near its margin can be read as such.
+
 Endpoints are read off whole curves, not one evaluation: the mean of the last k evaluations (`endpoint`), and
 steps-to-target interpolated between evaluations (`steps_to_target`), with runs that never reach the target
 censored explicitly (`compare_steps`).
