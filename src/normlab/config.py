@@ -16,7 +16,10 @@ from typing import Any
 
 # keys that may differ between a run and its resumption: they do not change the result (the trainer compares the
 # rest on resume; sweeps never count them as what makes two arms differ)
-RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every")
+# what a run measures besides its training (landscape.py, the training split in eval mode): switching them on or off
+# leaves its training exactly as it was (tests/test_trainer.py), so they are resumable too
+MEASUREMENT_KEYS = ("landscape", "eval_train")
+RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every", *MEASUREMENT_KEYS)
 
 
 class ConfigError(ValueError):
@@ -107,6 +110,8 @@ class Config:
     eval_every: int | None = None  # steps between evaluations; None: chosen by config.cadences
     log_every: int | None = None  # steps between training-curve points; None: about 10 per evaluation
     grad_clip: float | None = None
+    landscape: bool = False  # at each evaluation, the loss and gradient along the current gradient (landscape.py)
+    eval_train: int = 0  # at each evaluation, the first eval_train training images in eval mode (0: none)
     channels_last: bool = False  # NHWC memory layout for conv nets (conf/ says auto: checks.load_config resolves it)
     compile: bool = False  # torch.compile the model
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
@@ -293,6 +298,7 @@ def validate(cfg: Config) -> None:
             n is None or n >= 1,
             f"{key}={n} is not allowed; it must be >= 1 or null (null: chosen from the run's length)",
         )
+    require(cfg.eval_train >= 0, f"eval_train={cfg.eval_train} is not allowed; it must be >= 0 (0: none)")
     require(cfg.checkpoint_every >= 0, f"checkpoint_every={cfg.checkpoint_every} is not allowed; it must be >= 0")
     require(cfg.device in DEVICES, f"device={cfg.device!r} is not allowed; choose from {DEVICES}")
     require(

@@ -141,11 +141,12 @@ class InMemoryData:
             images = crop_flip(images, *(p[rank * local : (rank + 1) * local] for p in params))
         return self.normalize(images), labels
 
-    def eval_batches(self, split: str = "test", batch_size: int = EVAL_BATCH, shard=(0, 1)):
-        """The "test" or "val" split in batches; with shard = (rank, world_size), this rank's contiguous part."""
+    def eval_batches(self, split: str = "test", batch_size: int = EVAL_BATCH, shard=(0, 1), limit: int | None = None):
+        """The "test", "val" or "train" split (its first `limit` images) in batches; with shard = (rank,
+        world_size), this rank's contiguous part."""
         data = getattr(self, split)
         rank, world = shard
-        n = len(data.labels)
+        n = len(data.labels) if limit is None else min(limit, len(data.labels))
         start, stop = n * rank // world, n * (rank + 1) // world
         for i in range(start, stop, batch_size):
             j = min(i + batch_size, stop)

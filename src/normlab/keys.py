@@ -131,6 +131,26 @@ KEYS = (
         "clip the gradient norm",
     ),
     Key(
+        ("landscape",),
+        (
+            "at each evaluation, Santurkar et al.'s Fig. 4 along the current gradient g of the step's batch: the "
+            "range of the loss over steps of 0.25-4 lr along -g, the largest change of the gradient, that change "
+            "over the step's length (effective β-smoothness) and ‖g‖, as `landscape` in metrics.jsonl and "
+            "`landscape/*` in TensorBoard (6 forward/backward passes an evaluation: `scripts/bench.py "
+            "--landscape`); the run trains exactly as without it"
+        ),
+        brief="log the loss and gradient along the current gradient at each evaluation",
+    ),
+    Key(
+        ("eval_train",),
+        (
+            "at each evaluation, the first `eval_train` training images in eval mode: `trainset_loss`, "
+            "`trainset_acc` (the generalization gap's other side: the training curve is measured in training "
+            "mode, with BN's batch statistics); 0: none"
+        ),
+        brief="training images evaluated in eval mode at each evaluation (0: none)",
+    ),
+    Key(
         ("channels_last",),
         (
             "NHWC memory layout: auto = on for conv nets (the models whose norms see (N, C, H, W): cnn, resnet, "

@@ -30,6 +30,8 @@ SCALAR_TAGS = {
     "val_acc": "acc/val",
     "test_loss": "loss/test",
     "test_acc": "acc/test",
+    "trainset_loss": "loss/trainset",  # eval_train: training images in eval mode
+    "trainset_acc": "acc/trainset",
     "lr": "lr",
     "samples_per_s": "samples_per_s",
 }
@@ -417,6 +419,8 @@ class RunLog:
         for key, tag in SCALAR_TAGS.items():
             if record.get(key) is not None and not key.startswith("train_"):
                 self.writer.add_scalar(tag, record[key], step)
+        for name, value in record.get("landscape", {}).items():
+            self.writer.add_scalar(f"landscape/{name}", value, step)
         for name, values in record.get("last_hidden_input", {}).items():
             for unit, value in enumerate(values):
                 self.writer.add_scalar(f"probe/last_hidden_input/unit{unit}/{name}", value, step)

@@ -26,6 +26,7 @@ from normlab.data import InMemoryData, build_data
 from normlab.datasets import DatasetSpec, dataset_spec
 from normlab.distributed import Dist, env_world, sync_norms
 from normlab.distributed import setup as setup_distributed
+from normlab.landscape import along_gradient
 from normlab.models import build_model
 from normlab.norms import (
     NORMS,
@@ -71,13 +72,13 @@ def seed_everything(seed: int) -> None:
 
 @torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module, data: InMemoryData, dist: Dist = SINGLE, split: str = "test"
+    model: torch.nn.Module, data: InMemoryData, dist: Dist = SINGLE, split: str = "test", limit: int | None = None
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over a whole split, "test" or "val" (each rank evaluates its part; sums
-    all-reduced)."""
+    """Mean loss and accuracy over a split, "test", "val" or "train" (its first `limit` images), in eval mode
+    (each rank evaluates its part; sums all-reduced)."""
     model.eval()
     sums = torch.zeros(3, device=data.device)  # loss sum, correct, count
-    for x, y in data.eval_batches(split, shard=(dist.rank, dist.world_size)):
+    for x, y in data.eval_batches(split, shard=(dist.rank, dist.world_size), limit=limit):
         logits = model(x)
         sums[0] += F.cross_entropy(logits, y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
@@ -282,6 +283,10 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 "lr": optimizer.param_groups[0]["lr"],
                 "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
             }
+            if cfg.eval_train:  # the training images in eval mode: the generalization gap's other side
+                record["trainset_loss"], record["trainset_acc"] = evaluate(model, data, dist, "train", cfg.eval_train)
+            if cfg.landscape:  # Santurkar et al.'s Fig. 4 on the batch of the step just taken (every rank: sync BN)
+                record["landscape"] = along_gradient(model, x, y, optimizer.param_groups[0]["lr"], seed=step)
             if log is not None:  # rank 0
                 if probe is not None:  # a model that declares the BN paper's Fig. 1(b, c) probe (the MLP)
                     record["last_hidden_input"] = probe(next(data.eval_batches("test", PROBE_IMAGES))[0])

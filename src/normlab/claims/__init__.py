@@ -13,7 +13,9 @@ from normlab.claims import (
     bn_convergence,
     bn_learning_rate,
     bn_lstm,
+    bn_regularization,
     bn_small_batch,
+    bn_smoothness,
     in_contrast,
     ln_rnn,
     ln_small_batch,
@@ -63,6 +65,8 @@ __all__ = [
 def registry() -> dict[str, Claim]:
     modules = [
         bn_convergence,
+        bn_smoothness,
+        bn_regularization,
         bn_learning_rate,
         bn_small_batch,
         ln_small_batch,

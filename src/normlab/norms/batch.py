@@ -64,3 +64,36 @@ class SyncedBatchNorm(_BatchNorm):
         for name, child in module.named_children():
             setattr(module, name, cls.convert(child))
         return module
+
+
+# batch_noisy's noise (Santurkar et al. 2018 give no numbers in the text; ours): each channel's output y becomes
+# y * s + m, s ~ U(1, NOISE_SCALE), m ~ U(-NOISE_SHIFT, NOISE_SHIFT), drawn afresh at every training step
+NOISE_SHIFT = 1.0
+NOISE_SCALE = 2.0
+
+
+class NoisyBatchNorm(nn.Module):
+    """BN followed by noise whose distribution changes every step (Santurkar et al. 2018, Sec. 2.1, Fig. 2: "noisy
+    BatchNorm"): in training each channel's output becomes y * s + m, with s and m drawn afresh at every forward
+    and shared by the batch, so the next layer's input distribution moves from step to step however stable BN
+    keeps it. At eval: y * E[s] + E[m]."""
+
+    def __init__(self, bn: nn.Module, shift: float = NOISE_SHIFT, scale: float = NOISE_SCALE):
+        super().__init__()
+        self.bn, self.shift, self.scale = bn, shift, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(x)
+        if not self.training:
+            return y * ((1 + self.scale) / 2)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        u = torch.rand(2, x.shape[1], device=x.device, dtype=y.dtype)
+        scale = 1 + (self.scale - 1) * u[0]
+        shift = self.shift * (2 * u[1] - 1)
+        return y * scale.view(shape) + shift.view(shape)
+
+
+@register_norm("batch_noisy", options=("eps", "momentum"), batch_stats=True)
+def noisy_batch_norm(num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
+    """BN (running statistics at eval) with `NoisyBatchNorm`'s step-varying noise after it."""
+    return NoisyBatchNorm(batch_norm(num_features, kind, eps, momentum))
