@@ -30,10 +30,15 @@ def config(norm="batch", batch_size=32, lr=0.1, activation="relu", seed=0, sched
     }
 
 
-def make_run(path, cfg, quality, seed, status="completed", drift=1.0, layers=None, contrast_spread=None):
-    """A run whose validation and test curves rise over STEPS, shifted by `quality` points (+ seeded noise)."""
+def make_run(
+    path, cfg, quality, seed, status="completed", drift=1.0, layers=None, contrast_spread=None, landscape=None, gap=None
+):
+    """A run whose validation and test curves rise over STEPS, shifted by `quality` points (+ seeded noise);
+    `landscape`: the Fig. 4 measurements at every evaluation (+ seeded noise); `gap`: the training images' accuracy
+    in eval mode that many points above the test accuracy (+ seeded noise)."""
     # seed-to-seed noise of mean 0 over the 5 seeds, its sign fixed per arm: a tie stays a tie in every test
-    noise = 0.3 * NOISE[seed] * (1 if zlib.crc32(json.dumps(cfg, sort_keys=True).encode()) % 2 else -1)
+    sign = 1 if zlib.crc32(json.dumps(cfg, sort_keys=True).encode()) % 2 else -1
+    noise = 0.3 * NOISE[seed] * sign
     metrics = []
     steps = STEPS if status == "completed" else STEPS[:3]
     for i, step in enumerate(steps):
@@ -44,6 +49,10 @@ def make_run(path, cfg, quality, seed, status="completed", drift=1.0, layers=Non
         record["last_hidden_input"] = {p: [centre + o] * 3 for p, o in (("p15", -1), ("p50", 0), ("p85", 1))}
         if layers:
             record["norm_layers"] = layers
+        if landscape:
+            record["landscape"] = {k: v * math.exp(0.05 * NOISE[seed] * sign) for k, v in landscape.items()}
+        if gap is not None:
+            record["trainset_acc"] = acc + 0.002 + (gap + 0.2 * NOISE[(seed + 2) % 5] * sign) / 100
         metrics.append(record)
     summary = {"status": status, "config": {**cfg, "seed": seed}, "test_acc": metrics[-1]["test_acc"]}
     summary["norm_layers"] = layers or {}
@@ -76,6 +85,14 @@ def sn_layers(bn_mean: float, bn_var: float, depth: float = 0.03) -> dict:
         }
         for layer, shift in zip(SN_LAYERS, shifts, strict=True)
     }
+
+
+ROUGH = {"loss_range": 0.2, "grad_change": 1.0, "beta": 8.0, "grad_norm": 1.0}  # no norm's Fig. 4 levels
+
+
+def smoothed(levels: dict, log_factor: float, keys=None) -> dict:
+    """`levels` divided by exp(log_factor) (those of `keys`; all by default)."""
+    return {k: v / math.exp(log_factor) if keys is None or k in keys else v for k, v in levels.items()}
 
 
 def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> list[Run]:
@@ -130,6 +147,14 @@ def build(claim: str, effect: float, tmp_path, diverge: str | None = None) -> li
                     3 + (e if mult > 1 else 0),
                     "baseline" if mult == 1 and act == "relu" else "favoured" if act == "relu" else None,
                 )
+    elif claim == "bn_smoothness":  # BN exp(e / 5) times smoother than no norm; noisy BN as good as BN
+        add(config("none"), 5, "baseline", landscape=ROUGH)
+        add(config("batch"), 5 + e, "favoured", landscape=smoothed(ROUGH, e / 5))
+        add(config("batch_noisy"), 5 + e, landscape=smoothed(ROUGH, e / 5))
+    elif claim == "bn_regularization":  # no norm's gap 5 (4 at batch 8); BN narrows it by e/3 (2e/3 at batch 8)
+        for bs, plain_gap, narrowing in ((64, 5.0, e / 3), (8, 4.0, 2 * e / 3)):
+            add(config("none", bs), 0, "baseline" if bs == 64 else None, gap=plain_gap)
+            add(config("batch", bs), e, "favoured" if bs == 64 else None, gap=plain_gap - narrowing)
     else:
         raise AssertionError(f"no synthetic runs for {claim}: add them here")
     return runs
@@ -151,7 +176,7 @@ def test_every_claim_has_synthetic_runs(tmp_path):
 
 # a tie where a claim's margin asks for more than no difference: a BN whose error does not rise as the batch
 # shrinks contradicts bn_small_batch's "rises by more than 1 point" and ln_small_batch's "falls by more than 0.5"
-TIE = {"bn_small_batch": "not_reproduced", "ln_small_batch": "not_reproduced"}
+TIE = {"bn_small_batch": "not_reproduced", "ln_small_batch": "not_reproduced", "bn_smoothness": "not_reproduced"}
 
 
 @pytest.mark.parametrize("claim", CLAIMS)
@@ -183,8 +208,9 @@ def test_every_claim_is_the_papers_statements_each_with_its_own_verdict(tmp_path
     assert decided == {t.name for t in analysis.tests if t.statement == "primary"}
 
 
-# sn_switches compares the weights one norm learned at two batch sizes: there is no baseline arm to diverge
-@pytest.mark.parametrize("claim", [c for c in CLAIMS if c != "sn_switches"])
+# sn_switches compares the weights one norm learned at two batch sizes: there is no baseline arm to diverge;
+# bn_regularization's gap is not defined for a diverged run (test_a_diverged_run_has_no_gap)
+@pytest.mark.parametrize("claim", [c for c in CLAIMS if c not in ("sn_switches", "bn_regularization")])
 def test_a_diverged_baseline_counts_against_it_and_a_diverged_paper_arm_against_the_paper(tmp_path, claim):
     analyze = registry()[claim].analyze
     assert analyze(build(claim, EFFECT, tmp_path, diverge="baseline"), tmp_path).verdict == "reproduced"
@@ -816,3 +842,108 @@ def test_bin_gates_is_not_testable_where_the_gates_never_left_bn(tmp_path):
     assert analysis.tests[0].outcome == "holds" and analysis.findings[0].verdict == "not_testable"
     assert analysis.verdict == "not_testable"
     assert registry()["bin_gates"].analyze(runs, tmp_path).verdict == "reproduced"
+
+
+def smoothness_runs(tmp_path, plain=5.0, noisy=5.0, bn=5.0, bn_levels=None, noisy_levels=None) -> list[Run]:
+    """bn_smoothness's three arms: each arm's quality (points) and Fig. 4 levels (no norm: ROUGH)."""
+    arms_ = (("none", plain, ROUGH), ("batch", bn, bn_levels or ROUGH), ("batch_noisy", noisy, noisy_levels or ROUGH))
+    return [
+        make_run(tmp_path, config(norm), quality, seed, landscape=levels)
+        for norm, quality, levels in arms_
+        for seed in SEEDS
+    ]
+
+
+SMOOTH = smoothed(ROUGH, 1.0)  # e times smoother than no norm in every measurement
+
+
+@pytest.mark.parametrize(
+    ("case", "kw", "verdicts"),
+    [
+        ("all hold", {"bn_levels": SMOOTH, "noisy_levels": SMOOTH, "plain": 2.0}, ("reproduced",) * 3),
+        (
+            "(a) BN's loss no flatter along the gradient",
+            {"bn_levels": smoothed(ROUGH, 1.0, ("grad_change", "beta")), "noisy_levels": SMOOTH, "plain": 2.0},
+            ("not_reproduced", "reproduced", "reproduced"),
+        ),
+        (
+            "(b) BN's gradients no more predictive",
+            {"bn_levels": smoothed(ROUGH, 1.0, ("loss_range",)), "noisy_levels": SMOOTH, "plain": 2.0},
+            ("reproduced", "not_reproduced", "reproduced"),
+        ),
+        (
+            "(c) noisy BN trains 3 points below BN",
+            {"bn_levels": SMOOTH, "noisy_levels": SMOOTH, "noisy": 2.0, "plain": 0.0},
+            ("reproduced", "reproduced", "not_reproduced"),
+        ),
+        (
+            "(c) noisy BN no better than no norm",
+            {"bn_levels": SMOOTH, "noisy_levels": SMOOTH, "plain": 5.0, "noisy": 5.0, "bn": 5.0},
+            ("reproduced", "reproduced", "inconclusive"),
+        ),
+    ],
+)
+def test_bn_smoothness_decides_each_statement_and_each_fails_alone(tmp_path, case, kw, verdicts):
+    from normlab.claims import bn_smoothness
+
+    analysis = bn_smoothness.analyze(smoothness_runs(tmp_path, **kw), tmp_path)
+    assert tuple(f.verdict for f in analysis.findings) == verdicts, case
+    assert (tmp_path / "fig4_landscape.png").is_file()
+
+
+def test_bn_smoothness_shows_a_smoothness_the_noise_undid_as_its_reason_failing_never_as_a_veto(tmp_path):
+    """Santurkar et al.'s reason: the smoothness survives the noise. Where noisy BN trains as well as BN but is as
+    rough as no norm, the secondary test says so (contradicted), and the statements still decide."""
+    from normlab.claims import bn_smoothness
+
+    runs = smoothness_runs(tmp_path, plain=2.0, bn=5.0, noisy=5.0, bn_levels=SMOOTH, noisy_levels=ROUGH)
+    analysis = bn_smoothness.analyze(runs, tmp_path)
+    reason = next(t for t in analysis.tests if "noisy BN)" in t.name)
+    assert reason.statement == "secondary" and reason.outcome == "contradicted"
+    assert analysis.verdict == "reproduced"
+
+
+def test_bn_smoothness_without_a_plain_net_that_learns_is_not_testable(tmp_path):
+    from normlab.claims import bn_smoothness
+
+    runs = smoothness_runs(tmp_path, plain=-40.0, bn_levels=SMOOTH, noisy_levels=SMOOTH)
+    assert bn_smoothness.analyze(runs, tmp_path).verdict == "not_testable"
+
+
+def regularization_runs(tmp_path, gaps: dict) -> list[Run]:
+    """bn_regularization's four arms, each with its generalization gap (points) `gaps[(norm, batch)]`."""
+    return [
+        make_run(tmp_path, config(norm, bs), 0.0, seed, gap=gaps[(norm, bs)]) for norm, bs in gaps for seed in SEEDS
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "gaps", "verdicts"),
+    [
+        ("all hold", (5.0, 4.0, 4.0, 2.0), ("reproduced",) * 3),
+        ("(a) BN widens the gap", (5.0, 5.5, 4.0, 3.0), ("not_reproduced", "reproduced", "reproduced")),
+        ("(b) BN narrows it by 4 points", (5.0, 1.0, 8.0, 2.0), ("reproduced", "not_reproduced", "reproduced")),
+        ("(c) no more at the small batch", (5.0, 4.0, 4.0, 4.0), ("reproduced", "reproduced", "not_reproduced")),
+    ],
+)
+def test_bn_regularization_decides_each_statement_and_each_fails_alone(tmp_path, case, gaps, verdicts):
+    """gaps: no norm and BN at batch 64, then at batch 8."""
+    from normlab.claims import bn_regularization
+
+    keys = (("none", 64), ("batch", 64), ("none", 8), ("batch", 8))
+    analysis = bn_regularization.analyze(regularization_runs(tmp_path, dict(zip(keys, gaps))), tmp_path)
+    assert tuple(f.verdict for f in analysis.findings) == verdicts, case
+
+
+def test_bn_regularization_needs_a_plain_net_that_overfits_and_gives_a_diverged_run_no_gap(tmp_path):
+    from normlab.claims import bn_regularization
+
+    keys = (("none", 64), ("batch", 64), ("none", 8), ("batch", 8))
+    runs = regularization_runs(tmp_path, dict(zip(keys, (0.5, 0.0, 0.5, 0.0))))
+    assert bn_regularization.analyze(runs, tmp_path).verdict == "not_testable"
+    for diverged in ("none", "batch"):
+        runs = regularization_runs(tmp_path, dict(zip(keys, (5.0, 4.0, 4.0, 2.0))))
+        for run in runs:
+            if run.config["norm"]["name"] == diverged and run.config["batch_size"] == 64:
+                run.summary["status"] = "diverged"
+        assert bn_regularization.analyze(runs, tmp_path).verdict != "reproduced", diverged

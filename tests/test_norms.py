@@ -584,11 +584,47 @@ def test_channels_last_gives_the_same_output_and_gradients(name, mode):
     for fmt in (torch.contiguous_format, torch.channels_last):
         copy = {k: v.clone() for k, v in layer.state_dict().items()}
         xi = x.contiguous(memory_format=fmt).requires_grad_()
+        torch.manual_seed(4)  # the same noise for batch_noisy in both layouts
         y = layer(xi)
         results.append([y, *torch.autograd.grad(y, [xi, *layer.parameters()], grad)])
         layer.load_state_dict(copy)  # the same running statistics for the second pass
     for ours, ref in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_noisy_batch_norm_is_bn_times_a_fresh_scale_plus_a_fresh_shift_per_channel(kind):
+    """norm=batch_noisy (Santurkar et al. 2018, Fig. 2) against its formula: torch's functional BN, then each
+    channel times s ~ U(1, 2) plus m ~ U(-1, 1), drawn from the same stream; forward and backward in training, the
+    noise's mean at eval (1.5 y), and other noise at the next step."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    shape = (5, 3) if kind == "1d" else (5, 3, 4, 2)
+    layer = build_norm("batch_noisy", 3, kind)
+    with torch.no_grad():
+        layer.bn.weight.uniform_(0.5, 2)
+        layer.bn.bias.uniform_(-1, 1)
+    x = (torch.randn(*shape) * 3 + 2).requires_grad_()
+    upstream = torch.randn(*shape)
+    torch.manual_seed(9)
+    y = layer(x)
+    ours = torch.autograd.grad(y, [x, *layer.parameters()], upstream)
+    torch.manual_seed(9)
+    u = torch.rand(2, 3)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    w, b = (p.detach().clone().requires_grad_() for p in (layer.bn.weight, layer.bn.bias))
+    xr = x.detach().clone().requires_grad_()
+    bn = F.batch_norm(xr, None, None, w, b, training=True, eps=1e-5)
+    expected = bn * (1 + u[0]).view(view) + (2 * u[1] - 1).view(view)
+    torch.testing.assert_close(y, expected)
+    for got, want in zip(ours, torch.autograd.grad(expected, [xr, w, b], upstream), strict=True):
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(layer(x), y)  # the next step draws other noise
+    layer.eval()
+    mean, var = layer.bn.running_mean, layer.bn.running_var
+    plain = F.batch_norm(x, mean.clone(), var.clone(), layer.bn.weight, layer.bn.bias, training=False, eps=1e-5)
+    torch.testing.assert_close(layer(x), 1.5 * plain)
 
 
 # ---------------------------------------------------------------- factory

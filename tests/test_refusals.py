@@ -101,6 +101,8 @@ COMMAND_LINES = [
     (["channels_last=true"], "channels_last=true is not allowed with model=mlp: it has no conv layers"),
     (["norm.sync=true"], "norm.sync=true is not allowed in one process"),
     (["norm.eps=1e300"], "norm.eps=1e+300 is not allowed; it must be in (0, 1]"),
+    (["eval_train=-1"], "eval_train=-1 is not allowed; it must be >= 0"),
+    (["landscape=maybe"], "landscape='maybe' is not allowed; expected true or false"),
     (["lr=1e308", "lr_batch_size=1", "batch_size=100"], "the learning rate used, lr * batch_size / lr_batch_size"),
     (["model=lstm", "model.downsample=100"], "the model fails on a batch of shape (2, 1, 28, 28): RuntimeError"),
     (["max_steps=100000000000000000000"], "at most 10,000,000 steps between evaluations"),

@@ -167,6 +167,8 @@ def mean(values) -> float:
 
 def std(values) -> float:
     values = list(values)
+    if not all(math.isfinite(v) for v in values):  # (statistics.stdev raises on NaN)
+        return math.nan
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 

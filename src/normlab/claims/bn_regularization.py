@@ -3,6 +3,8 @@ normlab is built from adds "only slightly". The generalization gap (the training
 minus the test accuracy, `eval_train`) with and without BN: BN's smaller (a), by less than SLIGHT points (b), and by
 more at a smaller batch, whose statistics are noisier, net of what the batch size does to the plain net (c)."""
 
+import math
+
 from normlab import protocol
 from normlab.claims.base import Analysis, Claim, tests_table
 from normlab.claims.plots import curves
@@ -39,7 +41,10 @@ BATCH_NOISE = Statement(
 
 def gap(run) -> float:
     """The run's generalization gap in points: its training images' accuracy in eval mode minus its test accuracy,
-    both endpoints (the mean of the last 5 evaluations; a diverged run: chance on both, gap 0)."""
+    both endpoints (the mean of the last 5 evaluations). A diverged run has none: NaN, which leaves its tests
+    without an interval (unclear), never a gap of 0 in either arm's favour."""
+    if run.status != "completed":
+        return math.nan
     return run.endpoint("trainset_acc") - run.endpoint("test_acc")
 
 

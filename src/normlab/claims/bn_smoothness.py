@@ -27,6 +27,7 @@ SMOOTHER = 1.25  # "significantly smoother": no norm's measure above this times 
 NOISY_WITHIN = (
     1.0  # points: noisy BN's mean validation accuracy at most this far below BN's (Fig. 2: "largely unchanged")
 )
+DIVERGED = math.log(1e6)  # a diverged run's log level: its loss ran away along its path, rougher than any measured
 LEARNS = 90.0  # points: the net without norm learns (its best validation accuracy), or nothing can be compared
 
 SMOOTH = Statement(
@@ -52,8 +53,10 @@ NOT_STABILITY = Statement(
 
 
 def level(run, key: str) -> float:
-    """log of the run's geometric mean of a landscape measurement over its evaluations (those before a divergence);
-    NaN where it measured none (a run made without `landscape=true`)."""
+    """log of the run's geometric mean of a landscape measurement over its evaluations; DIVERGED for a run that
+    diverged; NaN where it measured none (a run made without `landscape=true`)."""
+    if run.status != "completed":
+        return DIVERGED
     values = [r["landscape"][key] for r in run.metrics if isinstance(r.get("landscape"), dict)]
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return mean(math.log(max(v, 1e-12)) for v in values) if values else math.nan
