@@ -172,6 +172,7 @@ SCRIPT_FLAGS = [
     (["plot.py", "/nonexistent/normlab"], "argument root: /nonexistent/normlab is not allowed: no such folder"),
     (["summarize.py", "/nonexistent/normlab"], "no such folder"),
     (["bench.py", "--repeats", "0"], "argument --repeats: 0 is not allowed"),
+    *([(["bench.py", "--device", "cuda"], "--device cuda is not allowed here: no CUDA device")] if not CUDA else []),
     (["plot.py", ".", "--filter", "norm.name"], "argument --filter: 'norm.name' is not allowed; expected KEY=VALUE"),
 ]
 

@@ -151,6 +151,26 @@ def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoi
     assert list(tmp_path.rglob("last.pt"))  # the work so far is kept for the resume
 
 
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 2.5])
+def test_ctrl_c_while_starting_ends_in_one_line_with_exit_130(tmp_path, after_s):
+    """At any moment before training: the imports (about 2 s here) and the checks of a 3,000-job sweep."""
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *TINY, "-m", "seed=range(0,3000)", "max_steps=100000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in stderr, stderr
+
+
 @pytest.mark.slow  # two compiles in fresh processes; test_norms checks one build and the fallback
 def test_an_empty_or_damaged_cached_kernel_library_is_rebuilt(tmp_path):
     """Each case in a new process, as a user meets it (a process's dlopen keeps the library it loaded)."""

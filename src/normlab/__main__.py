@@ -34,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     sys.argv[0] = f"normlab {name}"  # the name argparse's usage lines show
-    if name == "train":
-        from normlab.cli import train_command
+    try:
+        if name == "train":
+            from normlab.cli import train_command
 
-        train_command(rest)
-        return 0
-    return importlib.import_module(f"normlab.commands.{name}").main(rest) or 0
+            train_command(rest)
+            return 0
+        return importlib.import_module(f"normlab.commands.{name}").main(rest) or 0
+    except KeyboardInterrupt:  # Ctrl-C while a command's imports load (seconds), or one that does not catch it
+        print("interrupted: what finished is kept; nothing is half-written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -445,23 +445,24 @@ def sweep_folder(argv: list[str]) -> str:
 
 def train_command(argv: list[str]) -> None:
     """`normlab train ARGS`, the same as `python run.py ARGS`: every job checked before the first starts, then
-    Hydra runs them. Ctrl-C or SIGTERM (a scheduler, `kill`) ends with one line and exit 130, every finished
-    run and the last checkpoint kept."""
-    import hydra
+    Hydra runs them. Ctrl-C or SIGTERM (a scheduler, `kill`) at any moment, the checks included, ends with one line
+    and exit 130, every finished run and the last checkpoint kept."""
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    FAILED_JOBS.clear()  # (a test may call this twice in one process)
-    refuse_unsafe_flags(argv)
-    register_resolvers()
-    register_groups(CONF)
-    os.environ["NORMLAB_SWEEP"] = sweep_folder(argv)  # read by hydra.sweep.subdir (conf/hydra/normlab.yaml)
-    check_data_files(precheck(argv, CONF))  # (the reports compose jobs too, but read runs, not data)
-    task = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(run_job)
-    sys.argv = [sys.argv[0], *argv]  # Hydra reads the command line from sys.argv
     try:
+        import hydra
+
+        FAILED_JOBS.clear()  # (a test may call this twice in one process)
+        refuse_unsafe_flags(argv)
+        register_resolvers()
+        register_groups(CONF)
+        os.environ["NORMLAB_SWEEP"] = sweep_folder(argv)  # read by hydra.sweep.subdir (conf/hydra/normlab.yaml)
+        check_data_files(precheck(argv, CONF))  # (the reports compose jobs too, but read runs, not data)
+        task = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(run_job)
+        sys.argv = [sys.argv[0], *argv]  # Hydra reads the command line from sys.argv
         task()
     except KeyboardInterrupt:
         newline = "\n" if sys.stderr.isatty() else ""  # below the progress bar's line, not on it

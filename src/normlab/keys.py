@@ -137,7 +137,7 @@ KEYS = (
             "range of the loss over steps of 0.25-4 lr along -g, the largest change of the gradient, that change "
             "over the step's length (effective β-smoothness) and ‖g‖, as `landscape` in metrics.jsonl and "
             "`landscape/*` in TensorBoard (6 forward/backward passes an evaluation: `scripts/bench.py "
-            "--landscape`); the run trains exactly as without it"
+            "--only measurements`); the run trains exactly as without it"
         ),
         brief="log the loss and gradient along the current gradient at each evaluation",
     ),

@@ -8,6 +8,7 @@ import datetime
 import functools
 import json
 import math
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,37 +250,59 @@ def criteria_source(source: str) -> str:
     return ast.dump(tree)
 
 
+ROOT = Path(__file__).resolve().parents[3]  # the checkout (git's working tree) this module runs from
+
+
+def git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+
+def criteria_files(claim: str) -> list[str]:
+    """What a claim's verdict depends on: its module and the protocol."""
+    return [f"src/normlab/claims/{claim}.py", "src/normlab/protocol.py"]
+
+
+def criteria(claim: str, rev: str | None, root: Path = ROOT) -> tuple[str, ...]:
+    """The claim's `criteria_source` at commit `rev` (None: the working tree, read afresh each time); a file that
+    does not parse as its text."""
+    files = criteria_files(claim)
+    if rev is not None:
+        return _criteria_at(claim, rev, root)
+    return _criteria_of(tuple((root / f).read_text() for f in files))
+
+
+@functools.cache  # a commit never changes: each read and parsed once, however often the walks below ask
+def _criteria_at(claim: str, rev: str, root: Path) -> tuple[str, ...]:
+    return _criteria_of(tuple(git(root, "show", f"{rev}:{f}").stdout for f in criteria_files(claim)))
+
+
+def _criteria_of(texts: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(criteria_source(t) if t else "" for t in texts)
+    except SyntaxError:
+        return tuple(texts)
+
+
 def criteria_commit(claim: str, runs_commit: str, root: Path | None = None) -> tuple[str, str, bool]:
     """The commit at which the claim's criteria (its module's `criteria_source` and the protocol's) last changed,
     a sentence saying whether the runs were made under them (each runs' commit holds today's criteria), and
     whether the criteria were written after the runs (a re-analysis: it decides only on fresh seeds)."""
-    import subprocess
-
-    root = root or Path(__file__).resolve().parents[3]
-    files = [f"src/normlab/claims/{claim}.py", "src/normlab/protocol.py"]
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-
-    @functools.cache  # each rev read and parsed once, however often the walks below ask for it
-    def criteria(rev: str | None) -> list[str]:  # rev None: the working tree
-        texts = [(root / f).read_text() if rev is None else git("show", f"{rev}:{f}").stdout for f in files]
-        return [criteria_source(t) if t else "" for t in texts]
+    root = root or ROOT
 
     def since(rev: str) -> str:  # the oldest commit of rev's history back to which the criteria are today's
         found = ""
-        for c in git("log", "--format=%h", rev, "--", *files).stdout.split():  # newest first
-            if criteria(c) != now:
+        for c in git(root, "log", "--format=%h", rev, "--", *criteria_files(claim)).stdout.split():  # newest first
+            if criteria(claim, c, root) != now:
                 break
             found = c
         return found
 
     try:
-        now = criteria(None)
+        now = criteria(claim, None, root)
         runs = [c for c in runs_commit.split(",") if c and c != "unknown"]
-        before = bool(runs) and all(criteria(c) == now for c in runs)
+        before = bool(runs) and all(criteria(claim, c, root) == now for c in runs)
         commit = since(runs[0] if before else "HEAD")
-    except (OSError, SyntaxError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError):
         return "unknown", "The commit of the criteria is unknown (no git).", False
     if not commit:
         return "unknown", "The commit of the criteria is unknown (not committed, or not in a git checkout).", False
@@ -300,32 +323,20 @@ def criteria_history(claim: str, runs_commit: str, root: Path | None = None, lim
     """Every commit that changed what can move the claim's verdict (its module's `criteria_source` or the
     protocol's), newest first, each marked "after these runs" where the report's runs were made at an earlier
     commit (criteria written after runs were seen decide only on fresh seeds); a markdown table."""
-    import subprocess
-
-    root = root or Path(__file__).resolve().parents[3]
-    files = [f"src/normlab/claims/{claim}.py", "src/normlab/protocol.py"]
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-
-    def criteria(rev: str) -> list[str]:
-        texts = [git("show", f"{rev}:{f}").stdout for f in files]
-        try:
-            return [criteria_source(t) if t else "" for t in texts]
-        except SyntaxError:
-            return texts
-
+    root = root or ROOT
     try:
-        log = git("log", f"-{limit}", "--format=%h %as %s", "--", *files).stdout.splitlines()
+        log = git(root, "log", f"-{limit}", "--format=%h %as %s", "--", *criteria_files(claim)).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "The criteria's history is unknown (no git)."
     runs = [c for c in runs_commit.split(",") if c and c != "unknown"]
     rows, previous = [], None
     for line in reversed(log):  # oldest first, so that each commit is compared with the one before it
         commit, date, subject = (line.split(" ", 2) + ["", ""])[:3]
-        now = criteria(commit)
+        now = criteria(claim, commit, root)
         if now != previous:
-            after = any(git("merge-base", "--is-ancestor", r, commit).returncode == 0 and r != commit for r in runs)
+            after = any(
+                git(root, "merge-base", "--is-ancestor", r, commit).returncode == 0 and r != commit for r in runs
+            )
             rows.append(f"| {commit} | {date} | {subject[:90]} | {'**after these runs**' if after else 'before'} |")
         previous = now
     if not rows:

@@ -429,7 +429,66 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
     return rows, table
 
 
-PARTS = ["runner", "data", "norms", "lstm", "channels_last", "compile", "sweep", "tradeoff"]
+PARTS = ["runner", "data", "norms", "lstm", "channels_last", "compile", "sweep", "tradeoff", "measurements"]
+
+
+# ---------------------------------------------------------------- 8. what landscape and eval_train cost
+
+MEASURED_CASES = [  # (label, dataset, model, batch, steps, eval_every): bn_smoothness's and bn_regularization's runs
+    ("mlp/MNIST bs60, eval every 100", "mnist", MLPConfig(activation="relu"), 60, 1000, 100),
+    ("cnn/CIFAR-10 bs128, eval every 50", "cifar10", CNNConfig(), 128, 100, 50),
+]
+MEASURED = {"off": (), "landscape": ("landscape",), "eval_train 5000": ("eval_train",)}
+
+
+def bench_measurements(device, repeats: int) -> list[dict]:
+    """A run's time with `landscape=true` and with `eval_train=5000` against the same run without: each is a few
+    extra passes per evaluation, so the ratio depends on how often a run evaluates."""
+    rows = []
+    for label, dataset, model_cfg, bs, steps, every in MEASURED_CASES:
+        data_cfg = DataConfig(root=DATA_ROOT, download=False, test_subset=2000)
+        data = build_data(dataset, data_cfg, 0, device)
+        runs = {}
+        for name, keys in MEASURED.items():
+            cfg = Config(
+                dataset=DatasetConfig(name=dataset),
+                model=model_cfg,
+                norm=NormConfig(name="batch"),
+                batch_size=bs,
+                max_steps=steps,
+                eval_every=every,
+                progress=False,
+                device=device.type,
+                data=data_cfg,
+                landscape="landscape" in keys,
+                eval_train=5000 if "eval_train" in keys else 0,
+            )
+
+            def run(cfg=cfg, data=data):
+                with tempfile.TemporaryDirectory() as d:
+                    train(cfg, Path(d), data=data)
+
+            runs[name] = run
+        t = alternate(runs, repeats, device)
+        rows.append({"case": label, **{f"{k}_s": v for k, v in t.items()}})
+        print(f"measure {label:34s} " + "  ".join(f"{k} {v:.2f} s" for k, v in t.items()), flush=True)
+    return rows
+
+
+def measurements_table(rows: list[dict]) -> str:
+    names = list(MEASURED)
+    return "\n".join(
+        [
+            "| case | " + " | ".join(f"{n} s" for n in names) + " | landscape × | eval_train × |",
+            "|---|" + "---|" * (len(names) + 2),
+            *[
+                f"| {r['case']} | "
+                + " | ".join(f"{r[n + '_s']:.2f}" for n in names)
+                + f" | {r['landscape_s'] / r['off_s']:.2f}x | {r['eval_train 5000_s'] / r['off_s']:.2f}x |"
+                for r in rows
+            ],
+        ]
+    )
 
 
 # ---------------------------------------------------------------- 6. whole sweeps: sequential vs parallel jobs
@@ -510,6 +569,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "error: --device cuda is not allowed here: no CUDA device is available; use --device cpu\n")
     device = torch.device(args.device)
     where = "" if device.type == "cpu" else device.type  # a GPU's numbers beside, not over, the CPU's
     bench, tradeoff = args.results / "bench" / where, args.results / "tradeoff" / where
@@ -536,6 +597,8 @@ def main(argv=None) -> int:
         out["compile"] = bench_compile(device, args.repeats)
     if "sweep" in parts:
         out["sweep"] = bench_sweep(args.repeats)
+    if "measurements" in parts:
+        out["measurements"] = bench_measurements(device, args.repeats)
     if "tradeoff" in parts:
         out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results, tradeoff)
         (tradeoff / "README.md").write_text(
@@ -551,6 +614,13 @@ def main(argv=None) -> int:
         (bench / "README.md").write_text(readme(out, args))
         for part in parts:  # a one-part file is the latest of its part until a whole run measures it again
             (bench / f"bench-{part}.json").unlink(missing_ok=True)
+    elif args.only == "measurements":
+        (bench / "measurements.md").write_text(
+            f"# What landscape=true and eval_train=5000 cost ({out['device']}, {out['machine']})\n\nMade by "
+            f"`python scripts/bench.py --only measurements --device {device.type} --repeats {args.repeats}`: the "
+            "same run with the measurement off and on, in turns; medians. The run trains identically either way "
+            "(tests/test_landscape.py).\n\n" + measurements_table(out["measurements"]) + "\n"
+        )
     elif args.only == "sweep":
         (bench / "sweep.md").write_text(
             f"# Whole sweeps: sequential vs parallel jobs ({out['machine']})\n\nMade by `python scripts/bench.py "
@@ -630,6 +700,11 @@ def readme(out: dict, args) -> str:
     ]
     if out.get("sweep"):
         parts += ["\n## Whole sweeps (sequential vs parallel jobs)\n", sweep_table(out["sweep"])]
+    if out.get("measurements"):
+        parts += [
+            "\n## landscape=true and eval_train=5000 (a run's time, on / off)\n",
+            measurements_table(out["measurements"]),
+        ]
     return "\n".join(parts)
 
 
