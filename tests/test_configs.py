@@ -186,3 +186,30 @@ def test_a_key_the_model_does_not_read_is_refused(override, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         compose_config(override)
+
+
+def test_hydras_run_dir_names_leave_out_the_keys_in_the_name_and_those_that_never_make_another_run():
+    """conf/hydra/normlab.yaml's exclude_keys, against config.RUN_INVARIANT: the keys the name already shows, and
+    every run-invariant key but the measurement ones (set on the command line, those name a run dir of their own,
+    so that a finished run without them is not skipped)."""
+    import yaml
+
+    from normlab.config import MEASUREMENT_KEYS, RUN_INVARIANT
+
+    hydra = yaml.safe_load((CONF / "hydra" / "normlab.yaml").read_text())
+    excluded = hydra["job"]["config"]["override_dirname"]["exclude_keys"]
+    named = {"experiment", "hparams_search", "dataset", "model", "norm", "batch_size", "lr", "seed"}
+    assert set(excluded) == named | (set(RUN_INVARIANT) - set(MEASUREMENT_KEYS))
+    assert len(excluded) == len(set(excluded))
+
+
+def test_a_runs_identity_leaves_out_the_run_invariant_keys_nested_ones_included():
+    from normlab.config import Config, identity
+
+    base = Config().to_dict()
+    changed = {**base, "progress": False, "landscape": True, "data": {**base["data"], "root": "/elsewhere"}}
+    assert identity(changed) == identity(base)
+    assert identity({**base, "seed": 1}) != identity(base) and identity({**base, "seed": 1}, seed=False) == identity(
+        base, seed=False
+    )
+    assert identity({**base, "data": {**base["data"], "val_size": 0}}) != identity(base)

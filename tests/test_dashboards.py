@@ -276,11 +276,11 @@ def test_compare_never_drops_a_tied_norm_keeps_intervals_in_0_100_and_orders_bat
     assert "| 3,200 |" in at_32 and "| 200 |" in text and "different numbers of images" in text
 
 
-def test_what_never_makes_two_arms_includes_every_resumable_key():
-    from normlab.config import RESUMABLE_KEYS
+def test_what_never_makes_two_arms_includes_every_run_invariant_key():
+    from normlab.config import RUN_INVARIANT
     from normlab.runs import NOT_SWEPT
 
-    assert set(RESUMABLE_KEYS) <= set(NOT_SWEPT)
+    assert set(RUN_INVARIANT) <= set(NOT_SWEPT)
 
 
 def test_compare_and_summarize_never_show_more_certainty_than_the_runs_hold(tmp_path):

@@ -5,6 +5,7 @@ so a run trains identically with the measurements on; eval_train adds the traini
 import json
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,3 +76,10 @@ def test_a_run_trains_identically_with_the_landscape_and_the_training_images_mea
     assert len(on) == 2 and all(set(r["landscape"]) == {"loss_range", "grad_change", "beta", "grad_norm"} for r in on)
     assert all(0 <= r["trainset_acc"] <= 1 and r["trainset_loss"] > 0 for r in on)
     assert not any("landscape" in r or "trainset_acc" in r for r in off)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "on"))
+    events.Reload()
+    tags = {"landscape/loss_range", "landscape/grad_change", "landscape/beta", "landscape/grad_norm", "acc/trainset"}
+    assert tags <= set(events.Tags()["scalars"])
+    assert [e.value for e in events.Scalars("landscape/beta")] == pytest.approx([r["landscape"]["beta"] for r in on])

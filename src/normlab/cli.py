@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from normlab.checks import load_config
-from normlab.config import Config, ConfigError, scaled_lr
+from normlab.config import Config, ConfigError, identity, scaled_lr
 
 # Hydra's configs: shipped inside the installed package (normlab/conf, from a wheel), else the checkout's conf/
 # (an editable install, or run.py in the checkout)
@@ -231,8 +231,6 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from normlab.rundir import comparable
-
     register_resolvers()
     register_groups(conf_dir)
     try:
@@ -303,7 +301,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                 typed = typed_config(cfg, experiment)
             except ConfigError as e:
                 fail(f"{e}{where}")
-            run = json.dumps(comparable(typed.to_dict()), sort_keys=True)
+            run = identity(typed.to_dict())
             if run in runs:
                 first, second = ([j for j in a if j not in b] for a, b in ((runs[run], job), (job, runs[run])))
                 what = f"{' '.join(first)} and {' '.join(second)}" if first else f"{' '.join(job)} twice"

@@ -6,6 +6,7 @@ Everything downstream (`build_data`, `build_model`, `build_norm`, `train`) takes
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import types
@@ -14,12 +15,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-# keys that may differ between a run and its resumption: they do not change the result (the trainer compares the
-# rest on resume; sweeps never count them as what makes two arms differ)
-# what a run measures besides its training (landscape.py, the training split in eval mode): switching them on or off
-# leaves its training exactly as it was (tests/test_trainer.py), so they are resumable too
+# What a run may change without becoming another run, written once (dotted keys): the trainer compares the rest on
+# resume, sweeps never count them as what makes two arms differ, a report matches runs to its jobs without them, and
+# TensorBoard's HPARAMS table and Hydra's run-dir names leave them out (tests/test_configs.py checks the names).
+# The measurement keys add what a run measures besides its training (landscape.py, the training images in eval
+# mode), leaving its training exactly as it was (tests/test_landscape.py); set on the command line, they still
+# name a run dir of their own, so that a finished run without them is not skipped.
 MEASUREMENT_KEYS = ("landscape", "eval_train")
-RESUMABLE_KEYS = ("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every", *MEASUREMENT_KEYS)
+RUN_INVARIANT = (
+    *("progress", "device", "resume", "overwrite", "checkpoint_every", "log_every", "data.root", "data.download"),
+    *MEASUREMENT_KEYS,
+)
+
+
+def comparable(config: dict) -> dict:
+    """A config as JSON sees it (tuples become lists), without the RUN_INVARIANT keys."""
+    config = json.loads(json.dumps(config))
+    for key in RUN_INVARIANT:
+        *groups, name = key.split(".")
+        where = config
+        for group in groups:
+            where = where.get(group) if isinstance(where.get(group), dict) else {}
+        where.pop(name, None)
+    return config
+
+
+def identity(config: dict, seed: bool = True) -> str:
+    """What makes a run, as one string: two configs with the same identity are one run (with `seed=False`: one arm,
+    its seeds aside)."""
+    return json.dumps({**comparable(config), **({} if seed else {"seed": None})}, sort_keys=True)
 
 
 class ConfigError(ValueError):

@@ -5,7 +5,6 @@ and the lock that keeps two processes from writing one run."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import platform
 import random
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normlab.config import RESUMABLE_KEYS, Config, ConfigError
+from normlab.config import Config, ConfigError, comparable
 from normlab.runlog import (
     DamagedCheckpoint,
     read_checkpoint,
@@ -52,15 +51,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def comparable(config: dict) -> dict:
-    """A config as JSON sees it (tuples become lists), without what a resumed run may change (where the data
-    lives, the progress bar, ...)."""
-    config = json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUMABLE_KEYS}))
-    for key in ("root", "download"):
-        config.get("data", {}).pop(key, None)
-    return config
 
 
 def config_differences(saved, current, key: str = "") -> list[str]:

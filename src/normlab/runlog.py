@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from normlab.config import scaled_lr
+from normlab.config import RUN_INVARIANT, scaled_lr
 
 # metrics.jsonl key -> TensorBoard tag. Sections are named by the part before "/" and sorted by name: "acc" and
 # "loss" (train, val and test side by side) come first, then lr, the norms' internals, the BN-paper probe, speed
@@ -244,22 +244,8 @@ LAYOUT = {
     }
 }
 HPARAM_METRICS = ("acc/val", "acc/test", "loss/val", "loss/test", "loss/train", "acc/train")
-# operational keys that do not change what is learned: left out of the HPARAMS table
-HPARAM_SKIP = {
-    "progress",
-    "device",
-    "resume",
-    "overwrite",
-    "eval_every",
-    "log_every",
-    "checkpoint_every",
-    "data.root",
-    "data.download",
-    "compile",
-    "amp",
-    "deterministic",
-    "channels_last",
-}
+# left out of the HPARAMS table: what never makes another run, and the speed and evaluation options
+HPARAM_SKIP = {*RUN_INVARIANT, "eval_every", "compile", "amp", "deterministic", "channels_last"}
 
 
 HPARAM_LEAD = ("norm.name", "batch_size", "lr")  # in every run's HPARAMS row, whatever its command chose

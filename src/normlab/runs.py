@@ -4,19 +4,18 @@ for the protocol (normlab.protocol)."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from normlab import protocol
-from normlab.config import RESUMABLE_KEYS
+from normlab.config import RUN_INVARIANT, identity
 from normlab.runlog import flat_hparams, read_json, read_metrics
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
 # what never makes two runs different arms: the seed, what a resumed run may change, where the data lives
-NOT_SWEPT = ("seed", *RESUMABLE_KEYS, "data.root", "data.download")
+NOT_SWEPT = ("seed", *RUN_INVARIANT)
 
 
 def swept_keys(configs: list[dict]) -> list[str]:
@@ -133,22 +132,14 @@ def load_runs(root: Path) -> list[Run]:
     return runs
 
 
-def run_identity(config: dict) -> str:
-    """What makes a run (its config without what a resume may change, the seed included), as one string: two run
-    dirs with the same identity are copies of one run."""
-    from normlab.rundir import comparable
-
-    return json.dumps(comparable(config), sort_keys=True)
-
-
 def distinct(runs: list[Run]) -> tuple[list[Run], int]:
     """`runs` with each run once (copies of one run, e.g. a sweep repeated into another folder, count once) and
     the number of copies dropped."""
     seen, out = set(), []
     for run in runs:
-        identity = run_identity(run.config)
-        if identity not in seen:
-            seen.add(identity)
+        key = identity(run.config)
+        if key not in seen:
+            seen.add(key)
             out.append(run)
     return out, len(runs) - len(out)
 

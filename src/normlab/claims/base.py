@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from normlab import protocol
-from normlab.config import Config
+from normlab.config import Config, identity
 from normlab.protocol import Finding, Precondition, TestResult
 from normlab.runlog import write_json
 from normlab.runs import Run, load_runs
@@ -128,12 +128,10 @@ def preconditions_table(preconditions: list[Precondition]) -> str:
 
 
 def arms(runs) -> dict[str, list]:
-    """Runs grouped by everything in their config that makes a run (rundir.comparable) but the seed."""
-    from normlab.rundir import comparable
-
+    """Runs grouped by everything in their config that makes a run (config.identity) but the seed."""
     out: dict[str, list] = {}
     for run in runs:
-        out.setdefault(json.dumps({**comparable(run.config), "seed": None}, sort_keys=True), []).append(run)
+        out.setdefault(identity(run.config, seed=False), []).append(run)
     return out
 
 
@@ -219,13 +217,8 @@ def reference_summary(results: Path, claim: str, reference: str = "") -> tuple[d
 def matching(runs: list, jobs: list[dict]) -> tuple[list, list]:
     """The runs whose config is one of `jobs` (the configs a profile's sweep runs), and the others (runs of
     another profile, another override, another version of normlab): a report describes exactly its profile."""
-    from normlab.rundir import comparable
-
-    def key(config: dict) -> str:
-        return json.dumps(comparable(config), sort_keys=True)
-
-    wanted = {key(job) for job in jobs}
-    keep = [r for r in runs if key(r.config) in wanted]
+    wanted = {identity(job) for job in jobs}
+    keep = [r for r in runs if identity(r.config) in wanted]
     return keep, [r for r in runs if r not in keep]
 
 

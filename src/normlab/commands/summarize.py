@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from normlab.argtypes import command_parser, existing_dir
+from normlab.config import identity
 from normlab.protocol import mean_interval
 from normlab.runlog import flat_hparams, read_json
-from normlab.runs import run_identity, swept_keys
+from normlab.runs import swept_keys
 
 COLUMNS = ["run", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
 MEASURES = ("best_val_acc", "val_acc", "test_acc")  # what --seeds averages
@@ -105,7 +106,7 @@ def by_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
     out = []
     for where, members in arms.items():
         # a copy of a run (the same config and seed) counts once
-        done = list({run_identity(r["config"]): r for r in members if r["status"] == "completed"}.values())
+        done = list({identity(r["config"]): r for r in members if r["status"] == "completed"}.values())
         arm = dict(zip(keys, where), runs=len(members), completed=len(done))
         arm["seeds"] = ",".join(sorted({str(r["config"].get("seed")) for r in done}, key=lambda v: (len(v), v)))
         for m in MEASURES:
