@@ -33,10 +33,11 @@ def comparable(config: dict) -> dict:
     config = json.loads(json.dumps(config))
     for key in RUN_INVARIANT:
         *groups, name = key.split(".")
-        where = config
+        where: Any = config
         for group in groups:
-            where = where.get(group) if isinstance(where.get(group), dict) else {}
-        where.pop(name, None)
+            where = where.get(group, {}) if isinstance(where, dict) else {}
+        if isinstance(where, dict):
+            where.pop(name, None)
     return config
 
 

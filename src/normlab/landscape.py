@@ -22,7 +22,7 @@ def loss_and_grad(model: nn.Module, params: list[nn.Parameter], x, y, seed: int)
 
 
 def norm(tensors: list[torch.Tensor]) -> float:
-    return torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)).item()
+    return torch.stack([(t.double() ** 2).sum() for t in tensors]).sum().sqrt().item()
 
 
 def along_gradient(model: nn.Module, x, y, lr: float, seed: int = 0) -> dict[str, float]:
@@ -45,8 +45,8 @@ def along_gradient(model: nn.Module, x, y, lr: float, seed: int = 0) -> dict[str
             with torch.no_grad():
                 for p, w, g in zip(params, start, g0):
                     p.copy_(w - eta * g)
-            loss, g = loss_and_grad(model, params, x, y, seed)
-            change = norm([a - b for a, b in zip(g, g0)])
+            loss, grad = loss_and_grad(model, params, x, y, seed)
+            change = norm([a - b for a, b in zip(grad, g0)])
             losses.append(loss)
             changes.append(change)
             betas.append(change / (eta * size) if size > 0 else 0.0)
