@@ -250,7 +250,11 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
 def test_help_is_normlabs_own(tmp_path):
     result = call_cli("--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("normlab: train, sweep and compare")
-    for words in ("norm: batch, batch_instance, batch_noisy, group", "data.val_size", "python run.py -m norm=batch,group"):
+    for words in (
+        "norm: batch, batch_instance, batch_noisy, group",
+        "data.val_size",
+        "python run.py -m norm=batch,group",
+    ):
         assert words in result.stdout
     assert not (tmp_path / "runs").exists()
 

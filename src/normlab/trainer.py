@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from normlab.checks import run_hint
 from normlab.config import Config, ConfigError, cadences
+from normlab.curve import CurveWindow
 from normlab.data import InMemoryData, build_data
 from normlab.datasets import DatasetSpec, dataset_spec
 from normlab.distributed import Dist, env_world, sync_norms
@@ -179,15 +180,13 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     # the evaluation that reached it (reported, never selected on)
     best: dict[str, Any] = {"val_acc": None, "step": None, "test_acc": None}
     step, train_time, prior_wall = 0, 0.0, 0.0
-    # this rank's loss and number correct at each step since the last evaluation: written on the device every
-    # step, read once per evaluation (no per-step sync)
     eval_every, log_every = cadences(cfg, total_steps, data.eval_images)
-    stats = torch.zeros(2, min(eval_every, max(total_steps, 1)), device=device)
+    curve = CurveWindow(eval_every, total_steps, device)  # this rank's steps since the last evaluation
     if ckpt is not None:
         load_state(ckpt, model, optimizer, scheduler)
         step, best = ckpt["step"], ckpt.get("best", best)  # (a val_size=0 run saved before the split)
         train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
-        stats.copy_(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"])
+        curve.resume(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"], step, log_every)
     elif cfg.norm.init == "data" and NORMS[cfg.norm.name].weight_norm:
         init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
     if cfg.channels_last:
@@ -213,7 +212,6 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
         print(data_line(data, model), file=sys.stderr)
     bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
-    logged = max(0, step // log_every * log_every - (step - step % eval_every))  # stats index of the last curve point
     constrained = constrained_layers(model)
     probe = getattr(model, "probe", None)
     tick = time.perf_counter()
@@ -237,30 +235,25 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
             layer.after_step_()  # type: ignore[operator]  # (declared: constrained_layers)
         if scheduler is not None:
             scheduler.step()
-        with torch.no_grad():
-            since_eval = step % eval_every
-            stats[0, since_eval] = loss.detach()
-            stats[1, since_eval] = (logits.argmax(1) == y).sum()
+        curve.record(step, loss, (logits.argmax(1) == y).sum())
         step += 1
         bar.update(1)
         finished = step == total_steps
 
         at_eval = step % eval_every == 0 or finished
         if step % log_every == 0 or at_eval:  # a training-curve point: the mean of the steps since the last one
-            window = dist.all_reduce_(stats[:, : since_eval + 1].clone())  # summed over ranks, step by step
-            recent = window[:, logged:]
+            window, recent = curve.point(step, dist.all_reduce_)  # summed over ranks, step by step
             if log and torch.isfinite(recent[0]).all():
                 n = recent.shape[1]
                 log.log_train(
                     step, recent[0].sum().item() / (n * dist.world_size), recent[1].sum().item() / (n * cfg.batch_size)
                 )
-            logged = 0 if at_eval else since_eval + 1
         if at_eval:
             train_time += time.perf_counter() - tick
             losses = window[0] / dist.world_size
             bad = (~torch.isfinite(losses)).nonzero()
             if len(bad):  # every rank sees the same sums, so every rank stops here together
-                status, diverged_at = "diverged", step - since_eval + bad[0].item()
+                status, diverged_at = "diverged", step - curve.steps(step) + 1 + bad[0].item()
                 break
             # norm.bn_stats=batch_average: population statistics recomputed over training batches for every evaluation
             batches = (
@@ -275,7 +268,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 "step": step,
                 "epoch": step / steps_per_epoch,
                 "train_loss": losses.mean().item(),
-                "train_acc": window[1].sum().item() / ((since_eval + 1) * cfg.batch_size),
+                "train_acc": window[1].sum().item() / (curve.steps(step) * cfg.batch_size),
                 "val_loss": val_loss,
                 "val_acc": val_acc,
                 "test_loss": test_loss,
@@ -304,7 +297,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
-            every_rank_stats = gather(stats, dist)  # each rank's train statistics since the last evaluation
+            every_rank_stats = gather(curve.stats, dist)  # each rank's train statistics since the last evaluation
             if log is not None:
                 log.flush()
                 extra = {
