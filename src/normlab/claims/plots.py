@@ -1,5 +1,6 @@
 """Plot helpers shared by the claim reports (matplotlib, headless)."""
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -45,7 +46,7 @@ def curves(groups: dict, path: Path, title: str, key: str = "test_acc", ylabel: 
         ax.plot(steps, values, style, color=color, marker="o", markersize=3, label=f"{label} (n={len(runs)})")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=10)  # (the legend beside takes the width)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     fig.tight_layout()
