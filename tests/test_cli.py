@@ -26,6 +26,7 @@ def test_single_run_prints_a_summary_line(tmp_path):
     assert line.startswith("normlab: completed · val_acc ") and " · test_acc " in line and "20 steps" in line
     (run_dir,) = run_dirs(tmp_path)
     assert run_dir.parent.name == "default"
+    assert line.endswith(f" · logs: {run_dir.relative_to(tmp_path)}")  # what to type next, from where the user is
     assert run_dir.name.startswith("mnist-mlp-batch-bs60-lr0.1-s0,")
     assert (run_dir / ".hydra" / "config.yaml").exists() and list(run_dir.glob("events.out.tfevents.*"))
 

@@ -409,14 +409,20 @@ def run_job(cfg: DictConfig) -> float:
 
 def summary_line(s: dict) -> str:
     if s.get("skipped"):
-        return f"normlab: skipped (already {s['status']}; overwrite=true reruns it) · logs: {s['run_dir']}"
+        return f"normlab: skipped (already {s['status']}; overwrite=true reruns it) · logs: {shown_path(s['run_dir'])}"
     val, test = (("n/a" if s.get(k) is None else f"{s[k]:.4f}") for k in ("val_acc", "test_acc"))
     extra = f" at step {s['diverged_at_step']}" if s["status"] == "diverged" else ""
     extra += f" ({s['hint']})" if s.get("hint") else ""
     return (
         f"normlab: {s['status']}{extra} · val_acc {val} · test_acc {test} · {s['steps']} steps · {s['wall_s']:.1f} s"
-        f" · logs: {s['run_dir']}"
+        f" · logs: {shown_path(s['run_dir'])}"
     )
+
+
+def shown_path(path: str) -> str:
+    """`path` relative to the working directory where it lies below it (what a user types next), else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def sweep_folder(argv: list[str]) -> str:
