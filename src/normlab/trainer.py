@@ -131,6 +131,54 @@ def train(
             raise
 
 
+def train_step(net, model, optimizer, scheduler, grad_clip, autocast, constrained, x, y) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on the batch (x, y), with the projections layers declare after it (`constrained`:
+    their `after_step_`) and the schedule's step; the loss and logits, left on the device."""
+    if not model.training:  # (evaluation leaves it in eval mode)
+        net.train()
+    with autocast:
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    for layer in constrained:
+        layer.after_step_()  # type: ignore[operator]  # (declared: constrained_layers)
+    if scheduler is not None:
+        scheduler.step()
+    return loss, logits
+
+
+def measure(model, data, dist: Dist, cfg: Config, batch, lr: float, step: int) -> dict[str, Any]:
+    """An evaluation's measurements: validation and test loss and accuracy; with `eval_train` the training images
+    in eval mode (the generalization gap's other side); with `landscape` Santurkar et al.'s Fig. 4 on `batch`, the
+    step's own (on every rank: synced BN needs them all)."""
+    val_loss, val_acc = evaluate(model, data, dist, "val") if data.val is not None else (None, None)
+    test_loss, test_acc = evaluate(model, data, dist, "test")
+    out: dict[str, Any] = {"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
+    if cfg.eval_train:
+        out["trainset_loss"], out["trainset_acc"] = evaluate(model, data, dist, "train", cfg.eval_train)
+    if cfg.landscape:
+        x, y = batch
+        out["landscape"] = along_gradient(model, x, y, lr, seed=step)
+    return out
+
+
+def log_evaluation(log: RunLog, model, record: dict, data) -> None:
+    """An evaluation into the run's log (rank 0), with what the model's layers declare worth watching: the MLP's
+    Fig. 1(b, c) probe (`probe`), the norms' internals and histograms."""
+    probe = getattr(model, "probe", None)
+    if probe is not None:
+        record["last_hidden_input"] = probe(next(data.eval_batches("test", PROBE_IMAGES))[0])
+    internals = norm_internals(model)
+    if internals:
+        record["norm_layers"] = internals
+    log.log_eval(record)
+    log.log_internals(record["step"], internals, norm_histograms(model))
+
+
 def data_line(data, model) -> str:
     """What the run trains on and what it chose quietly: the validation images held out of the training split, and
     GN's groups per layer (normlab's default is 4 channels a group, not the paper's 32 groups)."""
@@ -213,7 +261,6 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
     constrained = constrained_layers(model)
-    probe = getattr(model, "probe", None)
     tick = time.perf_counter()
 
     while step < total_steps:
@@ -221,20 +268,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
         if epoch != order_epoch:
             order, order_epoch = data.epoch_order(epoch), epoch
         x, y = data.train_batch(order, index, cfg.batch_size, step, shard)
-        if not model.training:  # (evaluation leaves it in eval mode)
-            net.train()
-        with autocast:
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        for layer in constrained:
-            layer.after_step_()  # type: ignore[operator]  # (declared: constrained_layers)
-        if scheduler is not None:
-            scheduler.step()
+        loss, logits = train_step(net, model, optimizer, scheduler, cfg.grad_clip, autocast, constrained, x, y)
         curve.record(step, loss, (logits.argmax(1) == y).sum())
         step += 1
         bar.update(1)
@@ -260,34 +294,22 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 data.train_batch(order, i, cfg.batch_size, step, shard)[0] for i in range(min(steps_per_epoch, 200))
             )
             recompute_batch_average_(model, batches)
-            val_loss, val_acc = evaluate(model, data, dist, "val") if data.val is not None else (None, None)
-            test_loss, test_acc = evaluate(model, data, dist, "test")
-            if val_acc is not None and (best["val_acc"] is None or val_acc > best["val_acc"]):
-                best = {"val_acc": val_acc, "step": step, "test_acc": test_acc}
+            measured = measure(model, data, dist, cfg, (x, y), optimizer.param_groups[0]["lr"], step)
             record = {
                 "step": step,
                 "epoch": step / steps_per_epoch,
                 "train_loss": losses.mean().item(),
                 "train_acc": window[1].sum().item() / (curve.steps(step) * cfg.batch_size),
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
+                **{k: measured.pop(k) for k in ("val_loss", "val_acc", "test_loss", "test_acc")},
                 "lr": optimizer.param_groups[0]["lr"],
                 "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
+                **measured,  # eval_train's, landscape's
             }
-            if cfg.eval_train:  # the training images in eval mode: the generalization gap's other side
-                record["trainset_loss"], record["trainset_acc"] = evaluate(model, data, dist, "train", cfg.eval_train)
-            if cfg.landscape:  # Santurkar et al.'s Fig. 4 on the batch of the step just taken (every rank: sync BN)
-                record["landscape"] = along_gradient(model, x, y, optimizer.param_groups[0]["lr"], seed=step)
+            val_acc, test_acc = record["val_acc"], record["test_acc"]
+            if val_acc is not None and (best["val_acc"] is None or val_acc > best["val_acc"]):
+                best = {"val_acc": val_acc, "step": step, "test_acc": test_acc}
             if log is not None:  # rank 0
-                if probe is not None:  # a model that declares the BN paper's Fig. 1(b, c) probe (the MLP)
-                    record["last_hidden_input"] = probe(next(data.eval_batches("test", PROBE_IMAGES))[0])
-                internals = norm_internals(model)
-                if internals:
-                    record["norm_layers"] = internals
-                log.log_eval(record)
-                log.log_internals(step, internals, norm_histograms(model))
+                log_evaluation(log, model, record, data)
                 if plain:
                     left = (time.perf_counter() - start) / (step - start_step) * (total_steps - step)
                     print(f"{run_dir.name} · {eval_line(record)} · ~{duration(left)} left", file=sys.stderr, flush=True)
