@@ -947,3 +947,15 @@ def test_bn_regularization_needs_a_plain_net_that_overfits_and_gives_a_diverged_
             if run.config["norm"]["name"] == diverged and run.config["batch_size"] == 64:
                 run.summary["status"] = "diverged"
         assert bn_regularization.analyze(runs, tmp_path).verdict != "reproduced", diverged
+
+
+def test_typing_a_claim_module_changes_none_of_its_criteria():
+    """Annotations move no verdict: a claim typed after its runs keeps their criteria; a changed default does not."""
+    from normlab.claims.base import criteria_source
+
+    plain = "def gap(run, k=5):\n    return run.x - k\n"
+    typed = "def gap(run: dict, k: int = 5) -> float:\n    return run.x - k\n"
+    assert criteria_source(plain) == criteria_source(typed)
+    assert criteria_source("MARGIN: float = 0.5\n") == criteria_source("MARGIN: int = 0.5\n")
+    assert criteria_source(plain) != criteria_source(plain.replace("k=5", "k=4"))
+    assert criteria_source("MARGIN: float = 0.5\n") != criteria_source("MARGIN: float = 0.4\n")

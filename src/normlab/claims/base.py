@@ -229,12 +229,18 @@ DESCRIPTIVE = ("title", "paper", "setup", "reference", "reference_why", "verify_
 
 def criteria_source(source: str) -> str:
     """What of a claim module (or of the protocol) can change a verdict: its code as an AST, without comments,
-    docstrings and the DESCRIPTIVE fields of `Claim(...)`. The criterion text, margins, tests, preconditions and
-    the analysis stay in."""
+    docstrings, type annotations and the DESCRIPTIVE fields of `Claim(...)`. The criterion text, margins, tests,
+    preconditions and the analysis stay in."""
     import ast
 
     tree = ast.parse(source)
     for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+        if isinstance(node, ast.arg):
+            node.annotation = None
+        if isinstance(node, ast.AnnAssign):  # (kept: a dataclass's field is its annotated name)
+            node.annotation = ast.Name("_")
         body = node.body if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) else []
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):  # a docstring
             body[:] = body[1:] or [ast.Pass()]

@@ -1,6 +1,7 @@
 """Pieces the architectures share: activations by name, the conv -> norm -> activation block and the conv nets'
 model.* keys."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -9,7 +10,7 @@ from torch import nn
 from normlab.config import ModelConfig
 from normlab.models.registry import check_at_least, check_choice
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -37,6 +38,6 @@ def conv_norm_act(c_in, c_out, norm, activation, bias, kernel_size=3, stride=1, 
         c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2 if padding is None else padding, bias=bias
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    if bias:
+    if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     return nn.Sequential(conv, norm(c_out, kind="2d"), ACTIVATIONS[activation]())

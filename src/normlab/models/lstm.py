@@ -126,7 +126,9 @@ class TorchLSTM(nn.Module):
     def __init__(self, input_size, hidden_size, h0_noise=0.0, recurrent_init="uniform"):
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
-        init_recurrent_(self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, recurrent_init)
+        init_recurrent_(
+            self.lstm.get_parameter("weight_ih_l0"), self.lstm.get_parameter("weight_hh_l0"), recurrent_init
+        )
         self.h0_noise = h0_noise
 
     def forward(self, x):
@@ -155,7 +157,9 @@ class LSTMClassifier(nn.Module):
         steps, features = (h, c * w) if sequence == "rows" else (h * w, c)
         self.sequence, self.downsample = sequence, downsample
         order = torch.randperm(steps, generator=torch.Generator().manual_seed(seed)) if permute else None
+        self.order: torch.Tensor | None
         self.register_buffer("order", order)
+        self.core: nn.Module
         if NORMS[norm_name].empty:
             self.core = TorchLSTM(features, hidden_size, h0_noise, recurrent_init)
         else:

@@ -19,7 +19,8 @@ PROBE_UNITS = 3
 class MLP(nn.Module):
     def __init__(self, in_shape, num_classes, hidden, activation, norm, bias, norm_logits=False):
         super().__init__()
-        layers, width = [nn.Flatten()], math.prod(in_shape)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(in_shape)
         for h in hidden:
             layers += [nn.Linear(width, h, bias=bias), norm(h, kind="1d"), ACTIVATIONS[activation]()]
             width = h
