@@ -63,6 +63,17 @@ def _statements(summary: dict | None, *keys: str) -> str:
     )
 
 
+def _plain_end(smooth: dict | None) -> str:
+    """Where bn_smoothness's plain net ended near chance: its landscape then is a dead net's, flat, and says so."""
+    final = ((smooth or {}).get("numbers", {}).get("none") or {}).get("final_acc")
+    if not isinstance(final, (int, float)) or final > 20:
+        return ""
+    return (
+        f" Read with care: the plain net ended at {final:.1f}% test accuracy (it collapsed to chance partway, see "
+        "the report's setup), and a dead net's gradient hardly changes along itself, so its landscape reads flat."
+    )
+
+
 def _small_batch_answer(small: dict | None) -> str:
     """At which batch size BN breaks, and which norm to use at batch 2, from bn_small_batch's reference."""
     if not small or "batch" not in small.get("numbers", {}):
@@ -170,7 +181,9 @@ def answers(results: Path, claims: dict[str, Claim]) -> str:
         f"paper's internal covariate shift), {convergence_ref}: {_statements(convergence, 'b_stable_inputs')}. "
         f"A smoother landscape, {smooth_ref}: {_statements(smooth)}; its reason, that the smoothness survives "
         f"noise which moves the inputs every step (secondary): {_tests(smooth, 'noisy BN)', reported=False)}."
+        + _plain_end(smooth)
         + _figure(results, "bn_smoothness", claims, "fig4_landscape.png", "the landscape along the gradient (Fig. 4)")
+        + _disagrees(results, claims["bn_smoothness"], smooth)
     )
     lines.append(
         f"- **Does BN regularize?** {regular_ref}: {_statements(regular)}. What it buys in test accuracy "
