@@ -127,20 +127,23 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_leaves_nothing_half_writ
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path, signum):
-    args = [*TINY, "max_steps=100000", "eval_every=50", "checkpoint_every=50"]
-    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(
+def start_run(cwd, *args) -> subprocess.Popen:
+    """`python run.py ARGS` in the background, as from a terminal: a test run in the background (`pytest &`) would
+    pass SIGINT on ignored."""
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=tmp_path,
-        env=env,
+        cwd=cwd,
+        env={**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # as from a terminal: a test run in the background (`pytest &`) would pass SIGINT on ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoint(tmp_path, signum):
+    process = start_run(tmp_path, *TINY, "max_steps=100000", "eval_every=50", "checkpoint_every=50")
     deadline = time.time() + 120
     while not list(tmp_path.rglob("last.pt")) and time.time() < deadline:
         time.sleep(0.2)
@@ -154,16 +157,7 @@ def test_ctrl_c_or_sigterm_ends_in_one_line_with_exit_130_and_keeps_the_checkpoi
 @pytest.mark.parametrize("after_s", [0.3, 1.0, 2.5])
 def test_ctrl_c_while_starting_ends_in_one_line_with_exit_130(tmp_path, after_s):
     """At any moment before training: the imports (about 2 s here) and the checks of a 3,000-job sweep."""
-    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *TINY, "-m", "seed=range(0,3000)", "max_steps=100000"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = start_run(tmp_path, *TINY, "-m", "seed=range(0,3000)", "max_steps=100000")
     time.sleep(after_s)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
