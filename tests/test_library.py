@@ -182,6 +182,8 @@ def test_own_model_and_data_from_the_command_line(tmp_path):
     [
         (["model=custom"], "error: model._target_=None is not allowed; give the factory as <module>.<function>"),
         (["model=custom", "model._target_=factories.nothing"], "error: model._target_=factories.nothing cannot be"),
+        (["model=custom", "model._target_=../../x"], "error: model._target_='../../x' is not allowed; give the"),
+        (["model=custom", "model._target_=.factories.x"], "error: model._target_='.factories.x' is not allowed"),
         (["model=custom", "model._target_=factories.blobs"], "error: the model factory blobs failed: TypeError"),
         (["dataset=custom", "dataset._target_=factories.small_net"], "error: dataset._target_=factories.small_net"),
         (

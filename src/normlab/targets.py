@@ -6,8 +6,9 @@ from normlab.config import ConfigError
 
 
 def import_target(path: str | None, key: str):
-    """The callable at `package.module.name`; a ConfigError naming `key` where there is none."""
-    if not path or "." not in path:
+    """The callable at `package.module.name` (absolute: each part a Python name); a ConfigError naming `key` where
+    there is none."""
+    if not path or "." not in path or not all(part.isidentifier() for part in path.split(".")):
         raise ConfigError(
             f"{key}={path!r} is not allowed; give the factory as <module>.<function>, "
             "e.g. mypkg.nets.make_net (importable: on PYTHONPATH or installed)"
