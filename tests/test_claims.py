@@ -873,7 +873,7 @@ SMOOTH = smoothed(ROUGH, 1.0)  # e times smoother than no norm in every measurem
         ),
         (
             "(c) noisy BN trains 3 points below BN",
-            {"bn_levels": SMOOTH, "noisy_levels": SMOOTH, "noisy": 2.0, "plain": 0.0},
+            {"bn_levels": SMOOTH, "noisy_levels": SMOOTH, "noisy": 2.0, "plain": 2.0},
             ("reproduced", "reproduced", "not_reproduced"),
         ),
         (
@@ -959,3 +959,27 @@ def test_typing_a_claim_module_changes_none_of_its_criteria():
     assert criteria_source("MARGIN: float = 0.5\n") == criteria_source("MARGIN: int = 0.5\n")
     assert criteria_source(plain) != criteria_source(plain.replace("k=5", "k=4"))
     assert criteria_source("MARGIN: float = 0.5\n") != criteria_source("MARGIN: float = 0.4\n")
+
+
+def test_bn_smoothness_compares_landscapes_only_while_every_arm_learns(tmp_path):
+    """A plain net that collapses to chance halfway has the flat landscape of a dead net: counted, it would make no
+    norm look smoother than BN; compared where every arm still learns, BN's smoothness shows."""
+    from normlab.claims import bn_smoothness
+
+    runs = smoothness_runs(tmp_path, plain=5.0, bn=8.0, noisy=8.0, bn_levels=SMOOTH, noisy_levels=SMOOTH)
+    for run in runs:
+        if run.config["norm"]["name"] == "none":
+            for record in run.metrics:
+                if record["step"] > 700:  # dead: chance accuracy, a gradient that no longer changes
+                    record["val_acc"] = record["test_acc"] = 0.1
+                    record["landscape"] = {k: v / 100 for k, v in record["landscape"].items()}
+    analysis = bn_smoothness.analyze(runs, tmp_path)
+    assert [f.verdict for f in analysis.findings[:2]] == ["reproduced", "reproduced"]
+    assert "while every arm learns" in analysis.tests[0].name
+    assert all(p.holds for p in analysis.preconditions), analysis.preconditions
+    for run in runs:  # collapsed from the start of the common window on: too few evaluations to compare
+        if run.config["norm"]["name"] == "none":
+            for record in run.metrics:
+                if record["step"] > 500:
+                    record["val_acc"] = 0.1
+    assert bn_smoothness.analyze(runs, tmp_path).verdict == "not_testable"
