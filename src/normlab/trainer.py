@@ -11,6 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,37 @@ def train(
             raise
 
 
+@dataclass
+class Progress:
+    """The loop's own state that a checkpoint holds beside the weights, the optimizer, the schedule and the
+    generators (rundir.save_state): `fields` writes it, `resumed` reads it back, each the other's mirror."""
+
+    step: int = 0
+    # model selection reads the validation split only: the best validation accuracy, and the test accuracy of the
+    # evaluation that reached it (reported, never selected on)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_acc": None, "step": None, "test_acc": None})
+    train_time: float = 0.0  # seconds of training steps, evaluations left out, over every process that ran
+    prior_wall: float = 0.0  # wall seconds of the processes before this one
+
+    @classmethod
+    def resumed(cls, ckpt: dict) -> Progress:
+        best = ckpt.get("best") or cls().best  # (a val_size=0 run saved before the split has none)
+        return cls(ckpt["step"], best, ckpt["train_time"], ckpt["wall_s"])
+
+    def fields(self, wall_s: float, train_stats: torch.Tensor, world_size: int) -> dict[str, Any]:
+        """The checkpoint's fields beside the model's (the step is save_state's own): `wall_s`, this process's."""
+        return {
+            "world_size": world_size,
+            "best": self.best,
+            "train_stats": train_stats,
+            "train_time": self.train_time,
+            "wall_s": self.prior_wall + wall_s,
+        }
+
+    def samples_per_s(self, step: int, batch_size: int) -> float | None:
+        return step * batch_size / self.train_time if self.train_time > 0 else None
+
+
 def train_step(net, model, optimizer, scheduler, grad_clip, autocast, constrained, x, y) -> tuple[torch.Tensor, ...]:
     """One optimizer step on the batch (x, y), with the projections layers declare after it (`constrained`:
     their `after_step_`) and the schedule's step; the loss and logits, left on the device."""
@@ -224,19 +256,16 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
 
-    # model selection reads the validation split only: the best validation accuracy, and the test accuracy of
-    # the evaluation that reached it (reported, never selected on)
-    best: dict[str, Any] = {"val_acc": None, "step": None, "test_acc": None}
-    step, train_time, prior_wall = 0, 0.0, 0.0
     eval_every, log_every = cadences(cfg, total_steps, data.eval_images)
     curve = CurveWindow(eval_every, total_steps, device)  # this rank's steps since the last evaluation
+    progress = Progress()
     if ckpt is not None:
         load_state(ckpt, model, optimizer, scheduler)
-        step, best = ckpt["step"], ckpt.get("best", best)  # (a val_size=0 run saved before the split)
-        train_time, prior_wall = ckpt["train_time"], ckpt["wall_s"]
-        curve.resume(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"], step, log_every)
+        progress = Progress.resumed(ckpt)
+        curve.resume(ckpt["train_stats"][dist.rank] if dist.enabled else ckpt["train_stats"], progress.step, log_every)
     elif cfg.norm.init == "data" and NORMS[cfg.norm.name].weight_norm:
         init_weight_norm_(model, data.normalize(data.train.images[:WN_INIT_SAMPLES]))
+    step, best = progress.step, progress.best
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net: Any = DistributedDataParallel(model) if dist.enabled else model  # `model` stays the plain module
@@ -283,7 +312,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                     step, recent[0].sum().item() / (n * dist.world_size), recent[1].sum().item() / (n * cfg.batch_size)
                 )
         if at_eval:
-            train_time += time.perf_counter() - tick
+            progress.train_time += time.perf_counter() - tick
             losses = window[0] / dist.world_size
             bad = (~torch.isfinite(losses)).nonzero()
             if len(bad):  # every rank sees the same sums, so every rank stops here together
@@ -302,7 +331,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 "train_acc": window[1].sum().item() / (curve.steps(step) * cfg.batch_size),
                 **{k: measured.pop(k) for k in ("val_loss", "val_acc", "test_loss", "test_acc")},
                 "lr": optimizer.param_groups[0]["lr"],
-                "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
+                "samples_per_s": progress.samples_per_s(step, cfg.batch_size),
                 **measured,  # eval_train's, landscape's
             }
             val_acc, test_acc = record["val_acc"], record["test_acc"]
@@ -318,17 +347,12 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
             )
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-            train_time, tick = train_time + time.perf_counter() - tick, time.perf_counter()
+            progress.train_time, tick = progress.train_time + time.perf_counter() - tick, time.perf_counter()
             every_rank_stats = gather(curve.stats, dist)  # each rank's train statistics since the last evaluation
             if log is not None:
                 log.flush()
-                extra = {
-                    "world_size": dist.world_size,
-                    "best": best,
-                    "train_stats": every_rank_stats,
-                    "train_time": train_time,
-                    "wall_s": prior_wall + time.perf_counter() - start,
-                }
+                progress.step, progress.best = step, best
+                extra = progress.fields(time.perf_counter() - start, every_rank_stats, dist.world_size)
                 save_state(run_dir / CHECKPOINT, cfg, step, model, optimizer, scheduler, extra)
     bar.close()
 
@@ -348,8 +372,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
         "test_acc_at_best_val": best["test_acc"],
         "train_loss": last.get("train_loss"),
         "train_acc": last.get("train_acc"),
-        "wall_s": prior_wall + time.perf_counter() - start,
-        "samples_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
+        "wall_s": progress.prior_wall + time.perf_counter() - start,
+        "samples_per_s": progress.samples_per_s(step, cfg.batch_size),
         "diverged_at_step": diverged_at,
         "hint": run_hint(cfg, status, last.get("val_acc"), data.num_classes),
         "params": sum(p.numel() for p in model.parameters()),
