@@ -73,3 +73,15 @@ def test_bench_compile_part_times_eager_and_compiled_steps(tmp_path):
         (f"cnn {n} bs{b}", layout) for n in norms for b in (2, 32) for layout in layouts
     )
     assert all(r["eager_ms"] > 0 and r["compiled_ms"] > 0 and r["compile_s"] > 0 for r in rows)
+
+
+def test_bench_measurements_times_a_run_with_and_without_landscape_and_eval_train(tmp_path, monkeypatch):
+    from normlab.commands import bench
+    from normlab.models.mlp import MLPConfig
+
+    monkeypatch.setattr(bench, "MEASURED_CASES", [("mlp/MNIST bs60, eval every 10", "mnist", MLPConfig(), 60, 20, 10)])
+    assert bench.main(["--only", "measurements", "--repeats", "1", "--results", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "bench" / "bench-measurements.json").read_text())["measurements"]
+    assert {"off_s", "landscape_s", "eval_train 5000_s"} <= set(row) and all(row[k] > 0 for k in row if k != "case")
+    table = (tmp_path / "bench" / "measurements.md").read_text()
+    assert "| mlp/MNIST bs60, eval every 10 |" in table and "landscape ×" in table

@@ -603,8 +603,8 @@ def test_noisy_batch_norm_is_bn_times_a_fresh_scale_plus_a_fresh_shift_per_chann
     shape = (5, 3) if kind == "1d" else (5, 3, 4, 2)
     layer = build_norm("batch_noisy", 3, kind)
     with torch.no_grad():
-        layer.bn.weight.uniform_(0.5, 2)
-        layer.bn.bias.uniform_(-1, 1)
+        layer.weight.uniform_(0.5, 2)
+        layer.bias.uniform_(-1, 1)
     x = (torch.randn(*shape) * 3 + 2).requires_grad_()
     upstream = torch.randn(*shape)
     torch.manual_seed(9)
@@ -613,7 +613,7 @@ def test_noisy_batch_norm_is_bn_times_a_fresh_scale_plus_a_fresh_shift_per_chann
     torch.manual_seed(9)
     u = torch.rand(2, 3)
     view = (1, -1) + (1,) * (len(shape) - 2)
-    w, b = (p.detach().clone().requires_grad_() for p in (layer.bn.weight, layer.bn.bias))
+    w, b = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
     xr = x.detach().clone().requires_grad_()
     bn = F.batch_norm(xr, None, None, w, b, training=True, eps=1e-5)
     expected = bn * (1 + u[0]).view(view) + (2 * u[1] - 1).view(view)
@@ -622,8 +622,8 @@ def test_noisy_batch_norm_is_bn_times_a_fresh_scale_plus_a_fresh_shift_per_chann
         torch.testing.assert_close(got, want)
     assert not torch.allclose(layer(x), y)  # the next step draws other noise
     layer.eval()
-    mean, var = layer.bn.running_mean, layer.bn.running_var
-    plain = F.batch_norm(x, mean.clone(), var.clone(), layer.bn.weight, layer.bn.bias, training=False, eps=1e-5)
+    mean, var = layer.running_mean, layer.running_var
+    plain = F.batch_norm(x, mean.clone(), var.clone(), layer.weight, layer.bias, training=False, eps=1e-5)
     torch.testing.assert_close(layer(x), 1.5 * plain)
 
 

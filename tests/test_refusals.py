@@ -100,6 +100,7 @@ COMMAND_LINES = [
     (["lr=0.1", "lr=0.2"], "lr is given twice (lr=0.1 and lr=0.2); give it once"),
     (["channels_last=true"], "channels_last=true is not allowed with model=mlp: it has no conv layers"),
     (["norm.sync=true"], "norm.sync=true is not allowed in one process"),
+    (["norm=batch_noisy", "norm.sync=true"], "norm.sync=true is not allowed with norm=batch_noisy"),
     (["norm.eps=1e300"], "norm.eps=1e+300 is not allowed; it must be in (0, 1]"),
     (["eval_train=-1"], "eval_train=-1 is not allowed; it must be >= 0"),
     (["landscape=maybe"], "landscape='maybe' is not allowed; expected true or false"),

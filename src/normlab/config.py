@@ -300,6 +300,10 @@ def validate(cfg: Config) -> None:
     )
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     require(
+        not (cfg.norm.sync and cfg.norm.name == "batch_noisy"),
+        "norm.sync=true is not allowed with norm=batch_noisy: its step noise has no synced form; use norm=batch",
+    )
+    require(
         not cfg.norm.sync or world > 1,
         "norm.sync=true is not allowed in one process: it syncs BN statistics across the processes of torchrun "
         "(torchrun --nproc_per_node=N run.py ...); drop it, or launch with torchrun",

@@ -72,28 +72,35 @@ NOISE_SHIFT = 1.0
 NOISE_SCALE = 2.0
 
 
-class NoisyBatchNorm(nn.Module):
-    """BN followed by noise whose distribution changes every step (Santurkar et al. 2018, Sec. 2.1, Fig. 2: "noisy
-    BatchNorm"): in training each channel's output becomes y * s + m, with s and m drawn afresh at every forward
-    and shared by the batch, so the next layer's input distribution moves from step to step however stable BN
-    keeps it. At eval: y * E[s] + E[m]."""
+def step_noise(y: torch.Tensor, training: bool, shift: float = NOISE_SHIFT, scale: float = NOISE_SCALE) -> torch.Tensor:
+    """Noise whose distribution changes every step (Santurkar et al. 2018, Sec. 2.1, Fig. 2: "noisy BatchNorm"): in
+    training each channel of `y` becomes y * s + m, with s and m drawn afresh at every call and shared by the batch,
+    so the next layer's input distribution moves from step to step however stable BN keeps it. At eval:
+    y * E[s] + E[m]."""
+    if not training:
+        return y * ((1 + scale) / 2)
+    shape = (1, -1) + (1,) * (y.dim() - 2)
+    u = torch.rand(2, y.shape[1], device=y.device, dtype=y.dtype)
+    return y * (1 + (scale - 1) * u[0]).view(shape) + (shift * (2 * u[1] - 1)).view(shape)
 
-    def __init__(self, bn: nn.Module, shift: float = NOISE_SHIFT, scale: float = NOISE_SCALE):
-        super().__init__()
-        self.bn, self.shift, self.scale = bn, shift, scale
+
+class NoisyBatchNorm1d(nn.BatchNorm1d):
+    """BN on (N, C) features, then `step_noise`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn(x)
-        if not self.training:
-            return y * ((1 + self.scale) / 2)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        u = torch.rand(2, x.shape[1], device=x.device, dtype=y.dtype)
-        scale = 1 + (self.scale - 1) * u[0]
-        shift = self.shift * (2 * u[1] - 1)
-        return y * scale.view(shape) + shift.view(shape)
+        return step_noise(super().forward(x), self.training)
+
+
+class NoisyBatchNorm2d(nn.BatchNorm2d):
+    """BN on (N, C, H, W) activations, then `step_noise`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return step_noise(super().forward(x), self.training)
 
 
 @register_norm("batch_noisy", options=("eps", "momentum"), batch_stats=True)
 def noisy_batch_norm(num_features: int, kind: str = "2d", eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
-    """BN (running statistics at eval) with `NoisyBatchNorm`'s step-varying noise after it."""
-    return NoisyBatchNorm(batch_norm(num_features, kind, eps, momentum))
+    """BN (running statistics at eval) with `step_noise` after it (norm.sync=true is refused: no synced form)."""
+    layer = (NoisyBatchNorm2d if kind == "2d" else NoisyBatchNorm1d)(num_features, eps=eps, momentum=momentum)
+    layer.bn_stats = "moving"
+    return layer
