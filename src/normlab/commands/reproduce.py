@@ -96,13 +96,19 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(grid)))
 
 
-def tune_flags(grid: tuple[float, ...], extend: int = EXTEND) -> str:
-    """The flags that repeat this tuning, for the report's command: `--tune`, and `--grid` / `--extend` where not
-    the default."""
+def tune_flags(grid: tuple[float, ...], extend: int = EXTEND, seed: int | None = None) -> str:
+    """The flags that repeat this tuning, for the report's command: `--tune`, and `--grid` / `--extend` /
+    `--tune-seed` where not the default."""
     flags = " --tune"
     if grid != parse_grid(TUNE_GRID):
         flags += " --grid " + ",".join(str(Fraction(m).limit_denominator(1000)) for m in grid)
-    return flags + (f" --extend {extend}" if extend != EXTEND else "")
+    flags += f" --extend {extend}" if extend != EXTEND else ""
+    return flags + (f" --tune-seed {seed}" if seed is not None else "")
+
+
+def reported_seeds(claim: str, profile: str, extra: list[str]) -> set[int]:
+    """The seeds the profile's sweeps report (a tuning seed must be none of them)."""
+    return {cfg.seed for _, cfg in profile_jobs(registry()[claim], profile, extra, CONF)}
 
 
 def sweep_jobs(experiment: str, overrides: list[str]) -> list[tuple[tuple[str, ...], Config]]:
@@ -140,11 +146,12 @@ def tune(
     results: Path,
     grid: tuple[float, ...],
     extend: int = EXTEND,
+    tuning_seed: int | None = None,
 ) -> tuple[list[dict], str]:
     """Per-arm learning-rate tuning on the validation split: every arm of the profile (its sweep without the seed)
-    runs `grid` × its lr at a tuning seed that is not among the reported ones (the lowest free one: 0 where the
-    profile reports 1-5); an arm whose best lr is at the grid's edge tries one more step beyond it, up to `extend`
-    steps; the lr with the best validation endpoint is selected, then run with every reported seed
+    runs `grid` × its lr at a tuning seed that is not among the reported ones (`tuning_seed`, else the lowest free
+    one: 0 where the profile reports 1-5); an arm whose best lr is at the grid's edge tries one more step beyond
+    it, up to `extend` steps; the lr with the best validation endpoint is selected, then run with every reported seed
     (those at the profile's own lr are its fixed-lr runs: found, not run again). Returns the configs of the tuned
     runs and a markdown note (selection table, sensitivity plot)."""
     from normlab.claims import experiment_name, matching, results_dir
@@ -157,7 +164,9 @@ def tune(
     for job, cfg in base:
         arms.setdefault(arm_of(job), cfg)  # the arm's first seed
     seeds = {cfg.seed for _, cfg in base}
-    tuning_seed = next(s for s in range(len(seeds) + 1) if s not in seeds)  # never a reported seed
+    if tuning_seed is None:
+        tuning_seed = next(s for s in range(len(seeds) + 1) if s not in seeds)
+    assert tuning_seed not in seeds, "a tuning seed is never a reported one (main refuses it)"
     rest = [o for o in extra if not o.startswith(("seed=", "lr="))]  # the arm's seed and lr are set here
     start = time.perf_counter()
     selected: dict[tuple[str, ...], float] = {}
@@ -277,6 +286,11 @@ def main(argv=None) -> int:
         help=f"steps an arm's grid grows beyond an edge selection (default {EXTEND}; 0: never)",
     )
     parser.add_argument(
+        "--tune-seed",
+        type=non_negative_int,
+        help="the seed --tune selects lrs on (default: the lowest seed the profile does not report)",
+    )
+    parser.add_argument(
         "--workdir", type=existing_dir, default=Path("."), help="where runs/ and results/ go (default: here)"
     )
     parser.add_argument("--results", type=Path, help="where the reports go (default: <workdir>/results)")
@@ -286,6 +300,9 @@ def main(argv=None) -> int:
     fixed_lr = {name for name in names if args.tune and sweeps_lr(name, args.profile, args.overrides)}
     if fixed_lr and args.claim != "all":  # refused before any sweep starts
         parser.error(f"--tune is not allowed for {args.claim}: it sweeps the learning rate itself")
+    for name in names if args.tune_seed is not None else []:
+        if args.tune_seed in reported_seeds(name, args.profile, args.overrides):
+            parser.error(f"--tune-seed {args.tune_seed}: {name}'s {args.profile} profile reports that seed")
     failed = []
     work = args.workdir.resolve()
     for name in names:
@@ -301,7 +318,15 @@ def main(argv=None) -> int:
             failed.append(name)  # the runs are kept: fix the report, then --report-only
         if args.tune and name not in fixed_lr:  # (`all --tune` tunes the claims that do not sweep the lr)
             jobs, note = tune(
-                name, args.profile, args.overrides, max(1, args.jobs), work, results, args.grid, args.extend
+                name,
+                args.profile,
+                args.overrides,
+                max(1, args.jobs),
+                work,
+                results,
+                args.grid,
+                args.extend,
+                args.tune_seed,
             )
             summary = write_report(
                 claims[name],
@@ -312,7 +337,7 @@ def main(argv=None) -> int:
                 tuple(args.overrides),
                 variant="tuned",
                 notes=note,
-                flags=tune_flags(args.grid, args.extend),
+                flags=tune_flags(args.grid, args.extend, args.tune_seed),
             )
             print(f"{name} ({args.profile}, tuned): {summary['verdict']} — {summary['reason']}")
             write_index(results)
