@@ -2,6 +2,11 @@
 written out plainly where none does; 1d and 2d, train and eval, forward and backward, running statistics."""
 
 import copy
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -496,15 +501,60 @@ def fresh_library():
 def test_native_library_builds_into_its_cache_and_falls_back_without_a_compiler(tmp_path, monkeypatch, fresh_library):
     monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "cache"))
     assert native.library() is not None
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".so"]  # the library alone, no temporary file
+    # the library and its recorded hash alone, no temporary file
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".sha256", ".so"]
     native.library.cache_clear()
     monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "other"))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(native, "COMPILERS", ("no-such-compiler",))
     with pytest.warns(UserWarning, match="compiled BIN/SN kernels unavailable"):
         assert native.library() is None
     assert list((tmp_path / "other").iterdir()) == []
     layer = BatchInstanceNorm(4)
     assert backward_node(layer, torch.randn(2, 4, 3, 3, requires_grad=True)) == "BatchInstanceNormFunctionBackward"
+
+
+def library_that_marks(tmp_path: Path) -> Path:
+    """A shared library whose loading writes the file $MARK: what a library planted in a shared cache could do."""
+    source = tmp_path / "planted.c"
+    source.write_text(
+        "#include <stdio.h>\n#include <stdlib.h>\n__attribute__((constructor)) static void mark(void) "
+        '{ FILE *f = fopen(getenv("MARK"), "w"); if (f) fclose(f); }\n'
+    )
+    subprocess.run([native.compiler(), "-shared", "-fPIC", "-o", tmp_path / "planted.so", source], check=True)
+    return tmp_path / "planted.so"
+
+
+@pytest.mark.parametrize("plant", ["no record", "a wrong record", "group-writable", "another user's"])
+def test_a_library_planted_in_the_kernel_cache_is_never_loaded(tmp_path, monkeypatch, fresh_library, plant):
+    """The cache may be shared (NORMLAB_CACHE): only a library this user's build recorded is loaded; anything else
+    is rebuilt over (and the planted code never runs)."""
+    if plant == "another user's" and os.getuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MARK", str(tmp_path / "ran"))
+    target = native.library_path()
+    target.parent.mkdir()
+    shutil.copy(library_that_marks(tmp_path), target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    native.record(target).write_text("0" * 64 if plant == "a wrong record" else digest)
+    if plant == "no record":
+        native.record(target).unlink()
+    target.chmod(0o775 if plant == "group-writable" else 0o755)
+    if plant == "another user's":
+        os.chown(target, 12345, -1)
+    assert native.library() is not None
+    assert not (tmp_path / "ran").exists()
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == native.record(target).read_text() != digest
+
+
+def test_the_kernel_build_never_runs_the_jobs_cc(tmp_path, monkeypatch, fresh_library):
+    """`+hydra.job.env_set.CC=...` sets $CC for a job: the build takes its compiler from a fixed list instead."""
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\nexit 1\n")
+    evil.chmod(0o755)
+    monkeypatch.setenv("CC", str(evil))
+    monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "cache"))
+    assert native.library() is not None and not (tmp_path / "ran").exists()
 
 
 # ---------------------------------------------------------------- gradcheck (float64)

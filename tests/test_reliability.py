@@ -179,7 +179,12 @@ def test_an_empty_or_damaged_cached_kernel_library_is_rebuilt(tmp_path):
         assert loaded.stdout.strip() == "True", loaded.stderr
         assert target.stat().st_size > 1000  # rebuilt
     target.unlink()
-    loaded = subprocess.run([sys.executable, "-c", code], env={**env, "CC": "true"}, capture_output=True, text=True)
+    fake = tmp_path / "bin"  # a PATH whose only compiler "succeeds" without writing anything
+    fake.mkdir()
+    (fake / "cc").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "cc").chmod(0o755)
+    env["PATH"] = str(fake)
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert (
         loaded.stdout.strip() == "False" and "wrote an empty library" in loaded.stderr
     )  # a "compiler" writing nothing

@@ -2,9 +2,10 @@
 
 At small batches the Python Functions of BIN and SN spend most of their time dispatching ~50 small ops per layer
 (3.3-3.6x nn.BatchNorm2d at batch 2); in C each is one call per forward and one per backward. The LN/BN-LSTM
-cell's ~12 autograd ops per step become one node. The library is compiled with the system's C compiler on first
-use (~2 s) into $NORMLAB_CACHE (default ~/.cache/normlab), named by a hash of its sources and of the CPU's
-features, and loaded with ctypes: no torch headers, no build step at install. Each kernel is wrapped as a
+cell's ~12 autograd ops per step become one node. The library is compiled on first use (~2 s) with the first of
+COMPILERS on PATH (never $CC, which a job's environment could set) into $NORMLAB_CACHE (default ~/.cache/normlab),
+named by a hash of its sources and of the CPU's features, and loaded with ctypes only if it is the one this user's
+build recorded (owner, permissions, SHA-256): no torch headers, no build step at install. Each kernel is wrapped as a
 functional torch.library custom op (`normlab::bin_forward`, ...: it returns the updated running statistics instead
 of writing the layer's buffers), with a fake implementation and its backward as an op, so that torch.compile traces
 it as one node. Without a compiler, or with NORMLAB_NATIVE=0, the layers use their Python code (same formulas; the
@@ -16,9 +17,9 @@ import functools
 import hashlib
 import os
 import platform
-import shlex
+import shutil
+import stat
 import subprocess
-import sysconfig
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ SIGNATURES = {
     "lstm_cell_forward": "PPPPPPLLiiddPPPP",
     "lstm_step_backward": "PPPPPPPPPPPLLiiPPPPPPP",
 }
+COMPILERS = ("cc", "gcc", "clang")
 CTYPES = {"P": ctypes.c_void_p, "L": ctypes.c_int64, "d": ctypes.c_double, "i": ctypes.c_int}
 
 
@@ -48,8 +50,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NORMLAB_CACHE") or default)
 
 
-def compiler() -> list[str]:
-    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+def compiler() -> str:
+    """The first of COMPILERS on PATH: a fixed list, so that no job setting $CC (`hydra.job.env_set.CC=...`) makes
+    the build run a command of its choosing."""
+    for name in COMPILERS:
+        if found := shutil.which(name):
+            return found
+    raise OSError(f"no C compiler on PATH (tried {', '.join(COMPILERS)})")
 
 
 def cpu_signature() -> bytes:
@@ -63,26 +70,61 @@ def cpu_signature() -> bytes:
 
 
 def build(target: Path) -> None:
-    """Compile native.c into `target` with the first of OPTIONAL_FLAGS the compiler takes, atomically (a
-    temporary file renamed), so that concurrent processes (a torchrun job, a parallel sweep) never load a
-    half-written library. Raises CalledProcessError (the last attempt's) if none compiles."""
+    """Compile native.c into `target` with the first of OPTIONAL_FLAGS the compiler takes, and record its SHA-256
+    beside it (`record`), atomically (temporary files renamed), so that concurrent processes (a torchrun job, a
+    parallel sweep) never load a half-written library. Raises CalledProcessError (the last attempt's) if none
+    compiles."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)[1]
+    digest = tempfile.mkstemp(suffix=".sha256", dir=target.parent)[1]
     try:
         for i, extra in enumerate(OPTIONAL_FLAGS):
-            command = [*compiler(), *FLAGS, *extra, "-o", tmp, str(SOURCES[0])]
+            command = [compiler(), *FLAGS, *extra, "-o", tmp, str(SOURCES[0])]
             try:
                 subprocess.run(command, check=True, capture_output=True, text=True)
-                if os.path.getsize(tmp) == 0:  # e.g. CC=true: "succeeds" without writing anything
-                    raise OSError(f"{' '.join(compiler())} wrote an empty library")
+                if os.path.getsize(tmp) == 0:  # e.g. a "compiler" that succeeds without writing anything
+                    raise OSError(f"{command[0]} wrote an empty library")
                 break
             except (OSError, subprocess.CalledProcessError):
                 if i == len(OPTIONAL_FLAGS) - 1:
                     raise
+        Path(digest).write_text(hashlib.sha256(Path(tmp).read_bytes()).hexdigest())
+        os.chmod(tmp, 0o755)  # whatever the umask: `load` refuses a library others may write
+        os.chmod(digest, 0o644)
         os.replace(tmp, target)
+        os.replace(digest, record(target))
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        for path in (tmp, digest):
+            Path(path).unlink(missing_ok=True)
+
+
+def record(target: Path) -> Path:
+    """Where the build writes the library's SHA-256."""
+    return target.with_suffix(".sha256")
+
+
+def load(target: Path) -> ctypes.CDLL:
+    """The cached library, if it is the one this user's build recorded: owned by this user, writable by no one
+    else, its bytes hashing to the record beside it (which passes the same checks). Read and loaded through one
+    open descriptor (Linux), so that a file swapped in between is never the one loaded. OSError otherwise."""
+
+    def checked(path: Path) -> int:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            os.close(fd)
+            raise OSError(f"{path}: not a file of this user's that only this user may write")
+        return fd
+
+    fd, recorded = checked(target), checked(record(target))
+    try:
+        with os.fdopen(os.dup(fd), "rb") as library, os.fdopen(recorded, "r") as expected:
+            if hashlib.sha256(library.read()).hexdigest() != expected.read(100).strip():
+                raise OSError(f"{target}: its SHA-256 is not the one its build recorded")
+        through_fd = Path(f"/proc/self/fd/{fd}")
+        return ctypes.CDLL(str(through_fd if through_fd.exists() else target))
+    finally:
+        os.close(fd)
 
 
 def library_path() -> Path:
@@ -98,13 +140,11 @@ def library() -> ctypes.CDLL | None:
         return None
     target = library_path()
     try:
-        if not target.exists() or target.stat().st_size == 0:
-            build(target)
         try:
-            lib = ctypes.CDLL(str(target))
-        except OSError:  # a damaged cached library (truncated, another machine's): build it again, once
+            lib = load(target)
+        except OSError:  # none yet, or damaged, planted or another user's: build it (again), once
             build(target)
-            lib = ctypes.CDLL(str(target))
+            lib = load(target)
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", None) or e
         warnings.warn(f"normlab: compiled BIN/SN kernels unavailable, using the Python path: {detail}", stacklevel=2)
