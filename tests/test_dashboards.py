@@ -248,6 +248,29 @@ def test_compare_ranks_norms_per_batch_size_and_says_how_sure(tmp_path):
     assert script("compare.py", tmp_path / "sweep", "--by", "no.such.key").returncode == 2
 
 
+def test_compare_writes_its_answer_into_the_sweeps_tensorboard_adding_a_step_per_run_count(tmp_path):
+    """--tensorboard: the table (TEXT) and accuracy vs batch size (IMAGES) in <sweep>/compare's events, at step =
+    the runs compared; a second compare after more runs finished adds a step beside the first."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for seed in range(2):
+        for norm, bs, acc in (("batch", 32, 0.80), ("group", 32, 0.78), ("batch", 2, 0.60), ("group", 2, 0.75)):
+            _fake_run(tmp_path / "sweep", norm, bs, seed, acc + 0.01 * seed)
+    assert script("compare.py", tmp_path / "sweep", "--tensorboard").returncode == 0
+    _fake_run(tmp_path / "sweep", "batch", 2, 2, 0.61)
+    result = script("compare.py", tmp_path / "sweep", "--tensorboard")
+    assert result.returncode == 0 and "tensorboard --logdir" in result.stdout, result.stderr
+    events = EventAccumulator(str(tmp_path / "sweep" / "compare"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    (image_tag,) = events.Tags()["images"]
+    assert image_tag == "compare/norm.name by batch_size"
+    assert [e.step for e in events.Images(image_tag)] == [8, 9]
+    assert all(e.width > 300 and e.encoded_image_string.startswith(b"\x89PNG") for e in events.Images(image_tag))
+    (text_tag,) = [t for t in events.Tags()["tensors"] if t.startswith("compare/norm.name")]
+    texts = [e.tensor_proto.string_val[0].decode() for e in events.Tensors(text_tag)]
+    assert [e.step for e in events.Tensors(text_tag)] == [8, 9] and "**Recommendation: group**" in texts[-1]
+
+
 def test_compare_never_drops_a_tied_norm_keeps_intervals_in_0_100_and_orders_batch_sizes_as_numbers(tmp_path):
     """Three norms at three batch sizes: at batch 32 layer is a hair below group, which ties with batch, so all three
     are named; an arm near 100% gets an interval that stays below 100; batch sizes read 2, 8, 32 (not 2, 32, 8);

@@ -5,6 +5,7 @@ the recommendation is (normlab.protocol: the best against the runner-up, paired 
     normlab compare runs/my_sweep                        # grouped by every swept key but norm and seed
     normlab compare runs/bn_small_batch --by batch_size --out accuracy_vs_batch.png
     normlab compare runs/default --method optimizer.name  # rank something else than the norm
+    normlab compare runs/my_sweep --tensorboard          # + the answer in the sweep's TensorBoard (IMAGES, TEXT)
 
 Ranking and the recommendation read the validation split (the endpoint of each run: the value after a decaying
 schedule, else the mean of its last 5 evaluations); test accuracy is shown beside, never ranked on. Accuracy
@@ -127,7 +128,7 @@ def recommendation(method: str, ranked) -> str:
     )
 
 
-def plot(numbers: dict, by: list[str], method: str, out: Path) -> str:
+def figure(numbers: dict, by: list[str], method: str):
     """Validation accuracy vs the first `by` key, one line per method value, with 95% intervals."""
     fig, ax = new_figure(figsize=(6, 4))
     xs = sorted({where[0] for where in numbers}, key=order)
@@ -145,7 +146,21 @@ def plot(numbers: dict, by: list[str], method: str, out: Path) -> str:
     ax.set(xlabel=by[0], ylabel="validation accuracy % (95% interval)", title=f"{method} by {by[0]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save(fig, out)
+    return fig
+
+
+def to_tensorboard(root: Path, table: str, numbers: dict, by: list[str], method: str, runs: int) -> Path:
+    """The answer where the sweep's curves are: an events file in <root>/compare holding the table (TEXT) and the
+    plot (IMAGES, where `by` names a key), at step = the number of runs compared, so that a compare re-run as more
+    runs finish adds a step, never rewrites one."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = root / "compare"
+    with SummaryWriter(log_dir=str(folder)) as writer:
+        writer.add_text(f"compare/{method}", table.replace("\n", "  \n"), global_step=runs)
+        if by:
+            writer.add_figure(f"compare/{method} by {by[0]}", figure(numbers, by, method), global_step=runs)
+    return folder
 
 
 def main(argv=None) -> int:
@@ -154,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="norm.name", help="the config key whose values are ranked")
     parser.add_argument("--by", nargs="*", help="keys to compare within (default: every other swept key)")
     parser.add_argument("--out", type=output_file, help="write the plot here (accuracy vs the first --by key)")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also write the table and plot into <root>/compare's TensorBoard"
+    )
     args = parser.parse_args(argv)
     runs, copies = distinct([r for r in load_runs(args.root) if r.status in ("completed", "diverged")])
     unreadable = [r for r in runs if not math.isfinite(r.endpoint("val_acc"))]
@@ -183,7 +201,10 @@ def main(argv=None) -> int:
     table, numbers = compare(runs, args.method, by)
     print(table)
     if args.out and by:
-        print(f"plot: {args.out.parent / plot(numbers, by, args.method, args.out)}")
+        print(f"plot: {args.out.parent / save(figure(numbers, by, args.method), args.out)}")
+    if args.tensorboard:
+        folder = to_tensorboard(args.root, table, numbers, by, args.method, len(runs))
+        print(f"tensorboard: tensorboard --logdir {folder.parent} (the answer under IMAGES and TEXT, run 'compare')")
     return 0
 
 
