@@ -1,5 +1,6 @@
 """The trainer on real data, tiny subsets: it learns, logs what it promises, and is reproducible."""
 
+import dataclasses
 import json
 
 import pytest
@@ -67,25 +68,44 @@ def test_any_run_draws_curves_evaluations_and_training_points_chosen_from_its_le
         window = [by_step[s] for s in range(r["step"] - 2, r["step"] + 1)]
         assert sum(window) / 3 == pytest.approx(r["train_loss"], rel=1e-5)
     long = compose_config("max_steps=1000", "eval_every=250", "log_every=50")
-    from normlab.config import cadences
+    from normlab.config import Cadence, cadences
 
-    assert cadences(long, 1000, 15_000) == (250, 50) and cadences(compose_config(), 10_000, 15_000) == (500, 50)
+    assert cadences(long, 1000, 5_000, 10_000) == Cadence(250, 50, test_each_eval=True)
+    assert cadences(compose_config(), 10_000, 5_000, 10_000) == Cadence(500, 50, test_each_eval=False)
 
 
 @pytest.mark.parametrize("batch_size,steps", [(2, 50), (2, 1000), (32, 1000), (32, 10_000), (60, 10_000), (128, 1)])
-def test_evaluations_take_at_most_their_share_of_a_run(batch_size, steps):
+@pytest.mark.parametrize("val_images", [5_000, 0])
+def test_evaluations_take_at_most_their_share_of_a_run(batch_size, steps, val_images):
     """eval_every=null: at most 20 evaluations, fewer where their forward passes would cost more than a fifth of
-    the run (a training image costs 3 forward passes), and always one at the end."""
+    the run (a training image costs 3 forward passes), and always one at the end. Each reads the validation split,
+    the test set only the last (with no validation split, every one reads the test set)."""
     from normlab.config import EVAL_SHARE, EVALUATIONS, cadences
 
-    cfg, eval_images = compose_config(f"batch_size={batch_size}"), 15_000
-    eval_every, _ = cadences(cfg, steps, eval_images)
-    n_evals = -(-steps // eval_every)
+    cfg, test_images = compose_config(f"batch_size={batch_size}"), 10_000
+    cadence = cadences(cfg, steps, val_images, test_images)
+    assert cadence.test_each_eval == (val_images == 0)
+    each, once = (val_images, test_images) if val_images else (test_images, 0)
+    n_evals = -(-steps // cadence.eval_every)
     assert 1 <= n_evals <= EVALUATIONS
-    evaluating, training = n_evals * eval_images, 3 * batch_size * steps
-    assert n_evals == 1 or evaluating <= EVAL_SHARE / (1 - EVAL_SHARE) * training
+    evaluating, budget = n_evals * each + once, EVAL_SHARE / (1 - EVAL_SHARE) * 3 * batch_size * steps
+    assert n_evals == 1 or evaluating <= budget
     if n_evals < EVALUATIONS:  # one more evaluation would pass the share (or the run has one step)
-        assert (n_evals + 1) * eval_images > EVAL_SHARE / (1 - EVAL_SHARE) * training or steps == 1
+        assert evaluating + each > budget or steps == 1
+
+
+def test_a_chosen_cadence_reads_the_test_set_once_at_the_end_and_a_set_one_at_every_evaluation(tmp_path):
+    """The card's kind of run (eval_every=null) evaluates more often on the validation split alone and reads the
+    test set once; a claim's eval_every keeps the test set at every evaluation (its endpoints average the last 5)."""
+    chosen = compose_config("max_steps=60", "data.val_size=100", "data.test_subset=100", "data.train_subset=600")
+    summary = train(chosen, tmp_path / "chosen")
+    rows = metrics(tmp_path / "chosen")
+    assert len(rows) > 2 and summary["test_each_eval"] is False
+    assert [r["test_acc"] is None for r in rows] == [True] * (len(rows) - 1) + [False]
+    assert all(r["val_acc"] is not None for r in rows) and summary["test_acc"] == rows[-1]["test_acc"]
+    every = train(dataclasses.replace(chosen, eval_every=summary["eval_every"]), tmp_path / "set")
+    assert every["test_each_eval"] is True and all(r["test_acc"] is not None for r in metrics(tmp_path / "set"))
+    assert [r["val_acc"] for r in metrics(tmp_path / "set")] == [r["val_acc"] for r in rows]  # the same run
 
 
 def test_cifar10_cnn_run_completes(tmp_path):

@@ -168,21 +168,35 @@ TRAIN_POINTS_PER_EVAL = 10  # log_every=null: training-curve points between two 
 MAX_EVAL_GAP = 10_000_000  # steps between evaluations at most: the trainer keeps each step's loss until the next
 
 
-def evaluations(cfg: Config, total_steps: int, eval_images: int) -> int:
-    """eval_every=null: how many evaluations (of `eval_images` validation + test images each, the last at the
-    end) a run of `total_steps` makes: EVALUATIONS, fewer where they would cost more than EVAL_SHARE of the run
-    (a 50-step run at batch 2 trains on 100 images and evaluates once, at the end, not 20 times over 15,000)."""
+@dataclass(frozen=True)
+class Cadence:
+    """How a run evaluates: every `eval_every` steps (and at the end), a training-curve point every `log_every`;
+    the test set at every evaluation, or (`test_each_eval` False) once, at the end."""
+
+    eval_every: int
+    log_every: int
+    test_each_eval: bool
+
+
+def evaluations(cfg: Config, total_steps: int, val_images: int, test_images: int) -> int:
+    """eval_every=null: how many evaluations (the last at the end) a run of `total_steps` makes: EVALUATIONS, fewer
+    where they would cost more than EVAL_SHARE of the run (a 50-step run at batch 2 trains on 100 images and
+    evaluates once, at the end, not 20 times over 15,000). Each reads the validation split; the test set is read
+    once, at the end (where there is no validation split, at every evaluation)."""
     trained = FORWARDS_PER_TRAINING_IMAGE * cfg.batch_size * total_steps
-    affordable = int(EVAL_SHARE / (1 - EVAL_SHARE) * trained / max(eval_images, 1))
-    return max(1, min(EVALUATIONS, affordable))
+    budget = EVAL_SHARE / (1 - EVAL_SHARE) * trained
+    each, once = (val_images, test_images) if val_images else (test_images, 0)
+    return max(1, min(EVALUATIONS, int((budget - once) / max(each, 1))))
 
 
-def cadences(cfg: Config, total_steps: int, eval_images: int) -> tuple[int, int]:
-    """(eval_every, log_every): as configured, or chosen from the run's length and the evaluation's size so that
-    any run, short or long, draws curves without spending its time evaluating (`evaluations`); the training loss
-    and accuracy in between, on the device already, are logged to TensorBoard. A ConfigError where evaluations
-    would be more than MAX_EVAL_GAP steps apart."""
-    eval_every = cfg.eval_every or max(1, -(-total_steps // evaluations(cfg, total_steps, eval_images)))
+def cadences(cfg: Config, total_steps: int, val_images: int, test_images: int) -> Cadence:
+    """As configured, or chosen from the run's length and the evaluation's size so that any run, short or long,
+    draws curves without spending its time evaluating (`evaluations`); the training loss and accuracy in between,
+    on the device already, are logged to TensorBoard. A chosen cadence reads the test set only at the end (an
+    evaluation is then cheaper, so there are more of them); a configured one (every claim's) at every evaluation.
+    A ConfigError where evaluations would be more than MAX_EVAL_GAP steps apart."""
+    chosen = cfg.eval_every is None
+    eval_every = cfg.eval_every or max(1, -(-total_steps // evaluations(cfg, total_steps, val_images, test_images)))
     log_every = cfg.log_every or max(1, eval_every // TRAIN_POINTS_PER_EVAL)
     if min(eval_every, total_steps) > MAX_EVAL_GAP:
         raise ConfigError(
@@ -190,7 +204,7 @@ def cadences(cfg: Config, total_steps: int, eval_images: int) -> tuple[int, int]
             f"{MAX_EVAL_GAP:,} steps between evaluations (each step's loss is kept until the next); "
             "set eval_every, or train fewer steps"
         )
-    return eval_every, log_every
+    return Cadence(eval_every, log_every, test_each_eval=not (chosen and val_images))
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -116,9 +116,12 @@ class InMemoryData:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @property
-    def eval_images(self) -> int:
-        """Images one evaluation reads: the validation and test splits."""
-        return (len(self.val.labels) if self.val is not None else 0) + len(self.test.labels)
+    def val_images(self) -> int:
+        return len(self.val.labels) if self.val is not None else 0
+
+    @property
+    def test_images(self) -> int:
+        return len(self.test.labels)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train.labels) // batch_size  # the last incomplete batch is dropped
@@ -204,7 +207,7 @@ def check_config(cfg: Config, spec: DatasetSpec) -> None:
             f"batch_size={cfg.batch_size} is not allowed: the training set has only {train_images} images"
         )
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * (train_images // cfg.batch_size)
-    cadences(cfg, total, data.val_size + (data.test_subset or spec.test_size))
+    cadences(cfg, total, data.val_size, data.test_subset or spec.test_size)
     if cfg.scheduler.warmup_steps >= total:
         raise ConfigError(
             f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} is not allowed: the run has only "

@@ -66,9 +66,10 @@ KEYS = (
         ("eval_every",),
         (
             "steps between validation + test evaluations (and one at the end); null: at most 20 per run, fewer "
-            "where they would take over a fifth of its time"
+            "where they would take over a fifth of its time, each on the validation split, the test set only at "
+            "the end"
         ),
-        brief="steps between validation + test evaluations (null: <= 20, within 1/5 of the run)",
+        brief="steps between validation + test evaluations (null: <= 20 within 1/5 of the run, test at the end)",
     ),
     Key(
         ("log_every",),

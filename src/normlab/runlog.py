@@ -300,17 +300,19 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def plan_line(
-    batch_size: int, total_steps: int, steps_per_epoch: int, eval_every: int, eval_images: int, step: int
-) -> str:
+def plan_line(batch_size: int, total_steps: int, steps_per_epoch: int, cadence, data, step: int) -> str:
     """What a run is about to do, printed before its first step: its length in steps and epochs, and how often it
     evaluates on how many images (the time left is on the progress bar, or on each evaluation's line)."""
-    n_evals = -(-total_steps // eval_every)
+    n_evals = -(-total_steps // cadence.eval_every)
     resumed = f", resuming at step {step:,}" if step else ""
+    if cadence.test_each_eval:
+        images = f"{data.val_images + data.test_images:,} images"
+    else:
+        images = f"{data.val_images:,} validation images (the {data.test_images:,} test images at the end)"
     return (
         f"normlab: {total_steps:,} steps ({total_steps / steps_per_epoch:.3g} epochs) at batch "
-        f"{batch_size}{resumed}; {n_evals} evaluation{'s' * (n_evals > 1)} of {eval_images:,} images, "
-        f"every {eval_every:,} steps"
+        f"{batch_size}{resumed}; {n_evals} evaluation{'s' * (n_evals > 1)} of {images}, "
+        f"every {cadence.eval_every:,} steps"
     )
 
 

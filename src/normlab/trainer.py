@@ -183,12 +183,13 @@ def train_step(net, model, optimizer, scheduler, grad_clip, autocast, constraine
     return loss, logits
 
 
-def measure(model, data, dist: Dist, cfg: Config, batch, lr: float, step: int) -> dict[str, Any]:
-    """An evaluation's measurements: validation and test loss and accuracy; with `eval_train` the training images
+def measure(model, data, dist: Dist, cfg: Config, batch, lr: float, step: int, test: bool) -> dict[str, Any]:
+    """An evaluation's measurements: validation loss and accuracy, and with `test` the test set's (None
+    otherwise: a chosen cadence reads it at the end only); with `eval_train` the training images
     in eval mode (the generalization gap's other side); with `landscape` Santurkar et al.'s Fig. 4 on `batch`, the
     step's own (on every rank: synced BN needs them all)."""
     val_loss, val_acc = evaluate(model, data, dist, "val") if data.val is not None else (None, None)
-    test_loss, test_acc = evaluate(model, data, dist, "test")
+    test_loss, test_acc = evaluate(model, data, dist, "test") if test else (None, None)
     out: dict[str, Any] = {"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
     if cfg.eval_train:
         out["trainset_loss"], out["trainset_acc"] = evaluate(model, data, dist, "train", cfg.eval_train)
@@ -256,7 +257,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps)
 
-    eval_every, log_every = cadences(cfg, total_steps, data.eval_images)
+    cadence = cadences(cfg, total_steps, data.val_images, data.test_images)
+    eval_every, log_every = cadence.eval_every, cadence.log_every
     curve = CurveWindow(eval_every, total_steps, device)  # this rank's steps since the last evaluation
     progress = Progress()
     if ckpt is not None:
@@ -283,9 +285,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     # hundreds of carriage-return updates
     plain = show and not sys.stderr.isatty()
     if show:
-        print(
-            plan_line(cfg.batch_size, total_steps, steps_per_epoch, eval_every, data.eval_images, step), file=sys.stderr
-        )
+        print(plan_line(cfg.batch_size, total_steps, steps_per_epoch, cadence, data, step), file=sys.stderr)
         print(data_line(data, model), file=sys.stderr)
     bar = tqdm(total=total_steps, initial=step, disable=not show or plain, desc=run_dir.name, dynamic_ncols=True)
     order_epoch, order = -1, None
@@ -323,7 +323,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 data.train_batch(order, i, cfg.batch_size, step, shard)[0] for i in range(min(steps_per_epoch, 200))
             )
             recompute_batch_average_(model, batches)
-            measured = measure(model, data, dist, cfg, (x, y), optimizer.param_groups[0]["lr"], step)
+            lr = optimizer.param_groups[0]["lr"]
+            measured = measure(model, data, dist, cfg, (x, y), lr, step, cadence.test_each_eval or finished)
             record = {
                 "step": step,
                 "epoch": step / steps_per_epoch,
@@ -343,7 +344,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                     left = (time.perf_counter() - start) / (step - start_step) * (total_steps - step)
                     print(f"{run_dir.name} · {eval_line(record)} · ~{duration(left)} left", file=sys.stderr, flush=True)
             bar.set_postfix(
-                loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc:.4f}"
+                loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc or 0:.4f}"
             )
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
@@ -363,6 +364,7 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
         "epochs": step / steps_per_epoch,
         "eval_every": eval_every,  # the cadences used (eval_every=null and log_every=null choose them)
         "log_every": log_every,
+        "test_each_eval": cadence.test_each_eval,  # False: the test set read once, at the end
         "val_acc": last.get("val_acc"),
         "val_loss": last.get("val_loss"),
         "test_acc": last.get("test_acc"),

@@ -117,8 +117,8 @@ def write_index(results: Path) -> None:
     )
     text = f"""# Reproductions
 
-Each row links to a report written by `scripts/report.py` from real runs (`python scripts/reproduce.py all`
-runs every quick profile; `make reproduce` does the same). Verdicts are computed from the tests stated in each
+Each row links to a report written by `normlab report` from real runs (`normlab reproduce all` runs every
+quick profile; `make reproduce` does the same). Verdicts are computed from the tests stated in each
 report, never by hand. Our setting is small on purpose: CIFAR-10 / MNIST and small nets on a 2-core CPU in
 minutes, where the papers use ImageNet, ResNet-50 / Inception and days of GPU time. Each claim has one
 **reference** report (in bold in the table; results/README's answers cite it), run at 5 seeds under the

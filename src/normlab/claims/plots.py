@@ -10,10 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def mean_curve(runs, key: str = "test_acc"):
-    """Steps and the mean of `key` over runs at the steps all of them evaluated."""
-    common = sorted(set.intersection(*[{r["step"] for r in run.metrics} for run in runs])) if runs else []
-    values = [[next(r[key] for r in run.metrics if r["step"] == s) for run in runs] for s in common]
-    return common, [sum(v) / len(v) for v in values]
+    """Steps and the mean of `key` over runs at the steps all of them measured it (`Run.curve`)."""
+    measured = [dict(zip(*run.curve(key), strict=True)) for run in runs]
+    common = sorted(set.intersection(*[set(m) for m in measured])) if runs else []
+    return common, [sum(m[s] for m in measured) / len(measured) for s in common]
 
 
 LINE_STYLES = ("-", "--", ":", "-.")

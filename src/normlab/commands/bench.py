@@ -90,7 +90,7 @@ def run_plain_loop(cfg: Config, data, steps: int) -> None:
     model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(data.device)
     optimizer = build_optimizer(model, cfg)
     spe = data.steps_per_epoch(cfg.batch_size)
-    eval_every = cadences(cfg, steps, data.eval_images)[0]  # the trainer's evaluation cadence
+    cadence = cadences(cfg, steps, data.val_images, data.test_images)  # the trainer's evaluation cadence
     for step in range(steps):
         epoch, index = divmod(step, spe)
         if index == 0:
@@ -101,8 +101,12 @@ def run_plain_loop(cfg: Config, data, steps: int) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            evaluate(model, data)
+        last = step + 1 == steps
+        if (step + 1) % cadence.eval_every == 0 or last:
+            if data.val is not None:
+                evaluate(model, data, split="val")
+            if cadence.test_each_eval or last:
+                evaluate(model, data)
 
 
 def bench_runner(device, repeats: int) -> list[dict]:
@@ -418,7 +422,7 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
         f"Accuracies: `results/bn_small_batch`'s reference ({profile} profile, mean over its seeds). Timings: this "
         "benchmark.\n"
         if profile
-        else "Accuracies: none yet (`python scripts/reproduce.py bn_small_batch` makes them).\n",
+        else "Accuracies: none yet (`normlab reproduce bn_small_batch` makes them).\n",
         "| norm | ms / step | × BN | test acc % at batch 32 | test acc % at batch 2 |",
         "|---|---|---|---|---|",
     ]

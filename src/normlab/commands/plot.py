@@ -1,4 +1,5 @@
-"""Test accuracy (or any metric) vs step for a set of runs, one line per group, from each run's metrics.jsonl.
+"""Validation accuracy (or any metric) vs step for a set of runs, one line per group, from each run's
+metrics.jsonl.
 
     normlab plot runs/bn_small_batch --out small_batch.png      # a line per arm (every swept key)
     normlab plot runs/bn_small_batch --group norm.name,batch_size
@@ -6,7 +7,8 @@
 
 Runs are grouped by dotted config keys (their summary.json's config; by default every key the runs differ in
 but the seed, so that batch 2 is never averaged with batch 32); each line is the mean over the group's seeds,
-with markers, and a group with a single evaluation is named (it is a point, not a curve).
+with markers, and a group with a single evaluation is named (it is a point, not a curve). The test set is read
+at every evaluation only where eval_every is set (a chosen cadence reads it once, at the end).
 """
 
 import sys
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
         default=None,
         help="dotted config keys to group by, comma-separated (default: every key the runs differ in but the seed)",
     )
-    parser.add_argument("--metric", default="test_acc", help="a metrics.jsonl key (test_acc, train_loss, ...)")
+    parser.add_argument("--metric", default="val_acc", help="a metrics.jsonl key (val_acc, train_loss, ...)")
     parser.add_argument(
         "--filter", action="append", default=[], type=key_value, help="KEY=VALUE on the config, repeatable"
     )
@@ -56,14 +58,14 @@ def main(argv=None) -> int:
     if not groups:
         print(f"error: no finished runs under {args.root} match", file=sys.stderr)
         return 2
-    if any(args.metric not in r.metrics[0] for rs in groups.values() for r in rs if r.metrics):
+    if not all(r.curve(args.metric)[0] for rs in groups.values() for r in rs if r.metrics):
         print(f"error: metric {args.metric!r} is not in metrics.jsonl", file=sys.stderr)
         return 2
     label = args.metric.replace("_", " ")
     curves(dict(sorted(groups.items())), args.out, f"{label} by {', '.join(keys)}", key=args.metric, ylabel=label)
     print(f"wrote {args.out} ({len(runs)} runs in {len(groups)} groups by {', '.join(keys)})")
     for name, rs in sorted(groups.items()):
-        if max(len(r.metrics) for r in rs) <= 1:
+        if max(len(r.curve(args.metric)[0]) for r in rs) <= 1:
             print(f"note: {name} has one evaluation: a point, not a curve (a lower eval_every draws one)")
     return 0
 
