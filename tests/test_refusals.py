@@ -147,6 +147,22 @@ def test_a_command_line_or_sweep_that_cannot_run_is_one_error_line_before_anythi
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("choice", ["hydra/launcher=parallel", "hparams_search=optuna", "hydra/sweeper=optuna"])
+def test_a_launcher_or_sweeper_of_the_sweeps_extra_missing_is_one_line_naming_the_extra(monkeypatch, capsys, choice):
+    """A wheel installed without `normlab[sweeps]`: Hydra's own error was a config search path, exit 1."""
+    import normlab.cli
+    from normlab.cli import precheck
+
+    from conftest import CONF, TINY
+
+    monkeypatch.setattr(normlab.cli, "installed", lambda module: False)
+    with pytest.raises(SystemExit) as exit_:
+        precheck([*TINY, "-m", choice, "seed=0,1"], CONF)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "pip install 'normlab[sweeps]'" in err, err
+    assert err.startswith(f"error: {choice} needs hydra_")
+
+
 def test_a_large_sweep_composes_once_per_choice_of_config_groups(monkeypatch):
     """2,000 jobs over seeds and lrs: Hydra composes once per norm, each job's values are set on a copy, and
     the result is the config Hydra itself composes."""

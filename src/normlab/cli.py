@@ -75,6 +75,34 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+# what the `sweeps` extra installs, by the choices that need it: (config group, option) -> Hydra plugin module
+SWEEPS_EXTRA = {
+    ("hydra/launcher", "parallel"): "hydra_plugins.hydra_joblib_launcher",
+    ("hydra/launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
+    ("hydra/sweeper", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
+    ("hparams_search", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
+}
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def check_extras(overrides) -> None:
+    """A launcher or sweeper of the `sweeps` extra, chosen where it is not installed: one line naming the extra
+    (Hydra's own error is a config search path)."""
+    for o in overrides:
+        for value in _values(o) or []:
+            module = SWEEPS_EXTRA.get((o.key_or_group, value))
+            if module and not installed(module):
+                fail(
+                    f"{o.key_or_group}={value} needs {module.split('.')[1]}, which is not installed: it comes with "
+                    "normlab's `sweeps` extra (pip install 'normlab[sweeps]'; `make install` includes it)"
+                )
+
+
 def registered() -> dict[str, list[str]]:
     """The names the registries hold, per config group."""
     from normlab.datasets import CUSTOM, DATASETS
@@ -238,10 +266,11 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
     except Exception as e:  # noqa: BLE001 - Hydra's parse errors are user input errors
         fail(f"cannot parse the command line: {one_line(e)}")
     check_writable(overrides)
+    check_extras(overrides)
     for o in overrides:
         if o.is_sweep_override() and not sweeping and not o.key_or_group.startswith("hydra"):
             fail(
-                f"{o.input_line} is a sweep (several values) without -m; run `python run.py -m ...` to run each "
+                f"{o.input_line} is a sweep (several values) without -m; run `normlab train -m ...` to run each "
                 "value, or give one value"
             )
     given: dict[str, tuple[str | None, str | None]] = {}
@@ -295,7 +324,7 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                 message = one_line(e)
                 if "Could not override" in message:
                     key = message.split("'")[1]
-                    message = f"unknown config key {key!r}; `python run.py --cfg job` lists the keys this config has"
+                    message = f"unknown config key {key!r}; `normlab train --cfg job` lists the keys this config has"
                 fail(message + where)
             try:
                 typed = typed_config(cfg, experiment)

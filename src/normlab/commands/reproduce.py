@@ -27,7 +27,7 @@ import torch
 from normlab.argtypes import command_parser, existing_dir, non_negative_int, positive_int
 from normlab.claims import PROFILES, experiment_name, profile_jobs, registry, write_index, write_report
 from normlab.claims.base import sweep_lines
-from normlab.cli import CONF
+from normlab.cli import CONF, SWEEPS_EXTRA, installed
 from normlab.commands import normlab_command, shown
 from normlab.config import Config
 
@@ -50,6 +50,9 @@ def run_sweep(
     the claim's further sweeps, `sweep_lines`); with `record`, their summed wall time goes into
     runs/<experiment>/reproduce.json."""
     experiment = experiment_name(claim, profile)
+    if jobs > 1 and not installed(SWEEPS_EXTRA[("hydra/launcher", "parallel")]):
+        print(f"note: --jobs {jobs} needs normlab's `sweeps` extra (pip install 'normlab[sweeps]'): one job at a time")
+        jobs = 1
     threads = max(1, usable_cores() // jobs)
     parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     wall, commands = 0.0, []
