@@ -109,6 +109,8 @@ COMMAND_LINES = [
     (["max_steps=100000000000000000000"], "at most 10,000,000 steps between evaluations"),
     (["max_steps=1000000000", "eval_every=1000000000"], "at most 10,000,000 steps between evaluations"),
     (["+model.width=64"], "model.width=64 is not allowed for model=mlp: it does not read it"),
+    (["norm=batch", "+norm.gate_lr_mult=5"], "norm.gate_lr_mult=5 is not allowed with norm=batch: it does not read"),
+    (["-m", "norm=batch,layer", "norm.momentum=0.2"], "norm.momentum=0.2 is not allowed with norm=layer"),
     (["-m", "model=lstm", "model.downsample=1,100"], "model.downsample=100"),
     *([(["amp=true"], "amp=true is not allowed here: bfloat16 autocast runs on CUDA only")] if not CUDA else []),
 ]
@@ -217,3 +219,17 @@ def test_a_label_file_with_one_class_is_refused(tmp_path):
     (target / "t10k-labels-idx1-ubyte").write_bytes(raw[:8] + bytes(len(raw) - 8))
     with pytest.raises(DataError, match="mnist's test labels under .* are impossible: 1 class"):
         load_arrays("mnist", DataConfig(root=str(tmp_path), download=False))
+
+
+def test_each_norms_config_file_holds_exactly_the_keys_it_reads():
+    """conf/norm/<name>.yaml and the registry's `NormSpec.reads` say the same: a key one of them lacks would be
+    refused on the command line though the norm reads it, or shown as an option it ignores."""
+    import yaml
+
+    from normlab.norms import NORMS
+
+    from conftest import CONF
+
+    for name, spec in NORMS.items():
+        keys = set(yaml.safe_load((CONF / "norm" / f"{name}.yaml").read_text())) - {"name"}
+        assert keys == set(spec.reads), name

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from normlab.checks import load_checked
+from normlab.checks import check_norm_overrides, load_checked
 from normlab.cli import CONF, one_line, plain_config, register_groups, register_resolvers
 from normlab.config import ConfigError
 from normlab.trainer import train as train_run
@@ -57,4 +57,5 @@ def train(
     if data is not None and "dataset" not in given:
         overrides.append("dataset=custom")
     cfg, spec = load_checked(compose(overrides), data, model)
+    check_norm_overrides(overrides, cfg.norm.name)
     return train_run(cfg, Path(run_dir), data=spec if data is not None else None, model=model)

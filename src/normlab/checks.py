@@ -37,6 +37,22 @@ def check_model_keys(values: dict[str, Any]) -> None:
             )
 
 
+def check_norm_overrides(overrides, norm: str) -> None:
+    """Every norm.* key the command line gives is one the chosen norm reads (`NormSpec.reads`):
+    `+norm.gate_lr_mult=5 norm=batch` would be accepted and silently ignored. (An experiment config's norm keys
+    apply to the norms of its sweep that read them.)"""
+    if norm not in NORMS:
+        return  # the norm checks name an unknown norm
+    reads = NORMS[norm].reads
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith("norm.") and key != "norm.name" and key[len("norm.") :] not in reads:
+            raise ConfigError(
+                f"{override.lstrip('+~')} is not allowed with norm={norm}: it does not read it (norm={norm} reads "
+                f"{', '.join(f'norm.{k}' for k in reads) or 'no other key'})"
+            )
+
+
 def resolve_channels_last(values: dict[str, Any]) -> dict[str, Any]:
     """channels_last=auto made true or false, so that a run's saved config says which layout it used: NHWC where
     results/bench measured it faster here, for models whose norms see (N, C, H, W) activations, unless the norm

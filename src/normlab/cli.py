@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from normlab.checks import load_config
+from normlab.checks import check_norm_overrides, load_config
 from normlab.config import Config, ConfigError, identity, scaled_lr
 
 # Hydra's configs: shipped inside the installed package (normlab/conf, from a wheel), else the checkout's conf/
@@ -325,9 +325,16 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                 if "Could not override" in message:
                     key = message.split("'")[1]
                     message = f"unknown config key {key!r}; `normlab train --cfg job` lists the keys this config has"
+                    norm = next((j.split("=", 1)[1] for j in job if j.startswith("norm=")), None)
+                    if key.startswith("norm.") and norm is not None:
+                        try:
+                            check_norm_overrides([o for o in job if o.startswith(key + "=")], norm)
+                        except ConfigError as refused:
+                            message = str(refused)
                 fail(message + where)
             try:
                 typed = typed_config(cfg, experiment)
+                check_norm_overrides(job, typed.norm.name)
             except ConfigError as e:
                 fail(f"{e}{where}")
             run = identity(typed.to_dict())

@@ -23,6 +23,12 @@ class NormSpec:
     sequence: Callable[..., nn.Module] | None = None  # its form in a recurrent cell, make(num_features, steps, ...)
     channels_last: bool = True  # channels_last=auto gives it NHWC in conv nets (False: slower there, results/bench)
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The norm.* keys a run with this norm reads: its layer's options, `sync` where it has batch statistics
+        (distributed.sync_norms), `init` where it weight-normalizes (the trainer's data init)."""
+        return (*self.options, *("sync",) * self.batch_stats, *("init",) * self.weight_norm)
+
     def build(self, num_features: int, kind: str, **options) -> nn.Module:
         if "kind" in inspect.signature(self.make).parameters:
             return self.make(num_features, kind=kind, **options)
