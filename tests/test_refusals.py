@@ -110,7 +110,8 @@ COMMAND_LINES = [
     (["max_steps=1000000000", "eval_every=1000000000"], "at most 10,000,000 steps between evaluations"),
     (["+model.width=64"], "model.width=64 is not allowed for model=mlp: it does not read it"),
     (["norm=batch", "+norm.gate_lr_mult=5"], "norm.gate_lr_mult=5 is not allowed with norm=batch: it does not read"),
-    (["-m", "norm=batch,layer", "norm.momentum=0.2"], "norm.momentum=0.2 is not allowed with norm=layer"),
+    (["-m", "norm=group,layer", "+norm.momentum=0.2"], "norm.momentum=0.2 is not allowed with norm=group,layer"),
+    (["norm=layer", "norm.momentum=0.2"], "norm.momentum=0.2 is not allowed with norm=layer: it does not read"),
     (["-m", "model=lstm", "model.downsample=1,100"], "model.downsample=100"),
     *([(["amp=true"], "amp=true is not allowed here: bfloat16 autocast runs on CUDA only")] if not CUDA else []),
 ]
@@ -219,6 +220,15 @@ def test_a_label_file_with_one_class_is_refused(tmp_path):
     (target / "t10k-labels-idx1-ubyte").write_bytes(raw[:8] + bytes(len(raw) - 8))
     with pytest.raises(DataError, match="mnist's test labels under .* are impossible: 1 class"):
         load_arrays("mnist", DataConfig(root=str(tmp_path), download=False))
+
+
+def test_a_norm_key_one_norm_of_a_sweep_reads_applies_to_it_as_an_experiment_configs_would():
+    from normlab.cli import precheck
+
+    from conftest import CONF, TINY
+
+    jobs = precheck([*TINY, "-m", "norm=batch,group", "++norm.group_size=5"], CONF)
+    assert sorted((cfg.norm.name, cfg.norm.group_size) for _, cfg in jobs) == [("batch", 5), ("group", 5)]
 
 
 def test_each_norms_config_file_holds_exactly_the_keys_it_reads():

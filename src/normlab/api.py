@@ -57,5 +57,5 @@ def train(
     if data is not None and "dataset" not in given:
         overrides.append("dataset=custom")
     cfg, spec = load_checked(compose(overrides), data, model)
-    check_norm_overrides(overrides, cfg.norm.name)
+    check_norm_overrides(overrides, [cfg.norm.name])
     return train_run(cfg, Path(run_dir), data=spec if data is not None else None, model=model)

@@ -37,19 +37,21 @@ def check_model_keys(values: dict[str, Any]) -> None:
             )
 
 
-def check_norm_overrides(overrides, norm: str) -> None:
-    """Every norm.* key the command line gives is one the chosen norm reads (`NormSpec.reads`):
-    `+norm.gate_lr_mult=5 norm=batch` would be accepted and silently ignored. (An experiment config's norm keys
-    apply to the norms of its sweep that read them.)"""
-    if norm not in NORMS:
-        return  # the norm checks name an unknown norm
-    reads = NORMS[norm].reads
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith("norm.") and key != "norm.name" and key[len("norm.") :] not in reads:
+def check_norm_overrides(overrides, norms) -> None:
+    """Every norm.* key the command line gives is one a chosen norm reads (`NormSpec.reads`; any of a sweep's
+    `norms`, as a sweep-wide setting applies to the norms that read it, like an experiment config's):
+    `+norm.gate_lr_mult=5 norm=batch` would be accepted and silently ignored."""
+    norms = sorted({n for n in norms if n in NORMS})  # an unknown norm: the norm checks name it
+    for override in dict.fromkeys(o.lstrip("+~") for o in overrides):
+        key = override.split("=", 1)[0]
+        option = key[len("norm.") :]
+        if key.startswith("norm.") and option != "name" and norms and all(option not in NORMS[n].reads for n in norms):
+            reads = "; ".join(
+                f"norm={n} reads {', '.join(f'norm.{k}' for k in NORMS[n].reads) or 'no other key'}" for n in norms
+            )
             raise ConfigError(
-                f"{override.lstrip('+~')} is not allowed with norm={norm}: it does not read it (norm={norm} reads "
-                f"{', '.join(f'norm.{k}' for k in reads) or 'no other key'})"
+                f"{override} is not allowed with norm={','.join(norms)}: "
+                f"{'it does' if len(norms) == 1 else 'none of them does'} not read it ({reads})"
             )
 
 

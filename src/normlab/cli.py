@@ -328,13 +328,12 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                     norm = next((j.split("=", 1)[1] for j in job if j.startswith("norm=")), None)
                     if key.startswith("norm.") and norm is not None:
                         try:
-                            check_norm_overrides([o for o in job if o.startswith(key + "=")], norm)
+                            check_norm_overrides([o for o in job if o.startswith(key + "=")], [norm])
                         except ConfigError as refused:
                             message = str(refused)
                 fail(message + where)
             try:
                 typed = typed_config(cfg, experiment)
-                check_norm_overrides(job, typed.norm.name)
             except ConfigError as e:
                 fail(f"{e}{where}")
             run = identity(typed.to_dict())
@@ -347,6 +346,10 @@ def precheck(argv: list[str], conf_dir: Path) -> list[tuple[tuple[str, ...], Con
                 )
             runs[run] = job
             checked.append((job, typed))
+        try:
+            check_norm_overrides({o for job, _ in checked for o in job}, [cfg.norm.name for _, cfg in checked])
+        except ConfigError as e:
+            fail(str(e))
     GlobalHydra.instance().clear()
     return checked
 
