@@ -1,5 +1,6 @@
 """scripts/bench.py runs end to end and writes what its README promises (speed itself is never asserted)."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -85,3 +86,18 @@ def test_bench_measurements_times_a_run_with_and_without_landscape_and_eval_trai
     assert {"off_s", "landscape_s", "eval_train 5000_s"} <= set(row) and all(row[k] > 0 for k in row if k != "case")
     table = (tmp_path / "bench" / "measurements.md").read_text()
     assert "| mlp/MNIST bs60, eval every 10 |" in table and "landscape ×" in table
+
+
+def test_bench_cadence_sets_the_chosen_evaluations_beside_the_earlier_rule(tmp_path, monkeypatch):
+    """A validation-only evaluation is cheaper than one that also reads the test set: at the same share, more of
+    them, the first sooner."""
+    from normlab.commands import bench
+    from normlab.models.mlp import MLPConfig
+
+    monkeypatch.setattr(bench, "CADENCE_CASES", [("mlp/MNIST group bs2", "mnist", MLPConfig(), "group", 2, 27_500)])
+    monkeypatch.setattr(bench, "bench_cadence", functools.partial(bench.bench_cadence, steps=100))
+    assert bench.main(["--only", "cadence", "--repeats", "1", "--results", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "bench" / "bench-cadence.json").read_text())["cadence"]
+    assert row["now"]["evaluations"] == 6 and row["before"]["evaluations"] == 2  # docs/running.md's numbers
+    assert row["now"]["first_s"] < row["before"]["first_s"] and 0 < row["now"]["share"] < 1
+    assert "| mlp/MNIST group bs2 | " in (tmp_path / "bench" / "cadence.md").read_text()

@@ -14,6 +14,8 @@ Timings alternate between the compared variants after a warm-up; medians of the 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import os
 import platform
@@ -433,7 +435,91 @@ def bench_tradeoff(device, repeats: int, results: Path, out: Path) -> tuple[list
     return rows, table
 
 
-PARTS = ["runner", "data", "norms", "lstm", "channels_last", "compile", "sweep", "tradeoff", "measurements"]
+PARTS = ["runner", "data", "norms", "lstm", "channels_last", "compile", "sweep", "tradeoff", "measurements", "cadence"]
+
+
+# ---------------------------------------------------------------- 9. the chosen evaluation cadence
+
+CADENCE_CASES = [  # (label, dataset, model, norm, batch, the run's steps): one epoch at batch 2, the card's command
+    ("mlp/MNIST group bs2 (the card's run)", "mnist", MLPConfig(), "group", 2, 27_500),
+    ("cnn/CIFAR-10 group bs2", "cifar10", CNNConfig(), "group", 2, 22_500),
+]
+
+
+def bench_cadence(device, repeats: int, steps: int = 300) -> list[dict]:
+    """eval_every=null on a whole epoch at batch 2, from its parts: a training step's time (runs of `steps` and
+    2 × `steps` steps), one
+    evaluation of the validation split, one of the test set. For the cadence as chosen now (validation at each
+    evaluation, the test set at the end) and before (both at each): evaluations, when the first comes, their share
+    of the run."""
+    from normlab.config import evaluations
+
+    rows = []
+    for label, dataset, model_cfg, norm, bs, total in CADENCE_CASES:
+        data = build_data(dataset, DataConfig(root=DATA_ROOT, download=False), 0, device)
+        cfg = Config(
+            dataset=DatasetConfig(name=dataset),
+            model=model_cfg,
+            norm=NormConfig(name=norm),
+            batch_size=bs,
+            max_steps=steps,
+            eval_every=10**6,
+            progress=False,
+            device=device.type,
+        )
+        model = build_model(cfg.model, cfg.norm, data.shape, data.num_classes, cfg.seed).to(data.device)
+
+        def train_steps(cfg, data=data):
+            with tempfile.TemporaryDirectory() as d:
+                train(cfg, Path(d), data=data)
+
+        longer = dataclasses.replace(cfg, max_steps=2 * steps)
+        t = alternate(
+            {
+                "train": functools.partial(train_steps, cfg),
+                "train twice as long": functools.partial(train_steps, longer),
+                "val": lambda model=model, data=data: evaluate(model, data, split="val"),
+                "test": lambda model=model, data=data: evaluate(model, data),
+            },
+            repeats,
+            device,
+        )
+        # a step's time: the difference of two runs (their setup, save and evaluation at the end cancel)
+        step_s, val_s, test_s = (t["train twice as long"] - t["train"]) / steps, t["val"], t["test"]
+        row = {"case": label, "ms_per_step": 1000 * step_s, "val_s": val_s, "test_s": test_s}
+        for name, each, once, each_s, once_s in (
+            ("now", data.val_images, data.test_images, val_s, test_s),
+            ("before", 0, data.val_images + data.test_images, val_s + test_s, 0.0),
+        ):
+            n = evaluations(cfg, total, each, once)
+            every = -(-total // n)
+            evaluating = n * each_s + once_s
+            row[name] = {
+                "evaluations": n,
+                "first_s": every * step_s + each_s,
+                "share": evaluating / (total * step_s + evaluating),
+            }
+        rows.append(row)
+        print(f"cadence {label:38s} {row['now']} (before {row['before']})", flush=True)
+    return rows
+
+
+def cadence_table(rows: list[dict]) -> str:
+    def cell(r, key, fmt):
+        return f"{fmt(r['before'][key])} → {fmt(r['now'][key])}"
+
+    return "\n".join(
+        [
+            "| case | ms/step | validation s | test s | evaluations | first point | share of the run |",
+            "|---|---|---|---|---|---|---|",
+            *[
+                f"| {r['case']} | {r['ms_per_step']:.2f} | {r['val_s']:.2f} | {r['test_s']:.2f} | "
+                f"{cell(r, 'evaluations', str)} | {cell(r, 'first_s', lambda v: f'{v:.0f} s')} | "
+                f"{cell(r, 'share', lambda v: f'{100 * v:.1f}%')} |"
+                for r in rows
+            ],
+        ]
+    )
 
 
 # ---------------------------------------------------------------- 8. what landscape and eval_train cost
@@ -603,6 +689,8 @@ def main(argv=None) -> int:
         out["sweep"] = bench_sweep(args.repeats)
     if "measurements" in parts:
         out["measurements"] = bench_measurements(device, args.repeats)
+    if "cadence" in parts:
+        out["cadence"] = bench_cadence(device, args.repeats)
     if "tradeoff" in parts:
         out["tradeoff"], table = bench_tradeoff(device, args.repeats, args.results, tradeoff)
         (tradeoff / "README.md").write_text(
@@ -624,6 +712,17 @@ def main(argv=None) -> int:
             f"`python scripts/bench.py --only measurements --device {device.type} --repeats {args.repeats}`: the "
             "same run with the measurement off and on, in turns; medians. The run trains identically either way "
             "(tests/test_landscape.py).\n\n" + measurements_table(out["measurements"]) + "\n"
+        )
+    elif args.only == "cadence":
+        (bench / "cadence.md").write_text(
+            f"# The chosen evaluation cadence ({out['device']}, {out['machine']})\n\nMade by `python scripts/bench.py "
+            f"--only cadence --device {device.type} --repeats {args.repeats}` (torch threads: {torch.get_num_threads()}"
+            "): eval_every=null on one epoch at batch "
+            "2, from its parts (a training step, one evaluation of the 5,000 validation images, one of the 10,000 "
+            "test images; medians, in turns), before → now: each evaluation read both splits before; now the "
+            "validation split, and the test set once, at the end (docs/running.md).\n\n"
+            + cadence_table(out["cadence"])
+            + "\n"
         )
     elif args.only == "sweep":
         (bench / "sweep.md").write_text(
@@ -708,6 +807,11 @@ def readme(out: dict, args) -> str:
         parts += [
             "\n## landscape=true and eval_train=5000 (a run's time, on / off)\n",
             measurements_table(out["measurements"]),
+        ]
+    if out.get("cadence"):
+        parts += [
+            "\n## eval_every=null, an epoch at batch 2 (before → now: the test set at each evaluation → at the end)\n",
+            cadence_table(out["cadence"]),
         ]
     return "\n".join(parts)
 
