@@ -101,12 +101,43 @@ def test_global_batch_must_divide_by_world_size(tmp_path):
     assert result.stderr.count("error: batch_size=15 is not allowed with 2 processes") == 1
 
 
+def normlab_nproc(*args, cwd):
+    env = {**os.environ, "NORMLAB_DATA": DATA_ROOT, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "normlab", "train", "--nproc", "2", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_normlab_train_nproc_runs_ddp_and_a_refusal_is_one_line_not_torchruns_report(tmp_path):
+    """`normlab train --nproc 2`: torchrun's launcher in process. A refusal is rank 0's one line and exit 2 (torchrun
+    adds ~60 lines of ChildFailedError); a run completes as under torchrun."""
+    refused = normlab_nproc(*TINY, "norm=group", "batch_size=15", "max_steps=2", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert lines == ["error: batch_size=15 is not allowed with 2 processes" + lines[0].split("processes", 1)[1]]
+    assert not (tmp_path / "runs").exists()
+    done = normlab_nproc(*COMMON, "norm=group", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.count("normlab: completed") == 1, done.stderr
+    assert "ChildFailedError" not in done.stderr + refused.stderr
+    (summary,) = (tmp_path / "runs").rglob("summary.json")
+    assert json.loads(summary.read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("arg", [["--nproc", "0"], ["--nproc=x"], ["--nproc"]])
+def test_a_bad_nproc_is_one_line(tmp_path, arg):
+    result = subprocess.run(
+        [sys.executable, "-m", "normlab", "train", *arg], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (
+        result.returncode == 2 and result.stderr.startswith("error: --nproc") and len(result.stderr.splitlines()) == 1
+    )
+
+
 def test_more_processes_than_gpus_is_refused_before_nccl_starts(monkeypatch):
     for key, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match=r"^2 processes per node are not allowed on 1 visible CUDA device\(s\)"):
-        setup(16, torch.device("cuda"))
+        setup(torch.device("cuda"))
 
 
 def test_the_study_refuses_bad_seeds_in_one_line_before_any_run(tmp_path):

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": "train one run, or a sweep with -m (the same as `python run.py ...`; `normlab train --help`)",
+    "train": "train one run, or a sweep with -m (the same as `python run.py ...`; --nproc N: N processes, DDP)",
     "compare": "rank the norms of a sweep, with 95% intervals over seeds, and recommend one if the runs say so",
     "summarize": "one row per run (or per arm with --seeds) of a folder of runs",
     "plot": "validation or test curves of a folder of runs, a line per arm",
@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv[0] = f"normlab {name}"  # the name argparse's usage lines show
     try:
         if name == "train":
+            from normlab.launch import launch, split_nproc
+
+            nproc, rest = split_nproc(rest)
+            if nproc is not None:  # several processes: torchrun's launcher, one line if one fails
+                return launch(nproc, rest)
             from normlab.cli import train_command
 
             train_command(rest)

@@ -509,10 +509,12 @@ def train_command(argv: list[str]) -> None:
         task()
     except KeyboardInterrupt:
         newline = "\n" if sys.stderr.isatty() else ""  # below the progress bar's line, not on it
-        print(
-            f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to resume",
-            file=sys.stderr,
-        )
+        if is_main_process():  # (torchrun stops the other ranks when one fails: rank 0 speaks for the run)
+            print(
+                f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to "
+                "resume",
+                file=sys.stderr,
+            )
         sys.exit(130)
     if FAILED_JOBS:
         print(

@@ -314,6 +314,11 @@ def validate(cfg: Config) -> None:
     )
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     require(
+        cfg.batch_size % world == 0,
+        f"batch_size={cfg.batch_size} is not allowed with {world} processes: the global batch must divide evenly "
+        f"(use a multiple of {world})",
+    )
+    require(
         not (cfg.norm.sync and cfg.norm.name == "batch_noisy"),
         "norm.sync=true is not allowed with norm=batch_noisy: its step noise has no synced form; use norm=batch",
     )

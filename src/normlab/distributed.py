@@ -55,16 +55,11 @@ def env_world() -> Dist:
     )
 
 
-def setup(batch_size: int, device: torch.device) -> Dist:
+def setup(device: torch.device) -> Dist:
     """Start the process group (gloo on CPU, nccl on CUDA) when launched by torchrun with several processes."""
     d = env_world()
     if not d.enabled:
         return d
-    if batch_size % d.world_size:
-        raise ConfigError(
-            f"batch_size={batch_size} is not allowed with {d.world_size} processes: the global batch must divide "
-            f"evenly (use a multiple of {d.world_size})"
-        )
     if device.type == "cuda":  # NCCL: one GPU per process
         per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", d.world_size)), torch.cuda.device_count()
         if per_node > gpus:

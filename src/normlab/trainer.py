@@ -225,7 +225,7 @@ def data_line(data, model) -> str:
 
 def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
     device = resolve_device(cfg.device)
-    dist = setup_distributed(cfg.batch_size, device)
+    dist = setup_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     shard = (dist.rank, dist.world_size)
