@@ -343,9 +343,8 @@ def _train(cfg: Config, run_dir: Path, data, on_start, module, chosen) -> dict:
                 if plain:
                     left = (time.perf_counter() - start) / (step - start_step) * (total_steps - step)
                     print(f"{run_dir.name} · {eval_line(record)} · ~{duration(left)} left", file=sys.stderr, flush=True)
-            bar.set_postfix(
-                loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc or 0:.4f}", test_acc=f"{test_acc or 0:.4f}"
-            )
+            shown = {"loss": record["train_loss"], "val_acc": val_acc, "test_acc": test_acc}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items() if v is not None})
             tick = time.perf_counter()
         if finished or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             progress.train_time, tick = progress.train_time + time.perf_counter() - tick, time.perf_counter()
