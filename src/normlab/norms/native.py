@@ -75,8 +75,9 @@ def build(target: Path) -> None:
     parallel sweep) never load a half-written library. Raises CalledProcessError (the last attempt's) if none
     compiles."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)[1]
-    digest = tempfile.mkstemp(suffix=".sha256", dir=target.parent)[1]
+    (so_fd, tmp), (digest_fd, digest) = (tempfile.mkstemp(suffix=s, dir=target.parent) for s in (".so", ".sha256"))
+    os.close(so_fd)
+    os.close(digest_fd)
     try:
         for i, extra in enumerate(OPTIONAL_FLAGS):
             command = [compiler(), *FLAGS, *extra, "-o", tmp, str(SOURCES[0])]
@@ -116,9 +117,9 @@ def load(target: Path) -> ctypes.CDLL:
             raise OSError(f"{path}: not a file of this user's that only this user may write")
         return fd
 
-    fd, recorded = checked(target), checked(record(target))
+    fd = checked(target)
     try:
-        with os.fdopen(os.dup(fd), "rb") as library, os.fdopen(recorded, "r") as expected:
+        with os.fdopen(os.dup(fd), "rb") as library, os.fdopen(checked(record(target)), "r") as expected:
             if hashlib.sha256(library.read()).hexdigest() != expected.read(100).strip():
                 raise OSError(f"{target}: its SHA-256 is not the one its build recorded")
         through_fd = Path(f"/proc/self/fd/{fd}")
