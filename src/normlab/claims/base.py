@@ -186,8 +186,9 @@ def sweep_lines(claim: Claim, profile: str) -> list[list[str]]:
 
 
 # quick: short, 5 seeds; steps: the equal-steps control of the batch-size claims; cpu, full: longer variants;
-# paper: the paper's own setup choices where ours differ (bn_convergence). Claim.reference names each claim's.
-PROFILES = ("quick", "steps", "cpu", "full", "paper")
+# paper: the paper's own setup choices where ours differ (bn_convergence), paper_full: those at the paper's scale.
+# Claim.reference names each claim's.
+PROFILES = ("quick", "steps", "cpu", "full", "paper", "paper_full")
 
 
 def experiment_name(claim: str, profile: str) -> str:
