@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from normlab.runlog import DiskFull, atomic_write_bytes, save_checkpoint
+from normlab.runlog import SCALAR_TAGS, DiskFull, atomic_write_bytes, save_checkpoint
 
 from conftest import DATA_ROOT, ROOT, TINY, call_cli, call_script, last_wins, run_cli, scalar_points
 
+VAL_ACC = SCALAR_TAGS["val_acc"]
 RUN = ["data.train_subset=600", "data.test_subset=200", "model.hidden=[16]", "eval_every=5", "checkpoint_every=5"]
 
 
@@ -125,6 +126,36 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_leaves_nothing_half_writ
         save_checkpoint(path, {"step": 10})
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_disk_that_fills_under_tensorboards_writer_ends_in_one_line_and_the_run_resumes(tmp_path, monkeypatch):
+    """The event file's writer thread meets ENOSPC (its error surfaces in the loop at the next event or flush):
+    one error line, exit 2, no traceback, as for a checkpoint; with space again, the same command resumes the run
+    to its end, each TensorBoard point once."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real_write, written = RecordWriter.write, []
+
+    def write(self, data):
+        written.append(len(data))
+        if len(written) > 40:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, data)
+
+    args = [*TINY, *RUN, "max_steps=40", "progress=false"]
+    monkeypatch.setattr(RecordWriter, "write", write)
+    full = call_cli(*args, cwd=tmp_path)
+    assert full.returncode == 2, full.stderr
+    (line,) = full.stderr.strip().splitlines()
+    assert line.startswith("error: no space left on the device while writing into ") and "re-run to resume" in line
+    run_dir = next(tmp_path.rglob("last.pt")).parent
+    assert not (run_dir / "summary.json").exists()  # not marked finished
+    monkeypatch.setattr(RecordWriter, "write", real_write)
+    again = call_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    points = [(tag, step) for tag, step, _ in scalar_points(run_dir)]
+    assert len(points) == len(set(points))  # each point once
+    assert sorted(step for tag, step in points if tag == VAL_ACC) == list(range(5, 45, 5))
 
 
 def start_run(cwd, *args) -> subprocess.Popen:

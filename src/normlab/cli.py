@@ -28,6 +28,9 @@ CONF = next(
     Path(__file__).with_name("conf"),
 )
 
+# what a stopped `normlab train` says (launch.py says it for torchrun's processes too)
+INTERRUPTED = "interrupted: finished runs and the last checkpoint are kept; re-run the same command to resume"
+
 
 def register_resolvers() -> None:
     """`${normlab.suffix:x}`: "" for an empty x, else ",x" (appends extra overrides to run-dir names);
@@ -430,7 +433,7 @@ def run_job(cfg: DictConfig) -> float:
     except ConfigError as e:
         fail(str(e))
     except DiskFull as e:
-        fail(f"{e}; the last good checkpoint is kept, nothing half-written: free space and re-run to resume")
+        fail(f"{e.strerror}; the last good checkpoint is kept, nothing half-written: free space and re-run to resume")
     except KeyboardInterrupt:
         raise
     except Exception as e:
@@ -510,11 +513,7 @@ def train_command(argv: list[str]) -> None:
     except KeyboardInterrupt:
         newline = "\n" if sys.stderr.isatty() else ""  # below the progress bar's line, not on it
         if is_main_process():  # (torchrun stops the other ranks when one fails: rank 0 speaks for the run)
-            print(
-                f"{newline}interrupted: finished runs and the last checkpoint are kept; re-run the same command to "
-                "resume",
-                file=sys.stderr,
-            )
+            print(newline + INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     if FAILED_JOBS:
         print(

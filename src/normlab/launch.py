@@ -27,6 +27,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from normlab.cli import INTERRUPTED
+
     for name in ("torch.distributed.elastic", "torch.distributed.run"):  # the agent's warnings and failure table
         logging.getLogger(name).setLevel(logging.CRITICAL)
     args = get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "normlab", "train", *argv])
@@ -43,9 +45,6 @@ def launch(nproc: int, argv: list[str]) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print(
-            "interrupted: finished runs and the last checkpoint are kept; re-run the same command to resume",
-            file=sys.stderr,
-        )
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     return 0

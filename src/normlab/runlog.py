@@ -5,6 +5,7 @@ never leaves a half-written summary or checkpoint."""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -350,6 +352,22 @@ def keep_events_up_to(run_dir: Path, step: int) -> None:
         atomic_write_bytes(path, buffer.getvalue())
 
 
+@functools.cache
+def quiet_event_writer() -> None:
+    """(Once per process.) TensorBoard's event-writer thread keeps its error (a full disk) for the loop, which
+    raises it at the next event or flush and says it in one line, and then re-raises it in the thread, whose
+    traceback threading.excepthook would print: left out for that thread."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    default = threading.excepthook
+
+    def excepthook(args):
+        if not isinstance(args.thread, _AsyncWriterThread):
+            default(args)
+
+    threading.excepthook = excepthook
+
+
 class RunLog:
     """TensorBoard + metrics.jsonl for one run. On resume from `start_step`, later records are dropped from both."""
 
@@ -368,6 +386,7 @@ class RunLog:
         atomic_write_bytes(run_dir / "train.log", "".join(eval_line(r) + "\n" for r in kept).encode())
         self.records = kept
         keep_events_up_to(run_dir, start_step)
+        quiet_event_writer()
         self.writer = SummaryWriter(log_dir=str(run_dir))
 
     def log_config(self, config: dict, chosen: Iterable[str] = ()) -> None:

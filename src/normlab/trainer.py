@@ -7,6 +7,7 @@ reads them only at evaluations, so it never waits on the device in between.
 
 from __future__ import annotations
 
+import errno
 import random
 import sys
 import time
@@ -51,7 +52,7 @@ from normlab.rundir import (
     run_lock,
     save_state,
 )
-from normlab.runlog import RunLog, duration, eval_line, missing_folders, plan_line, write_json
+from normlab.runlog import DiskFull, RunLog, duration, eval_line, missing_folders, plan_line, write_json
 
 PROBE_IMAGES = 1000  # test images a model's probe sees at each evaluation
 WN_INIT_SAMPLES = 500  # the WN paper's data-dependent init uses a minibatch of this size
@@ -129,6 +130,10 @@ def train(
         except ConfigError:
             if owner:
                 remove_if_empty(run_dir, made)  # a refused fresh run leaves no dir behind
+            raise
+        except OSError as e:  # full under TensorBoard's writer or a metrics line, as under a checkpoint: DiskFull
+            if e.errno == errno.ENOSPC and not isinstance(e, DiskFull):
+                raise DiskFull(errno.ENOSPC, f"no space left on the device while writing into {run_dir}") from None
             raise
 
 

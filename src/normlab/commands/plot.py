@@ -58,14 +58,15 @@ def main(argv=None) -> int:
     if not groups:
         print(f"error: no finished runs under {args.root} match", file=sys.stderr)
         return 2
-    if not all(r.curve(args.metric)[0] for rs in groups.values() for r in rs if r.metrics):
+    evaluations = {name: [len(r.curve(args.metric)[0]) for r in rs if r.metrics] for name, rs in groups.items()}
+    if not all(all(counts) for counts in evaluations.values()):
         print(f"error: metric {args.metric!r} is not in metrics.jsonl", file=sys.stderr)
         return 2
     label = args.metric.replace("_", " ")
     curves(dict(sorted(groups.items())), args.out, f"{label} by {', '.join(keys)}", key=args.metric, ylabel=label)
     print(f"wrote {args.out} ({len(runs)} runs in {len(groups)} groups by {', '.join(keys)})")
-    for name, rs in sorted(groups.items()):
-        if max(len(r.curve(args.metric)[0]) for r in rs) <= 1:
+    for name, counts in sorted(evaluations.items()):
+        if max(counts, default=0) <= 1:
             print(f"note: {name} has one evaluation: a point, not a curve (a lower eval_every draws one)")
     return 0
 
