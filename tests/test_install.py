@@ -69,5 +69,7 @@ def test_the_built_wheel_installs_and_trains_from_another_folder(tmp_path):
 
     summary = run(venv / "bin" / "normlab", "summarize", elsewhere / "runs", cwd=elsewhere, env=env)
     assert summary.returncode == 0 and "completed" in summary.stdout, summary.stderr
+    migrated = run(venv / "bin" / "normlab", "migrate", elsewhere / "runs", cwd=elsewhere, env=env)  # (its message's)
+    assert migrated.returncode == 0 and ": 0 run records migrated, " in migrated.stdout, migrated.stderr
     unknown = run(venv / "bin" / "normlab", "nope", cwd=elsewhere, env=env)
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown command 'nope'; choose from train,")

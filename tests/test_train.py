@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from normlab.commands import migrate
 from normlab.models import MODELS, compatible_norms
 from normlab.norms import NORMS
 from normlab.runlog import SCALAR_TAGS
@@ -363,20 +364,9 @@ def test_a_plain_log_beside_the_metrics_and_plain_lines_off_a_terminal(tmp_path)
     assert "\r" not in result.stderr and sum(" · step " in line for line in result.stderr.splitlines()) == 2
 
 
-def load_script(name: str):
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_run_saved_before_a_key_existed_is_another_run_until_migrated(tmp_path):
     """A saved config that lacks a key of today's is refused, naming the key: normlab cannot tell what the run
-    meant by it. scripts/migrate_runs.py says it (lr_batch_size null; before the validation split every image
+    meant by it. `normlab migrate` says it (lr_batch_size null; before the validation split every image
     trained, so data.val_size 0, not today's 5000), drops dataset.augment (data.augment's copy) and the model keys
     the run's model does not read (runs saved every model's), and gives
     bn_small_batch's lr, saved scaled to the batch, as lr 0.1 for batch 32: the migrated record, summary or
@@ -385,7 +375,6 @@ def test_a_run_saved_before_a_key_existed_is_another_run_until_migrated(tmp_path
     from normlab.rundir import prepare_run_dir
     from normlab.runlog import read_checkpoint, save_checkpoint, write_json
 
-    migrate_runs = load_script("migrate_runs")
     cfg = compose_config("experiment=bn_small_batch", "norm=group", "batch_size=2", "seed=1")
     current = cfg.to_dict()
     assert (current["lr"], current["lr_batch_size"], cfg.scaled_lr) == (0.1, 32, 0.00625)
@@ -402,17 +391,17 @@ def test_a_run_saved_before_a_key_existed_is_another_run_until_migrated(tmp_path
     tuned = tmp_path / "runs" / "sn_switches_cpu" / "cifar10-cnn-switchable-bs2-lr0.018750000000000003-s1"
     tuned.mkdir(parents=True)  # a tuned run at 3x, named by the lr it was given
     write_json(tuned / "summary.json", {"status": "completed", "config": {**old, "lr": 0.1 * 3 * 2 / 32}})
-    with pytest.raises(ConfigError, match=r"lr_batch_size missing there \(saved by an earlier normlab: scripts/migr"):
+    with pytest.raises(ConfigError, match=r"lr_batch_size missing there \(saved by an earlier normlab: `normlab migr"):
         prepare_run_dir(cfg, sweep / "done")
 
-    assert migrate_runs.migrate_tree(tmp_path / "runs") == (4, 0)
+    assert migrate.migrate_tree(tmp_path / "runs") == (4, 0)
     assert not tuned.exists() and (tuned.parent / "cifar10-cnn-switchable-bs2-lr0.01875-s1").is_dir()
     assert prepare_run_dir(cfg, sweep / "done")[0] == "skip"
     assert comparable(read_checkpoint(sweep / "killed" / "last.pt")["config"]) == comparable(current)
     with pytest.raises(ConfigError, match=rf"data.val_size=0 there, {current['data']['val_size']} now"):
         prepare_run_dir(cfg, sweep / "before-split")
-    assert migrate_runs.migrate_tree(tmp_path / "runs") == (0, 4)
-    other = migrate_runs.migrate({**old, "lr_batch_size": None}, "bin_gates_cpu")  # lr as given elsewhere
+    assert migrate.migrate_tree(tmp_path / "runs") == (0, 4)
+    other = migrate.migrate({**old, "lr_batch_size": None}, "bin_gates_cpu")  # lr as given elsewhere
     assert (other["lr"], other["lr_batch_size"]) == (0.00625, None)
 
 

@@ -14,6 +14,7 @@ COMMANDS = {
     "reproduce": "run a paper's claim (its sweep, then its report): `normlab reproduce bn_small_batch`",
     "report": "write a claim's report from runs already made",
     "verify": "re-make one seed of a claim's committed reference and compare it with the archived runs",
+    "migrate": "bring run records saved by an earlier normlab up to today's config, in place",
     "bench": "measure speed: the runner, data, norm layers, kernels (results/bench/)",
 }
 

@@ -56,10 +56,10 @@ def cpu_name() -> str:
 def config_differences(saved, current, key: str = "") -> list[str]:
     """Where a saved config differs from the run `current` asks for, as "key=old there, new now" (empty: the same
     run). A key the saved one lacks is a difference too: normlab cannot tell what a run saved before the key
-    existed meant by it (scripts/migrate_runs.py says, for the keys added so far); a key since removed is not."""
+    existed meant by it (`normlab migrate` says, for the keys added so far); a key since removed is not."""
     if isinstance(saved, dict) and isinstance(current, dict):
         missing = [
-            f"{key}{k} missing there (saved by an earlier normlab: scripts/migrate_runs.py), {v} now"
+            f"{key}{k} missing there (saved by an earlier normlab: `normlab migrate <folder>`), {v} now"
             for k, v in current.items()
             if k not in saved
         ]

@@ -2,7 +2,7 @@
 and reported as the runs they are (a saved config that lacks a key is otherwise refused: normlab cannot tell what
 the run meant by it). One-off; every step is idempotent, so running it twice changes nothing more.
 
-    python scripts/migrate_runs.py runs results        # every summary.json, last.pt and prev.pt below them
+    normlab migrate runs results        # every summary.json, last.pt and prev.pt below them
 
 The steps, in the order normlab changed:
 - keys added since runs were first saved get the value that describes a run saved before them (KEYS_ADDED: a run
