@@ -172,6 +172,7 @@ def test_plot_names_a_group_with_one_evaluation(tmp_path):
     assert result.returncode == 0 and "note: norm.name=batch has one evaluation: a point" in result.stdout
 
 
+@pytest.mark.slow  # joblib's worker processes, each importing torch (~25 s)
 def test_joblib_launcher_runs_a_sweep_in_parallel(tmp_path):
     result = run_cli("-m", "hydra/launcher=parallel", *TINY, "norm=none,batch", "max_steps=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

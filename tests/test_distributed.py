@@ -77,6 +77,7 @@ def test_local_batch_norm_differs_from_the_global_batch(tmp_path):
     assert not close(single, ddp)
 
 
+@pytest.mark.slow  # torchrun twice (~30 s): the fast suite's DDP checks are the ones above
 def test_only_rank_zero_writes_and_resume_skips(tmp_path):
     first = torchrun(*COMMON, "norm=group", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -95,6 +96,7 @@ def test_only_rank_zero_writes_and_resume_skips(tmp_path):
     assert again.returncode == 0 and "skipped" in again.stdout
 
 
+@pytest.mark.slow  # torchrun (~15 s); `normlab train --nproc` below refuses the same
 def test_global_batch_must_divide_by_world_size(tmp_path):
     result = torchrun(*TINY, "norm=group", "batch_size=15", "max_steps=2", cwd=tmp_path)
     assert result.returncode != 0
@@ -107,6 +109,7 @@ def normlab_nproc(*args, cwd):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # two launches, one a DDP run (~45 s)
 def test_normlab_train_nproc_runs_ddp_and_a_refusal_is_one_line_not_torchruns_report(tmp_path):
     """`normlab train --nproc 2`: torchrun's launcher in process. A refusal is rank 0's one line and exit 2 (torchrun
     adds ~60 lines of ChildFailedError); a run completes as under torchrun."""
