@@ -352,46 +352,46 @@ def pilots_section(path: Path) -> str:
     return "\n## Pilots\n\n" + path.read_text().split("\n", 2)[2]
 
 
-def write_report(
-    claim: Claim,
-    profile: str,
-    runs_root: Path,
-    results: Path,
-    jobs: list[dict] | None = None,
-    overrides: tuple[str, ...] = (),
-    variant: str = "",
-    notes: str = "",
-    flags: str = "",
-) -> dict:
-    """Analyze runs/<experiment>/ and write results/<claim>[/<profile>][/<variant>]/{README.md, summary.json,
-    *.png}. With `jobs` (the configs of the profile's sweep, `overrides` included) only the runs of those configs
-    count; the others are left out and counted. `variant` "tuned": the per-arm tuned learning rates."""
-    experiment = experiment_name(claim.name, profile)
-    run_dir = runs_root / experiment
-    runs, left_out = load_runs(run_dir), list[Run]()
-    if jobs is not None:
-        runs, left_out = matching(runs, jobs)
-    if not runs:
-        make = f"normlab reproduce {claim.name} --profile {profile}"
-        raise SystemExit(f"error: no finished runs under {run_dir}; make them with `{make}`")
-    out = results_dir(results, claim.name, profile) / variant
-    out.mkdir(parents=True, exist_ok=True)
-    analysis = claim.analyze(runs, out)
+# how a report's tests decide, below its criterion ({index}: the path to results/README.md)
+HOW_TESTS_DECIDE = """\
+The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)): each a difference in the
+paper's direction over seeds, with its 95% interval, against a margin stated before running (an equivalence test:
+its 90% interval inside ±δ). A test **holds** if the interval's low end is above the margin, is **contradicted**
+if its high end is below it, **unclear** otherwise; *detectable* is the smallest true effect its seeds detect
+with 80% power. The claim is **not testable here** if a precondition of the whole claim fails; a precondition
+scoped to one test makes that test *not testable*. Over its primary tests, the claim is not reproduced if any is
+contradicted, not testable here if any is not testable, reproduced if all hold, inconclusive otherwise (the table
+under Results; secondary and *reported* rows do not decide)."""
+
+
+def sweep_time(run_dir: Path, runs: list[Run]) -> tuple[float, str]:
+    """The sweep's minutes and what they measure: the wall time of the `reproduce` call that finished it
+    (reproduce.json), else, for runs made otherwise (e.g. by `normlab train -m`), their own times summed."""
     timing = json.loads((run_dir / "reproduce.json").read_text()) if (run_dir / "reproduce.json").exists() else {}
     trained_s = sum(r.summary.get("wall_s") or 0 for r in runs)
-    wall_s = timing.get("wall_s", trained_s)
-    # reproduce.json times the last `reproduce.py` call; runs made otherwise (e.g. by run.py -m) are timed by the
-    # sum of their own wall times
-    time_of = (
+    if not timing:
+        return trained_s, "training time, summed over the runs"
+    return timing["wall_s"], (
         f"wall time on {timing['machine']} (the `reproduce.py` call that finished the sweep, which may have "
         f"resumed earlier calls' runs; the runs trained {trained_s / 60:.1f} min, summed)"
-        if timing
-        else "training time, summed over the runs"
     )
+
+
+def report_summary(
+    claim: Claim,
+    profile: str,
+    variant: str,
+    overrides: tuple[str, ...],
+    runs: list[Run],
+    left_out: int,
+    analysis,
+    wall_s: float,
+) -> dict:
+    """A report's summary.json, less its criteria's commit."""
     statuses: dict[str, int] = {}
     for r in runs:
         statuses[r.status] = statuses.get(r.status, 0) + 1
-    summary = {
+    return {
         "claim": claim.name,
         "title": claim.title,
         "profile": profile,
@@ -407,78 +407,86 @@ def write_report(
         "tests": [t.to_dict() for t in analysis.tests],  # each with the per-seed values it was computed from
         "reported": [t.to_dict() for t in analysis.reported],
         "runs": len(runs),
-        "left_out": len(left_out),  # runs under runs/<experiment>/ of other configs
+        "left_out": left_out,  # runs under runs/<experiment>/ of other configs
         "statuses": statuses,
         "wall_s": wall_s,
         # the code the runs were made with (each run records it), not the code writing this report
         "commit": ",".join(sorted({(r.summary.get("git_commit") or "unknown")[:7] for r in runs})) or "unknown",
         "date": datetime.date.today().isoformat(),
     }
+
+
+def report_readme(claim: Claim, summary: dict, analysis, made_by: str, index: str, results: Path) -> str:
+    """A report's README.md: the verdict, the paper's statements, the paper, our setup and how the runs were made
+    (`made_by`), preconditions, results, the criterion and its history, how tests decide."""
+    reanalysed = ", re-analysed under statements written after its runs were seen"
+    head = (
+        f"# {claim.title}\n\n**Verdict: {verdict_words(claim, analysis.verdict)}** ({summary['profile']} profile, "
+        f"{summary['variant']}{reanalysed if summary['criteria_after_runs'] else ''}). {analysis.reason}\n"
+    )
+    if analysis.findings:
+        head += (
+            "\n## The paper's statements\n\nEach decided on its own (the claim's word follows from them: "
+            "normlab.protocol.claim_verdict):\n\n" + statements_table(analysis.findings) + "\n"
+        )
+    plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
+    pilots = "" if "## Pilots" in analysis.notes else pilots_section(results / claim.name / "pilots.md")
+    sections = [
+        head,
+        f"## The paper\n\n{claim.paper}\n",
+        f"## Our setup\n\n{claim.setup}\n\n{made_by}\n",
+        f"## Preconditions\n\n{preconditions_table(analysis.preconditions)}\n",
+        f"## Results\n\n{analysis.table}\n\n{plots}\n",
+        f"## Criterion\n\n{claim.criterion}\n\n"
+        "The commits that changed this claim's criteria (its module's tests, margins, preconditions and statements, "
+        "or the\nprotocol), newest first; one made after the report's runs means a re-analysis:\n\n"
+        f"{criteria_history(claim.name, summary['commit'])}\n\n{HOW_TESTS_DECIDE.format(index=index)}\n\n"
+        "Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:\n"
+        f"`{json.dumps(analysis.numbers)}`\n{analysis.notes}{pilots}\n",
+    ]
+    return "\n".join(sections)
+
+
+def write_report(
+    claim: Claim,
+    profile: str,
+    runs_root: Path,
+    results: Path,
+    jobs: list[dict] | None = None,
+    overrides: tuple[str, ...] = (),
+    variant: str = "",
+    notes: str = "",
+    flags: str = "",
+) -> dict:
+    """Analyze runs/<experiment>/ and write results/<claim>[/<profile>][/<variant>]/{README.md, summary.json,
+    *.png}. With `jobs` (the configs of the profile's sweep, `overrides` included) only the runs of those configs
+    count; the others are left out and counted. `variant` "tuned": the per-arm tuned learning rates; `notes`
+    (tuning's) and `flags` (reproduce's own, --tune ...) go into the report's setup."""
+    experiment = experiment_name(claim.name, profile)
+    run_dir = runs_root / experiment
+    runs, left_out = load_runs(run_dir), list[Run]()
+    if jobs is not None:
+        runs, left_out = matching(runs, jobs)
+    if not runs:
+        make = f"normlab reproduce {claim.name} --profile {profile}"
+        raise SystemExit(f"error: no finished runs under {run_dir}; make them with `{make}`")
+    out = results_dir(results, claim.name, profile) / variant
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = claim.analyze(runs, out)
+    wall_s, time_of = sweep_time(run_dir, runs)
+    summary = report_summary(claim, profile, variant, overrides, runs, len(left_out), analysis, wall_s)
     summary["criteria_commit"], criteria_note, summary["criteria_after_runs"] = criteria_commit(
         claim.name, summary["commit"]
     )
     write_json(out / "summary.json", summary)
-    extra = "".join(f" {o}" for o in overrides) + flags  # flags: reproduce.py's own (--tune --grid ...)
-    command = f"normlab reproduce {claim.name} --profile {profile}{extra}"
-    plots = "\n\n".join(f"![{p}]({p})" for p in analysis.plots)
-    statements = (
-        "\n## The paper's statements\n\nEach decided on its own (the claim's word follows from them: "
-        "normlab.protocol.claim_verdict):\n\n" + statements_table(analysis.findings) + "\n"
-        if analysis.findings
-        else ""
+    command = f"normlab reproduce {claim.name} --profile {profile}" + "".join(f" {o}" for o in overrides) + flags
+    others = f" {len(left_out)} runs of other configs under runs/{experiment}/ were left out." if left_out else ""
+    made_by = (
+        f"Made by `{command}` (it runs `normlab train -m experiment={experiment}` and then\n"
+        f"`normlab report {claim.name} --profile {profile}`), {len(runs)} runs ({summary['statuses']}), "
+        f"{wall_s / 60:.1f} min of\n{time_of}, commit {summary['commit']}, {summary['date']}.{others} "
+        f"{criteria_note}\n{notes}"
     )
     index = "../" * (len(out.relative_to(results).parts)) + "README.md"
-    others = f" {len(left_out)} runs of other configs under runs/{experiment}/ were left out." if left_out else ""
-    text = f"""# {claim.title}
-
-**Verdict: {verdict_words(claim, analysis.verdict)}** ({profile} profile, {summary["variant"]}{
-        ", re-analysed under statements written after its runs were seen" if summary["criteria_after_runs"] else ""
-    }). {analysis.reason}
-{statements}
-## The paper
-
-{claim.paper}
-
-## Our setup
-
-{claim.setup}
-
-Made by `{command}` (it runs `normlab train -m experiment={experiment}` and then
-`normlab report {claim.name} --profile {profile}`), {len(runs)} runs ({statuses}), {wall_s / 60:.1f} min of
-{time_of}, commit {summary["commit"]}, {summary["date"]}.{others} {criteria_note}
-{notes}
-
-## Preconditions
-
-{preconditions_table(analysis.preconditions)}
-
-## Results
-
-{analysis.table}
-
-{plots}
-
-## Criterion
-
-{claim.criterion}
-
-The commits that changed this claim's criteria (its module's tests, margins, preconditions and statements, or the
-protocol), newest first; one made after the report's runs means a re-analysis:
-
-{criteria_history(claim.name, summary["commit"])}
-
-The tests (normlab.protocol, stated in [results/README.md]({index}#the-protocol)): each a difference in the
-paper's direction over seeds, with its 95% interval, against a margin stated before running (an equivalence test:
-its 90% interval inside ±δ). A test **holds** if the interval's low end is above the margin, is **contradicted**
-if its high end is below it, **unclear** otherwise; *detectable* is the smallest true effect its seeds detect
-with 80% power. The claim is **not testable here** if a precondition of the whole claim fails; a precondition
-scoped to one test makes that test *not testable*. Over its primary tests, the claim is not reproduced if any is
-contradicted, not testable here if any is not testable, reproduced if all hold, inconclusive otherwise (the table
-under Results; secondary and *reported* rows do not decide).
-
-Per-seed values of every test are in `summary.json` (`tests`); the measurements per arm:
-`{json.dumps(analysis.numbers)}`
-{analysis.notes}{"" if "## Pilots" in analysis.notes else pilots_section(results / claim.name / "pilots.md")}
-"""
-    (out / "README.md").write_text(text)
+    (out / "README.md").write_text(report_readme(claim, summary, analysis, made_by, index, results))
     return summary
