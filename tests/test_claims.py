@@ -9,7 +9,10 @@ import zlib
 import pytest
 
 from normlab.claims import arms, in_contrast, registry, write_report
+from normlab.claims.in_contrast import contrast_accuracies
 from normlab.runs import Run
+
+from conftest import ROOT
 
 STEPS = list(range(100, 1100, 100))
 SEEDS = range(5)
@@ -999,3 +1002,63 @@ def test_bn_smoothness_compares_landscapes_only_while_every_arm_learns(tmp_path)
                 if record["step"] > 500:
                     record["val_acc"] = 0.1
     assert bn_smoothness.analyze(runs, tmp_path).verdict == "not_testable"
+
+
+ARCHIVES = sorted(p for p in (ROOT / "results").glob("*/**/runs") if (p.parent / "summary.json").is_file())
+
+
+def committed_summary(report) -> dict:
+    path = report / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def archived_reports():
+    """(archive, report dir, claim, profile) of every committed report whose runs are archived beside it: the
+    profile's own report and its tuned variant. (Reports made before the claims were statements, which the index
+    marks so, are not: bn_small_batch's tuned cpu report of 2026-11-24 ran batch 32 and 2 only.)"""
+    for archive in ARCHIVES:
+        parts = archive.parent.relative_to(ROOT / "results").parts
+        claim, profile = parts[0], parts[1] if len(parts) > 1 else "quick"
+        for report in (archive.parent, archive.parent / "tuned"):
+            if "statements" in committed_summary(report):
+                yield pytest.param(archive, report, claim, profile, id=str(report.relative_to(ROOT / "results")))
+
+
+@pytest.mark.slow  # every archived reference analysed again (~1 min)
+@pytest.mark.parametrize("archive,report,claim,profile", list(archived_reports()))
+def test_every_archived_report_is_what_todays_code_makes_of_its_runs(
+    tmp_path, monkeypatch, archive, report, claim, profile
+):
+    """The committed verdicts are today's code's: each report rebuilt from its archived runs gives the same
+    verdict, statements and test estimates. A change anywhere (a claim, the protocol, runs.py's measures, a shared
+    helper) that moves a committed number fails here, until the report is made again and says how it was made."""
+    from normlab.claims import experiment_name, matching, profile_jobs
+    from normlab.cli import CONF
+    from normlab.config import identity
+    from normlab.runs import load_runs
+
+    monkeypatch.setattr(in_contrast, "contrast_accuracies", contrast_accuracies)  # its archived contrast.json
+    committed = committed_summary(report)
+    jobs = [c.to_dict() for _, c in profile_jobs(registry()[claim], profile, committed["overrides"], CONF)]
+    runs = load_runs(archive / experiment_name(claim, profile))
+    chosen, _ = matching(runs, jobs)
+    if report.name == "tuned":  # each arm at its selected lr: the run of the job's arm and seed at another lr
+        by_arm_and_seed: dict[str, list] = {}
+        for run in runs:
+            by_arm_and_seed.setdefault(identity({**run.config, "lr": None}), []).append(run)
+        fixed = {id(r) for r in chosen}
+        chosen = [
+            next((r for r in found if id(r) not in fixed), found[0])
+            for found in (by_arm_and_seed[identity({**job, "lr": None})] for job in jobs)
+        ]
+    analysis = registry()[claim].analyze(chosen, tmp_path)
+    assert analysis.verdict == committed["verdict"]
+    assert [f.verdict for f in analysis.findings] == [s["verdict"] for s in committed["statements"]]
+    made = {t.name: t.estimate for t in [*analysis.tests, *analysis.reported]}
+    kept = {t["name"]: t["estimate"] for t in [*committed["tests"], *committed["reported"]]}
+    assert made.keys() == kept.keys()
+    for name, estimate in kept.items():
+        if estimate is None:  # (NaN, as JSON writes it)
+            assert math.isnan(made[name]), name
+        else:
+            assert made[name] == pytest.approx(estimate, rel=1e-9), name
