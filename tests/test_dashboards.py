@@ -414,6 +414,48 @@ def test_compare_and_summarize_never_hang_or_crash_on_what_a_received_folder_hol
         assert "batch" in result.stdout and "group" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"val_acc": "high"},
+        {"best_val_acc": [1]},
+        {"test_acc": True},
+        {"config": {"norm": "weird", "batch_size": 32, "seed": 0, "lr": 0.1}},
+        {"config": {"norm": {"name": ["a"]}, "batch_size": 32, "seed": 0, "lr": 0.1}},
+        {"config": {"norm": {"name": "layer"}, "batch_size": "sixty", "seed": 0, "lr": 0.1}},
+        {"config": {"norm": {"name": "layer"}, "batch_size": 32, "seed": "x", "lr": 0.1}},
+        {"status": 3},
+    ],
+    ids=["str-acc", "list-acc", "bool-acc", "str-norm", "list-name", "str-batch", "str-seed", "int-status"],
+)
+def test_a_summary_whose_fields_have_other_types_is_read_as_damaged_by_every_command(tmp_path, edit):
+    """One reader (runlog.read_summary) for every command: a summary.json with a result that is not a number, or a
+    config whose norm, batch size or seed has another type, is not normlab's record: summarize shows the run as
+    incomplete, compare, plot and the claims leave it out; none crashes. Metrics rows likewise (parse_metrics)."""
+    from normlab.runs import load_runs
+
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        for norm in ("batch", "group"):
+            _fake_run(sweep, norm, 32, seed, 0.8 if norm == "batch" else 0.7)
+    _fake_run(sweep, "layer", 32, 0, 0.6)
+    summary = sweep / "layer-bs32-s0" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), **edit}))
+    with open(sweep / "batch-bs32-s0" / "metrics.jsonl", "a") as f:
+        f.write(
+            json.dumps({"step": 40, "val_acc": {"a": 1}}) + "\n" + json.dumps({"step": "50", "val_acc": 0.9}) + "\n"
+        )
+    assert sorted(r.config["norm"]["name"] for r in load_runs(sweep)) == ["batch", "batch", "group", "group"]
+    assert [r.curve()[0] for r in load_runs(sweep) if r.path.name == "batch-bs32-s0"] == [[10, 20, 30]]
+    for command in (["summarize.py", sweep], ["summarize.py", sweep, "--seeds"], ["compare.py", sweep]):
+        result = script(*command)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-2000:])
+    rows = script("summarize.py", sweep, "--csv").stdout
+    assert "incomplete" in next(line for line in rows.splitlines() if "layer-bs32-s0" in line)
+    plotted = script("plot.py", sweep, "--out", tmp_path / "p.png")
+    assert plotted.returncode == 0 and "4 runs in 2 groups" in plotted.stdout, plotted.stderr
+
+
 def test_summarize_csv_never_writes_a_live_spreadsheet_formula(tmp_path):
     _fake_run(tmp_path / "sweep", '=HYPERLINK("http://x","y")', 32, 0, 0.8)
     _fake_run(tmp_path / "sweep", "batch", 32, 0, 0.7)

@@ -22,6 +22,7 @@ from normlab.runlog import (
     DamagedCheckpoint,
     read_checkpoint,
     read_json,
+    read_summary,
     remove_empty_folders,
     save_checkpoint,
 )
@@ -159,8 +160,8 @@ def prepare_run_dir(cfg: Config, run_dir: Path, clear: bool = True, world_size: 
             raise ConfigError(
                 f"{path} is not a file (a directory?); move it away, or use overwrite=true to start the run over"
             )
-    summary = read_json(run_dir / SUMMARY)
-    if isinstance(summary, dict) and isinstance(summary.get("config"), dict) and summary["config"]:
+    summary = read_summary(run_dir / SUMMARY)  # (one that is not normlab's: the checkpoint decides)
+    if summary is not None and isinstance(summary.get("config"), dict) and summary["config"]:
         check_same_run(summary["config"], cfg, run_dir)
         if summary.get("status") in ("completed", "diverged"):
             check_world_size(summary, world_size, run_dir)

@@ -129,6 +129,69 @@ def read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+# the fields of a run's summary.json (trainer.py writes them) and of a metrics.jsonl row that readers compute with:
+# each a number or null; a file where one is anything else is not normlab's record, and is read as damaged
+SUMMARY_NUMBERS = (
+    "steps",
+    "epochs",
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "test_loss",
+    "best_val_acc",
+    "best_val_step",
+    "test_acc_at_best_val",
+    "train_loss",
+    "train_acc",
+    "wall_s",
+    "samples_per_s",
+    "diverged_at_step",
+)
+METRIC_NUMBERS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "samples_per_s",
+    "trainset_loss",
+    "trainset_acc",
+)
+CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "seed": int,
+    "batch_size": int,
+    "lr": (int, float),
+    "norm": dict,
+    "model": dict,
+    "dataset": dict,
+}
+
+
+def numbers_or_null(record: dict, keys) -> bool:
+    return all(
+        record.get(k) is None or isinstance(record[k], (int, float)) and not isinstance(record[k], bool) for k in keys
+    )
+
+
+def read_summary(path: Path) -> dict | None:
+    """A run's summary.json as normlab writes it, else None (missing, damaged, or not normlab's: a status that is
+    not a string, a config that is not an object or whose seed, batch size, lr or groups have another type, a
+    result that is not a number or null). Every command that reads runs reads them through this."""
+    summary = read_json(path)
+    if summary is None or not isinstance(summary.get("status"), str) or not numbers_or_null(summary, SUMMARY_NUMBERS):
+        return None
+    config = summary.get("config", {})
+    if not isinstance(config, dict):
+        return None
+    for key, kind in CONFIG_TYPES.items():
+        if key in config and (not isinstance(config[key], kind) or isinstance(config[key], bool)):
+            return None
+    return summary if isinstance(config.get("norm", {}).get("name", ""), str) else None
+
+
 CHECKPOINT_MAGIC = b"normlab-checkpoint/2\n"  # then the payload's SHA-256 in hex, a newline, the payload
 CHECKPOINT_LIMIT = 4 * 2**30  # bytes read back at most: far above any checkpoint normlab's models make
 
@@ -216,8 +279,9 @@ def _load_legacy(raw: bytes) -> bytes | dict:
 
 
 def parse_metrics(path: Path) -> tuple[list[dict], int]:
-    """The intact records of a metrics.jsonl and the number of damaged lines (cut short by a kill, or garbled),
-    which are skipped: the intact lines after a damaged one are kept."""
+    """The intact records of a metrics.jsonl and the number of damaged lines (cut short by a kill, garbled, or a
+    step that is not an integer or a measurement not a number: METRIC_NUMBERS), which are skipped: the intact lines
+    after a damaged one are kept."""
     records, damaged = [], 0
     raw = read_regular(path)
     text = raw.decode(errors="replace") if raw is not None else ""
@@ -226,7 +290,7 @@ def parse_metrics(path: Path) -> tuple[list[dict], int]:
             record = json.loads(line)
         except (ValueError, RecursionError):
             record = None
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and numbers_or_null(record, METRIC_NUMBERS):
             records.append(record)
         elif line.strip():
             damaged += 1

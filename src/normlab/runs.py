@@ -11,7 +11,7 @@ from pathlib import Path
 
 from normlab import protocol
 from normlab.config import RUN_INVARIANT, identity
-from normlab.runlog import flat_hparams, read_json, read_metrics
+from normlab.runlog import flat_hparams, read_metrics, read_summary
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
 # what never makes two runs different arms: the seed, what a resumed run may change, where the data lives
@@ -126,7 +126,7 @@ def load_runs(root: Path) -> list[Run]:
     """Every run under `root` that has a summary.json with a config (failed runs without one are skipped)."""
     runs = []
     for summary_path in sorted(root.rglob("summary.json")):
-        summary = read_json(summary_path)  # None: damaged, or not an object
+        summary = read_summary(summary_path)  # None: damaged, or not normlab's
         if summary is not None and isinstance(summary.get("config"), dict) and "status" in summary:
             runs.append(Run(summary_path.parent, summary, read_metrics(summary_path.parent / "metrics.jsonl")))
     return runs

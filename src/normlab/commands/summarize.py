@@ -21,7 +21,7 @@ from typing import Any
 from normlab.argtypes import command_parser, existing_dir
 from normlab.config import identity
 from normlab.protocol import mean_interval
-from normlab.runlog import flat_hparams, read_json
+from normlab.runlog import flat_hparams, read_summary
 from normlab.runs import swept_keys
 
 COLUMNS = ["run", "status", "best_val_acc", "val_acc", "test_acc", "steps", "wall_s"]
@@ -36,7 +36,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def run_row(run_dir: Path, root: Path) -> dict:
     row: dict[str, Any] = {"run": str(run_dir.relative_to(root)) or "."}
-    summary = read_json(run_dir / "summary.json")  # None: missing, damaged or not an object
+    summary = read_summary(run_dir / "summary.json")  # None: missing, damaged or not normlab's
     if summary is None or "status" not in summary:
         summary = {"status": "incomplete"}
         if (run_dir / "last.pt").exists():
