@@ -6,8 +6,9 @@ finished runs skipped.
     python scripts/archive_runs.py save runs/bn_small_batch_cpu results/bn_small_batch/cpu/runs
     python scripts/archive_runs.py restore results/bn_small_batch/cpu/runs runs   # then re-run the sweep
 
-`save` copies only finished runs (status completed or diverged) into <archive>/<experiment>/<run>/; `restore`
-copies an archive's runs into <runs>/<experiment>/<run>/, never over a run dir that holds anything already.
+`save` copies only finished runs (status completed or diverged) into <archive>/<experiment>/<run>/ (a study's
+nested run dirs keep their paths: runs/distributed/<variant>/s5/); `restore` copies an archive's runs into
+<runs>/<experiment>/<run>/, never over a run dir that holds anything already.
 """
 
 import shutil
@@ -27,9 +28,9 @@ def finished(run_dir: Path) -> bool:
 
 def save(sweep: Path, archive: Path) -> int:
     """Copy the records of every finished run under `sweep` (runs/<experiment>) into archive/<experiment>/."""
-    runs = sorted(p.parent for p in sweep.glob("*/summary.json") if finished(p.parent))
+    runs = sorted(p.parent for p in sweep.rglob("summary.json") if finished(p.parent))  # (a study's: nested)
     for run in runs:
-        target = archive / sweep.name / run.name
+        target = archive / sweep.name / run.relative_to(sweep)
         target.mkdir(parents=True, exist_ok=True)
         for name in RECORDS:
             if (run / name).is_file():
@@ -40,9 +41,9 @@ def save(sweep: Path, archive: Path) -> int:
 def restore(archive: Path, runs_root: Path) -> tuple[int, int]:
     """Copy every archived run into runs_root/<experiment>/<run>/; (copied, left as they were)."""
     copied = kept = 0
-    for summary in sorted(archive.glob("*/*/summary.json")):
+    for summary in sorted(archive.glob("*/**/summary.json")):
         run = summary.parent
-        target = runs_root / run.parent.name / run.name
+        target = runs_root / run.relative_to(archive)
         if target.exists() and any(target.iterdir()):
             kept += 1  # a run dir in use (or restored before) is never overwritten
             continue

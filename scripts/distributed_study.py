@@ -5,6 +5,7 @@ paired by seed). Finished runs are skipped, so an interrupted study resumes. Wri
     python scripts/distributed_study.py                 # 56 min on 2 CPU cores (beside other jobs)
     python scripts/distributed_study.py --seeds 5,6     # fewer seeds (a report of them goes beside the runs)
     python scripts/distributed_study.py --report        # rebuild the report from runs/distributed/
+    python scripts/distributed_study.py --report --runs results/distributed/runs   # ... from the committed archive
     python scripts/distributed_study.py max_steps=100   # extra overrides for every run (report beside the runs)
 """
 
@@ -53,9 +54,9 @@ def shown(cmd: list[str]) -> str:
     return text.replace(sys.executable, "python").replace(str(ROOT / "run.py"), "run.py")
 
 
-def report(seeds: list[int], extra: list[str], timings: dict, work: Path, out: Path) -> None:
+def report(seeds: list[int], extra: list[str], timings: dict, runs_root: Path, out: Path) -> None:
     runs: dict = {}
-    for run in load_runs(work / "runs" / "distributed"):
+    for run in load_runs(runs_root / "distributed"):
         label = run.path.parent.name.replace("_", " ")
         if run.seed in seeds and any(label == v[0] for v in VARIANTS):
             runs.setdefault(label, []).append(run)
@@ -131,6 +132,12 @@ def main() -> int:
     parser.add_argument("--seeds", default=SEEDS, help=f"comma-separated seeds (default {SEEDS})")
     parser.add_argument("--workdir", type=existing_dir, default=ROOT, help="where runs/ go (default: the repo)")
     parser.add_argument("--results", type=Path, help="where the report goes (default: <workdir>/results)")
+    parser.add_argument(
+        "--runs",
+        type=existing_dir,
+        help="with --report: the runs' root (default: <workdir>/runs; the archive: "
+        "results/distributed/runs, made by `scripts/archive_runs.py save runs/distributed results/distributed/runs`)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. max_steps=100")
     args = parser.parse_intermixed_args()
     try:
@@ -142,7 +149,8 @@ def main() -> int:
     # a report of other seeds or overridden runs never rewrites the committed results: it goes beside the runs
     full = args.seeds == SEEDS and not args.overrides
     out = (args.results or work / "results") / "distributed" if full else work / "runs" / "distributed" / "report"
-    timing_file = work / "runs" / "distributed" / "study.json"
+    runs_root = args.runs.resolve() if args.runs and args.report else work / "runs"
+    timing_file = runs_root / "distributed" / "study.json"
     previous = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     if not args.report:
         start = time.perf_counter()
@@ -162,7 +170,7 @@ def main() -> int:
             timing_file.parent.mkdir(parents=True, exist_ok=True)
             write_json(timing_file, {"wall_s": wall})
             previous = {"wall_s": wall}
-    report(seeds, args.overrides, previous, work, out)
+    report(seeds, args.overrides, previous, runs_root, out)
     return 0
 
 

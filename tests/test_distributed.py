@@ -171,3 +171,14 @@ def test_the_study_runs_every_variant_per_seed_reports_beside_the_runs_and_resum
     assert len(list((tmp_path / "runs" / "distributed").glob("*/s*/summary.json"))) == 12
     again = subprocess.run([*study, "--seeds", "0,1", *tiny], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("normlab: skipped") == 12, again.stdout
+    # archived (nested run dirs), the report is rebuilt from the archive alone, the same
+    archive = tmp_path / "archive"
+    keep = [sys.executable, str(ROOT / "scripts" / "archive_runs.py"), "save", str(tmp_path / "runs" / "distributed")]
+    assert subprocess.run([*keep, str(archive)], env=env, capture_output=True, timeout=120).returncode == 0
+    assert len(list((archive / "distributed").glob("*/s*/summary.json"))) == 12
+    made = (report / "README.md").read_text()
+    (report / "README.md").unlink()
+    rebuild = [*study, "--seeds", "0,1", "--report", "--runs", str(archive), *tiny]
+    rebuilt = subprocess.run(rebuild, env=env, capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (report / "README.md").read_text().split("## Results")[1] == made.split("## Results")[1]
