@@ -127,7 +127,7 @@ def load_runs(root: Path) -> list[Run]:
     runs = []
     for summary_path in sorted(root.rglob("summary.json")):
         summary = read_summary(summary_path)  # None: damaged, or not normlab's
-        if summary is not None and isinstance(summary.get("config"), dict) and "status" in summary:
+        if summary is not None and isinstance(summary.get("config"), dict):
             runs.append(Run(summary_path.parent, summary, read_metrics(summary_path.parent / "metrics.jsonl")))
     return runs
 

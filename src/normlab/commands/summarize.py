@@ -37,7 +37,7 @@ def find_runs(root: Path) -> list[Path]:
 def run_row(run_dir: Path, root: Path) -> dict:
     row: dict[str, Any] = {"run": str(run_dir.relative_to(root)) or "."}
     summary = read_summary(run_dir / "summary.json")  # None: missing, damaged or not normlab's
-    if summary is None or "status" not in summary:
+    if summary is None:
         summary = {"status": "incomplete"}
         if (run_dir / "last.pt").exists():
             from normlab.runlog import DamagedCheckpoint, read_checkpoint
