@@ -121,6 +121,7 @@ BAD_INPUTS = [
         ["data.root=/nonexistent/normlab", "data.download=false"],
         "mnist not found: missing train-images-idx3-ubyte",
     ),
+    (["data.root=/nonexistent/normlab", "data.download=false"], "or run with data.download=true and a network"),
     (
         ["data.train_subset=10", "batch_size=64"],
         "batch_size=64 is not allowed: the training set has only 10 images",
@@ -172,7 +173,9 @@ def test_missing_data_is_refused_before_anything_is_made(tmp_path):
     args = ["-m", f"data.root={tmp_path / 'blocked' / 'data'}", "seed=0,1", "max_steps=2"]
     result = call_cli(*args, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: mnist not found: missing train-images-idx3-ubyte")
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: mnist not found: missing train-images-idx3-ubyte")
+    assert "; a download was tried and did not fetch them (" in line and "data.download=true" not in line  # (it was)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
 
 

@@ -21,9 +21,9 @@ VAL_SEED = 0  # the validation images are the same for every run seed: a fixed d
 EVAL_BATCH = 500
 
 
-def _download(spec: DatasetSpec, root: Path) -> None:
-    """Fetch missing files with torchvision; failures (no network) fall through to the missing-file error, and
-    the folders torchvision made for them are removed again (a refused run leaves nothing behind)."""
+def _download(spec: DatasetSpec, root: Path) -> str:
+    """Fetch missing files with torchvision; a failure (no network) is returned in a few words for the missing-file
+    error, and the folders torchvision made for the files are removed again (a refused run leaves nothing behind)."""
     import torchvision
 
     assert spec.torchvision is not None  # (load_arrays downloads only what torchvision can)
@@ -31,24 +31,31 @@ def _download(spec: DatasetSpec, root: Path) -> None:
     try:
         for train in (True, False):
             getattr(torchvision.datasets, spec.torchvision)(root=str(root), train=train, download=True)
-    except Exception:  # noqa: BLE001 - any failure here is reported as the missing files below
+    except Exception as e:  # noqa: BLE001 - any failure here is reported with the missing files
         remove_empty_folders(made)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:120]
+    return ""
 
 
 def ensure_files(spec: DatasetSpec, cfg: DataConfig) -> Path:
     """The data root holding every file the dataset reads, downloaded first where missing and `data.download`
-    allows it; a DataError naming the missing files otherwise. Checked for every job before a command starts."""
+    allows it; a DataError naming the missing files otherwise (and why a download tried did not fetch them).
+    Checked for every job before a command starts."""
     root = Path(cfg.root).expanduser()
     missing = [f for f in spec.files if not (root / f).is_file()]
-    if missing and cfg.download and spec.torchvision:
-        _download(spec, root)
-        missing = [f for f in spec.files if not (root / f).is_file()]
+    failed = _download(spec, root) if missing and cfg.download and spec.torchvision else None
+    missing = [f for f in spec.files if not (root / f).is_file()]
     if missing:
         name, first = spec.name, root / missing[0]
+        if failed is not None:
+            how = f"; a download was tried and did not fetch them ({failed or 'no error'})"
+        elif spec.torchvision:
+            how = ", or run with data.download=true and a network"
+        else:
+            how = ""
         raise DataError(
             f"{name} not found: missing {', '.join(Path(f).name for f in missing)} under {first.parent}; set "
-            f"data.root (or NORMLAB_DATA) to a folder holding torchvision's {name} layout, or run with "
-            "data.download=true and a network"
+            f"data.root (or NORMLAB_DATA) to a folder holding torchvision's {name} layout{how}"
         )
     return root
 
