@@ -454,6 +454,8 @@ def test_a_summary_whose_fields_have_other_types_is_read_as_damaged_by_every_com
     assert "incomplete" in next(line for line in rows.splitlines() if "layer-bs32-s0" in line)
     plotted = script("plot.py", sweep, "--out", tmp_path / "p.png")
     assert plotted.returncode == 0 and "4 runs in 2 groups" in plotted.stdout, plotted.stderr
+    (warning,) = [line for line in plotted.stderr.splitlines() if line.startswith("warning: ")]  # one, naming it
+    assert "layer-bs32-s0" in warning and warning.endswith("is damaged or not normlab's; that run is left out")
 
 
 def test_summarize_csv_never_writes_a_live_spreadsheet_formula(tmp_path):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from normlab import protocol
 from normlab.config import RUN_INVARIANT, identity
-from normlab.runlog import flat_hparams, read_metrics, read_summary
+from normlab.runlog import flat_hparams, read_json, read_metrics, read_summary
 
 CHANCE = 0.1  # the accuracy a diverged run is counted at: it learned nothing usable
 # what never makes two runs different arms: the seed, what a resumed run may change, where the data lives
@@ -123,11 +124,17 @@ def common_steps(runs: list[Run], key: str = "val_acc") -> list[float]:
 
 
 def load_runs(root: Path) -> list[Run]:
-    """Every run under `root` that has a summary.json with a config (failed runs without one are skipped)."""
+    """Every run under `root` that has a summary.json with a config (failed runs without one are skipped). A run
+    whose summary is damaged or not normlab's by its types (runlog.read_summary) is left out with one warning line
+    naming it; a JSON object with neither status nor config (a report's summary, another tool's) silently."""
     runs = []
     for summary_path in sorted(root.rglob("summary.json")):
-        summary = read_summary(summary_path)  # None: damaged, or not normlab's
-        if summary is not None and isinstance(summary.get("config"), dict):
+        summary = read_summary(summary_path)
+        if summary is None:
+            other = read_json(summary_path)
+            if other is None or "status" in other or "config" in other:
+                print(f"warning: {summary_path} is damaged or not normlab's; that run is left out", file=sys.stderr)
+        elif isinstance(summary.get("config"), dict):
             runs.append(Run(summary_path.parent, summary, read_metrics(summary_path.parent / "metrics.jsonl")))
     return runs
 
