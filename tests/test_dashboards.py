@@ -450,6 +450,8 @@ def test_a_summary_whose_fields_have_other_types_is_read_as_damaged_by_every_com
     for command in (["summarize.py", sweep], ["summarize.py", sweep, "--seeds"], ["compare.py", sweep]):
         result = script(*command)
         assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-2000:])
+    seeds = script("summarize.py", sweep, "--seeds").stdout.splitlines()
+    assert [line.split()[:3] for line in seeds[1:]] == [["-", "1", "0"], ["batch", "2", "2"], ["group", "2", "2"]]
     rows = script("summarize.py", sweep, "--csv").stdout
     assert "incomplete" in next(line for line in rows.splitlines() if "layer-bs32-s0" in line)
     plotted = script("plot.py", sweep, "--out", tmp_path / "p.png")

@@ -102,7 +102,7 @@ def by_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
     its 95% t interval. Diverged and unfinished runs are counted, not averaged."""
     arms: dict[tuple, list[dict]] = {}
     for row in rows:
-        arms.setdefault(tuple(str(row.get(k)) for k in keys), []).append(row)
+        arms.setdefault(tuple("-" if row.get(k) is None else str(row.get(k)) for k in keys), []).append(row)
     out = []
     for where, members in arms.items():
         # a copy of a run (the same config and seed) counts once
