@@ -26,8 +26,9 @@ lint: $(STAMP) ## ruff lint + format check, mypy over src/
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# one torch thread per pytest worker: -n auto workers of torch's default threads each oversubscribe the cores
 test: lint ## Fast test suite (real data, tiny subsets), on every core, the 15 slowest tests named
-	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -m "not slow" -q -n auto --durations=15
+	NORMLAB_DATA=$(TEST_DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -n auto --durations=15
 
 test-full: lint ## Every test, the slow ones included
 	NORMLAB_DATA=$(TEST_DATA) $(PY) -m pytest -q -n auto --durations=15
