@@ -95,7 +95,7 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     is not reported (3, named by --tune-seed); at lr=1e-4 the larger lr wins after 40 steps in both arms (an edge),
     so each arm tries one step more (100x) and records the extension. The best validation endpoint is run with
     every reported seed, and the tuned report sits beside the fixed-lr one; the index lists both, and says that
-    bn_convergence's reference (full, tuned) is not made. Overridden runs never touch results/: both reports go
+    bn_convergence's reference (paper_full, tuned) is not made. Overridden runs never touch results/: both reports go
     beside the runs."""
     from conftest import call_script
 
@@ -142,10 +142,11 @@ def test_tuning_selects_each_arms_lr_on_validation_extends_an_edge_and_reports_b
     made_by = f"`normlab reproduce bn_convergence --profile quick {' '.join(overrides)} {flags}`"
     assert made_by in (report / "tuned" / "README.md").read_text()  # the command repeats the tuning
     index = (report.parent / "README.md").read_text()
-    # the reference (full, tuned: the paper's 50,000 steps) is not made here: the index says so, quick stands in
+    # the reference (paper_full, tuned: the paper's setup at 50,000 steps) is not made here: the index says so, quick
+    # stands in
     assert "| [bn_convergence](bn_convergence/tuned/README.md) | quick, tuned |" in index
     assert "| [bn_convergence](bn_convergence/README.md) | **quick** (reference) |" in index
-    assert "- bn_convergence: full, tuned is its reference, not made yet" in index
+    assert "- bn_convergence: paper_full, tuned is its reference, not made yet" in index
     assert not (tmp_path / "results").exists()
     # the fixed-lr report made again counts exactly its 4 runs and leaves out the 6 tuning runs (seed 3) and the
     # 2 runs of each arm whose selected lr is not the fixed one
